@@ -1,0 +1,180 @@
+"""Settings, declared once.
+
+Every setting is a field of :class:`Settings`. The same declaration feeds the loader
+(environment with the ``TALLYGATE_`` prefix, then an optional TOML file, then command-line
+flags, in increasing precedence), ``tallygate config`` and ``docs/configuration.md``, which a
+test regenerates and compares.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tallygate.ledger.categories import MODEL_CATEGORIES
+
+
+class ConfigError(ValueError):
+    """A setting or the config file is wrong; the message names what and where."""
+
+
+class RoutePrice(BaseModel):
+    """Prices of one route, per million tokens (and per call, for services)."""
+
+    model_config = {"extra": "forbid"}
+
+    input_per_million: Decimal = Decimal(0)
+    cached_input_per_million: Decimal | None = None
+    output_per_million: Decimal = Decimal(0)
+    per_call: Decimal = Decimal(0)
+    currency: str = "USD"
+
+    @field_validator("input_per_million", "cached_input_per_million", "output_per_million",
+                     "per_call")
+    @classmethod
+    def _non_negative(cls, value: Decimal | None) -> Decimal | None:
+        if value is not None and (not value.is_finite() or value < 0):
+            raise ValueError("must be a non-negative decimal")
+        return value
+
+
+class Route(BaseModel):
+    """One public model name and the upstream that serves it."""
+
+    model_config = {"extra": "forbid"}
+
+    model: str = Field(min_length=1, max_length=200)
+    base_url: str = Field(pattern=r"^https?://")
+    api_key_env: str | None = None
+    upstream_model: str | None = None
+    kind: Literal["model", "service"] = "model"
+    category: str | None = None
+    price: RoutePrice | None = None
+
+    @field_validator("category")
+    @classmethod
+    def _known_category(cls, value: str | None) -> str | None:
+        if value is not None and value not in MODEL_CATEGORIES:
+            raise ValueError(f"must be one of {', '.join(MODEL_CATEGORIES)}")
+        return value
+
+
+class Settings(BaseSettings):
+    """All of tallygate's settings. The description of each field is its documentation."""
+
+    model_config = SettingsConfigDict(env_prefix="TALLYGATE_", extra="forbid")
+
+    database_url: str = Field(
+        "sqlite:///./tallygate.db",
+        description="Where the ledger lives: `sqlite:///path/to/file.db` or "
+        "`postgresql://user@host:5432/db`.",
+    )
+    redis_url: str | None = Field(
+        None,
+        description="Redis for rate-limit and quota counters shared by several gateway "
+        "processes, e.g. `redis://127.0.0.1:6379/0`. Required for more than one worker.",
+    )
+    admin_token: SecretStr | None = Field(
+        None,
+        description="The admin credential. When unset, `serve` generates one on first start, "
+        "stores only its hash and prints it once.",
+    )
+    host: str = Field("127.0.0.1", description="Address `serve` listens on.")
+    port: int = Field(8000, ge=1, le=65535, description="Port `serve` listens on.")
+    workers: int = Field(1, ge=1, le=64, description="Gateway worker processes for `serve`.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level of the server."
+    )
+    currency: str = Field(
+        "USD", min_length=3, max_length=3,
+        description="Currency of every amount in the ledger; prices must be given in it.",
+    )
+    raw_retention_days: int = Field(
+        0, ge=0,
+        description="Days raw call records are kept (0 = for ever). Rollups are kept for ever.",
+    )
+    minute_retention_days: int = Field(
+        7, ge=1, le=90,
+        description="Days per-minute rollups are kept (peak RPM/TPM, minute charts).",
+    )
+    durability: Literal["batched", "strict"] = Field(
+        "batched",
+        description="`batched`: records are written in batches every `flush_interval_ms` "
+        "(SIGKILL may lose the last window). `strict`: a record is committed before its "
+        "response completes.",
+    )
+    flush_interval_ms: int = Field(
+        50, ge=1, le=5000, description="Longest wait before recorded calls are written."
+    )
+    flush_max_records: int = Field(
+        2000, ge=1, le=100_000, description="Most records written in one batch."
+    )
+    ingest_max_events: int = Field(
+        10_000, ge=1, le=100_000,
+        description="Most events accepted in one `POST /api/v1/usage/events` body (413 above).",
+    )
+    routes: list[Route] = Field(
+        default_factory=list,
+        description="Public model names and their upstreams (`[[routes]]` tables in the TOML "
+        "file; see the README).",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if not self.database_url.startswith(("sqlite://", "postgresql://",
+                                             "postgresql+psycopg://")):
+            raise ValueError("database_url must start with sqlite:// or postgresql://")
+        seen: set[str] = set()
+        for route in self.routes:
+            if route.model in seen:
+                raise ValueError(f"routes: model {route.model!r} is declared twice")
+            seen.add(route.model)
+        return self
+
+    def route_for(self, model: str) -> Route | None:
+        return next((route for route in self.routes if route.model == model), None)
+
+
+def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
+    """Environment < TOML file < flags. Flags that are ``None`` were not given."""
+    file_values: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            file_values = tomllib.loads(config_file.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {config_file}: {exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from exc
+    given = {name: value for name, value in flags.items() if value is not None}
+    try:
+        return Settings(**(file_values | given))
+    except ValueError as exc:
+        source = f" (from {config_file})" if config_file else ""
+        raise ConfigError(f"invalid settings{source}: {exc}") from exc
+
+
+def settings_reference() -> str:
+    """The Markdown reference of every setting, generated from :class:`Settings`."""
+    lines = [
+        "# Configuration",
+        "",
+        "Generated by `tallygate config docs` from the settings declaration; do not edit.",
+        "",
+        "Settings come from the environment (`TALLYGATE_` + the name in upper case), an",
+        "optional TOML file (`--config FILE`, keys as below) and command-line flags, in that",
+        "order of increasing precedence.",
+        "",
+        "| setting | environment | default | description |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, field in Settings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        shown = "(none)" if default in (None, []) else f"`{default}`"
+        env = f"`TALLYGATE_{name.upper()}`" if name != "routes" else "TOML only"
+        lines.append(f"| `{name}` | {env} | {shown} | {field.description} |")
+    return "\n".join(lines) + "\n"

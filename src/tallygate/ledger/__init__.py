@@ -1,0 +1,1 @@
+"""The usage ledger: call records, their rollups, pricing and the statistics over them."""

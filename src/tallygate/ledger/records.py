@@ -1,0 +1,181 @@
+"""The call record: one call, as the ledger stores it, and the validation of incoming ones."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, StrictBool, StrictInt, field_validator, model_validator
+
+from tallygate.ledger.categories import CALL_TYPES, MODEL_CATEGORIES, category_for_endpoint
+from tallygate.ledger.money import NANO, to_nano
+
+MAX_TOKENS_PER_CALL = 1_000_000_000
+MAX_LATENCY_MS = 86_400_000
+MAX_METADATA_BYTES = 4096
+EARLIEST_TS = datetime(2000, 1, 1, tzinfo=UTC)
+FUTURE_SLACK_S = 300
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """One call. ``ts_us`` is microseconds since the Unix epoch (UTC); cost is in nano-units."""
+
+    id: str
+    ts_us: int
+    model: str
+    call_type: str
+    api_key_id: str | None = None
+    model_category: str = "other"
+    endpoint: str | None = None
+    status_code: int = 200
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    reasoning_tokens: int = 0
+    total_tokens: int = 0
+    cost_nano: int = 0
+    latency_ms: int | None = None
+    ttft_ms: int | None = None
+    estimated: bool = False
+    metadata: dict[str, Any] | None = field(default=None, hash=False, compare=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record as the API shows it: RFC 3339 time, exact decimal cost."""
+        return {
+            "id": self.id,
+            "ts": format_ts(self.ts_us),
+            "api_key_id": self.api_key_id,
+            "model": self.model,
+            "model_category": self.model_category,
+            "call_type": self.call_type,
+            "endpoint": self.endpoint,
+            "status_code": self.status_code,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cached_input_tokens": self.cached_input_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+            "total_tokens": self.total_tokens,
+            "cost": str(Decimal(self.cost_nano) / NANO),
+            "latency_ms": self.latency_ms,
+            "ttft_ms": self.ttft_ms,
+            "estimated": self.estimated,
+            "metadata": self.metadata,
+        }
+
+
+def format_ts(ts_us: int) -> str:
+    return datetime.fromtimestamp(ts_us / 1_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def new_call_id() -> str:
+    """A UUIDv7: time-ordered, so fresh records append to the primary-key index."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms << 80) | (0x7 << 76) | ((rand >> 68) << 64) | (0b10 << 62) | (rand & ((1 << 62) - 1))
+    text = f"{value:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+TokenCount = Annotated[StrictInt, Field(ge=0, le=MAX_TOKENS_PER_CALL)]
+
+
+class CallEvent(BaseModel):
+    """A call record as another service reports it (``POST /api/v1/usage/events``, import)."""
+
+    model_config = {"extra": "forbid", "str_strip_whitespace": True}
+
+    id: str = Field(min_length=1, max_length=128)
+    ts: datetime | float
+    model: str = Field(min_length=1, max_length=200)
+    call_type: Literal["model", "service", "internal"] = "model"
+    api_key_id: str | None = Field(None, max_length=64)
+    model_category: Literal[MODEL_CATEGORIES] | None = None  # type: ignore[valid-type]
+    endpoint: str | None = Field(None, max_length=200)
+    status_code: Annotated[StrictInt, Field(ge=100, le=599)] = 200
+    input_tokens: TokenCount = 0
+    output_tokens: TokenCount = 0
+    cached_input_tokens: TokenCount = 0
+    reasoning_tokens: TokenCount = 0
+    total_tokens: TokenCount | None = None
+    cost: Decimal | None = Field(None, ge=0, le=Decimal(1_000_000))
+    latency_ms: Annotated[StrictInt, Field(ge=0, le=MAX_LATENCY_MS)] | None = None
+    ttft_ms: Annotated[StrictInt, Field(ge=0, le=MAX_LATENCY_MS)] | None = None
+    estimated: StrictBool = False
+    metadata: dict[str, str | int | float | bool | None] | None = None
+
+    @field_validator("ts")
+    @classmethod
+    def _ts_in_range(cls, value: datetime | float) -> datetime:
+        if isinstance(value, int | float):
+            if value != value or value in (float("inf"), float("-inf")):
+                raise ValueError("must be a finite number of seconds")
+            value = datetime.fromtimestamp(value, UTC)
+        if value.tzinfo is None:
+            raise ValueError("must carry a time-zone offset (e.g. 2026-11-27T10:00:00Z)")
+        if value < EARLIEST_TS:
+            raise ValueError("is before 2000-01-01")
+        if value.timestamp() > time.time() + FUTURE_SLACK_S:
+            raise ValueError("is in the future")
+        return value
+
+    @field_validator("cost")
+    @classmethod
+    def _cost_exact(cls, value: Decimal | None) -> Decimal | None:
+        if value is not None and value != value.quantize(Decimal("1e-9")):
+            raise ValueError("has more than 9 decimal places")
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_small(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and len(repr(value).encode()) > MAX_METADATA_BYTES:
+            raise ValueError(f"is larger than {MAX_METADATA_BYTES} bytes")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CallEvent:
+        if self.cached_input_tokens > self.input_tokens:
+            raise ValueError("cached_input_tokens: cannot exceed input_tokens")
+        if self.reasoning_tokens > self.output_tokens:
+            raise ValueError("reasoning_tokens: cannot exceed output_tokens")
+        total = self.input_tokens + self.output_tokens
+        if self.total_tokens is not None and self.total_tokens != total:
+            raise ValueError("total_tokens: must equal input_tokens + output_tokens")
+        return self
+
+    def to_record(self, priced_cost_nano: int) -> CallRecord:
+        """The stored record; ``priced_cost_nano`` is used when the event names no cost."""
+        assert isinstance(self.ts, datetime)
+        ts_us = int(self.ts.timestamp()) * 1_000_000 + self.ts.microsecond
+        return CallRecord(
+            id=self.id,
+            ts_us=ts_us,
+            model=self.model,
+            call_type=self.call_type,
+            api_key_id=self.api_key_id,
+            model_category=self.model_category or category_for_endpoint(self.endpoint),
+            endpoint=self.endpoint,
+            status_code=self.status_code,
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            cached_input_tokens=self.cached_input_tokens,
+            reasoning_tokens=self.reasoning_tokens,
+            total_tokens=self.input_tokens + self.output_tokens,
+            cost_nano=priced_cost_nano if self.cost is None else to_nano(self.cost),
+            latency_ms=self.latency_ms,
+            ttft_ms=self.ttft_ms,
+            estimated=self.estimated,
+            metadata=self.metadata,
+        )
+
+
+assert set(CALL_TYPES) == {"model", "service", "internal"}

@@ -1,0 +1,274 @@
+"""The statistics behind the page, the API and the CLI: one path for every number.
+
+Each function takes the parsed filters and returns plain dicts in the API's shapes. A figure
+for a range without any call is ``None`` (shown as "no data"), never 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from tallygate.ledger.money import format_amount, money
+from tallygate.ledger.service import Ledger
+from tallygate.ledger.timerange import (
+    BadParameter,
+    TimeRange,
+    bucketing_for,
+    check_bucket_count,
+    iter_buckets,
+)
+from tallygate.store import keys as key_store
+from tallygate.store.usage import Aggregate, CallFilter, aggregate, peak_per_minute
+
+METRICS = {
+    "requests": "calls",
+    "total_tokens": "total_tokens",
+    "input_tokens": "input_tokens",
+    "output_tokens": "output_tokens",
+    "cost": "cost_nano",
+}
+GROUPS = {"api_key": "api_key_id", "model": "model", "call_type": "call_type",
+          "model_category": "model_category"}
+CARD_MEASURES = ("calls", "success_calls", "failed_calls", "rate_limited_calls",
+                 "input_tokens", "output_tokens", "cached_input_tokens", "total_tokens",
+                 "cost_nano")
+
+
+@dataclass(frozen=True, slots=True)
+class UsageQuery:
+    """Parsed common filters: which calls, and when."""
+
+    filter: CallFilter
+    range: TimeRange
+
+    def window(self) -> dict[str, str]:
+        return {"start": self.range.start().isoformat(), "end": self.range.end().isoformat(),
+                "tz": self.range.tz.key}
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    return None if whole == 0 else round(part / whole, 6)
+
+
+def _cards(ledger: Ledger, query: UsageQuery, start_us: int, end_us: int) -> dict[str, Any]:
+    rows = aggregate(ledger.db, Aggregate(start_us, end_us, query.filter, ("call_type",),
+                                          measures=CARD_MEASURES))
+    totals = dict.fromkeys(CARD_MEASURES, 0)
+    by_type = {"service": 0, "internal": 0}
+    for row in rows:
+        values = row[3:]
+        for name, value in zip(CARD_MEASURES, values, strict=True):
+            totals[name] += value
+        if row[2] in by_type:
+            by_type[row[2]] += values[0]
+    calls = totals["calls"]
+    if calls == 0:
+        return dict.fromkeys(
+            ("model_calls", "service_calls", "internal_calls", "business_calls", "total_tokens",
+             "input_tokens", "output_tokens", "cached_input_tokens", "cost", "success_calls",
+             "failed_calls", "rate_limited_calls", "success_rate", "cache_hit_rate"))
+    return {
+        "model_calls": calls,
+        "service_calls": by_type["service"],
+        "internal_calls": by_type["internal"],
+        "business_calls": calls - by_type["internal"],
+        "total_tokens": totals["total_tokens"],
+        "input_tokens": totals["input_tokens"],
+        "output_tokens": totals["output_tokens"],
+        "cached_input_tokens": totals["cached_input_tokens"],
+        "cost": money(totals["cost_nano"], ledger.currency),
+        "success_calls": totals["success_calls"],
+        "failed_calls": totals["failed_calls"],
+        "rate_limited_calls": totals["rate_limited_calls"],
+        "success_rate": _ratio(totals["success_calls"], calls),
+        "cache_hit_rate": _ratio(totals["cached_input_tokens"], totals["input_tokens"]),
+    }
+
+
+def _card_number(card: Any) -> Decimal | None:
+    if card is None:
+        return None
+    if isinstance(card, dict):
+        return Decimal(card["amount"])
+    return Decimal(card)
+
+
+def _changes(current: dict[str, Any], previous: dict[str, Any]) -> dict[str, float | None]:
+    """Relative change per card; None when either side has no data or the base is 0."""
+    changes: dict[str, float | None] = {}
+    for name, value in current.items():
+        now, before = _card_number(value), _card_number(previous.get(name))
+        if name.endswith("_rate"):
+            changes[name] = None if now is None or before is None else float(
+                round(now - before, 6))
+            continue
+        changes[name] = None if now is None or not before else float(
+            round((now - before) / before, 6))
+    return changes
+
+
+def usage_summary(ledger: Ledger, query: UsageQuery) -> dict[str, Any]:
+    r = query.range
+    cards = _cards(ledger, query, r.start_us, r.end_us)
+    previous = _cards(ledger, query, r.previous_start_us, r.previous_end_us)
+    floor = ledger.minute_floor_s()
+    peaks = peak_per_minute(ledger.db, Aggregate(r.start_us, r.end_us, query.filter,
+                                                 minute_floor_s=floor))
+    peak = peaks.get(())
+    cards["peak_rpm"] = None if peak is None else peak[0]
+    cards["peak_tpm"] = None if peak is None else peak[1]
+    return {
+        **query.window(),
+        "previous_start": r.previous_start().isoformat(),
+        "previous_end": r.previous_end().isoformat(),
+        "currency": ledger.currency,
+        "cards": cards,
+        "previous": previous,
+        "change": _changes({k: v for k, v in cards.items() if not k.startswith("peak")},
+                           previous),
+        "peak_window_start": max(r.start(), _dt_from_s(floor, r)).isoformat(),
+    }
+
+
+def _dt_from_s(seconds: int, r: TimeRange) -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(seconds, UTC).astimezone(r.tz)
+
+
+def _series_value(metric: str, value: int) -> int | str:
+    return format_amount(value) if metric == "cost" else value
+
+
+def usage_trend(ledger: Ledger, query: UsageQuery, metric: str = "requests",
+                granularity: str = "day", group_by: str = "model") -> dict[str, Any]:
+    if metric not in METRICS:
+        raise BadParameter("metric", f"must be one of {', '.join(METRICS)}")
+    if group_by not in GROUPS:
+        raise BadParameter("group_by", f"must be one of {', '.join(GROUPS)}")
+    check_bucket_count(granularity, query.range)
+    bucketing = bucketing_for(granularity, query.range)
+    dimension = GROUPS[group_by]
+    measure = METRICS[metric]
+    rows = aggregate(ledger.db, Aggregate(
+        query.range.start_us, query.range.end_us, query.filter, (dimension,), bucketing,
+        measures=(measure,), minute_floor_s=ledger.minute_floor_s()))
+    buckets = list(iter_buckets(query.range, bucketing))
+    position = {(b.index, b.offset): i for i, b in enumerate(buckets)}
+    series: dict[str, list[int | None]] = {}
+    totals: dict[str, int] = {}
+    for bucket_index, offset, name, value in rows:
+        name = name or ""
+        values = series.setdefault(name, [None] * len(buckets))
+        values[position[(bucket_index, offset)]] = value
+        totals[name] = totals.get(name, 0) + value
+    names = _display_names(ledger, group_by, series)
+    ordered = sorted(series, key=lambda n: (-totals[n], n))
+    return {
+        "metric": metric,
+        "granularity": granularity,
+        "group_by": group_by,
+        **query.window(),
+        "buckets": [b.label for b in buckets],
+        "series": [
+            {"name": n, "label": names.get(n, n),
+             "values": [None if v is None else _series_value(metric, v) for v in series[n]],
+             "total": _series_value(metric, totals[n])}
+            for n in ordered
+        ],
+    }
+
+
+def _display_names(ledger: Ledger, group_by: str, groups: Any) -> dict[str, str]:
+    if group_by != "api_key":
+        return {}
+    names = key_store.key_names(ledger.db)
+    return {g: names.get(g, g or "(no key)") for g in groups}
+
+
+BREAKDOWN_SORTS = ("calls", "success_calls", "failed_calls", "rate_limited_calls",
+                   "input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens",
+                   "total_tokens", "cost", "cache_hit_rate", "avg_latency_ms", "peak_rpm",
+                   "peak_tpm")
+
+
+def usage_breakdown(ledger: Ledger, query: UsageQuery, group_by: Sequence[str] = ("model",),
+                    sort: str = "-calls") -> dict[str, Any]:
+    if not group_by or len(group_by) > 2 or len(set(group_by)) != len(group_by):
+        raise BadParameter("group_by", "give one or two distinct groupings")
+    for group in group_by:
+        if group not in GROUPS:
+            raise BadParameter("group_by", f"must be among {', '.join(GROUPS)}")
+    sort_key = sort.lstrip("-")
+    if sort_key not in BREAKDOWN_SORTS and sort_key not in group_by:
+        raise BadParameter("sort", f"must be one of {', '.join(BREAKDOWN_SORTS)} (or a "
+                                   "group), with - for descending")
+    dims = tuple(GROUPS[g] for g in group_by)
+    spec = Aggregate(query.range.start_us, query.range.end_us, query.filter, dims,
+                     minute_floor_s=ledger.minute_floor_s())
+    rows = aggregate(ledger.db, spec)
+    peaks = peak_per_minute(ledger.db, spec)
+    total_calls = sum(row[2 + len(dims)] for row in rows)
+    total_cost = sum(row[2 + len(dims) + 9] for row in rows)
+    names = _display_names(ledger, "api_key", {row[2 + group_by.index("api_key")]
+                                               for row in rows}) if "api_key" in group_by else {}
+    items = []
+    for row in rows:
+        groups = row[2:2 + len(dims)]
+        m = dict(zip(("calls", "success_calls", "failed_calls", "rate_limited_calls",
+                      "input_tokens", "output_tokens", "cached_input_tokens",
+                      "reasoning_tokens", "total_tokens", "cost_nano", "latency_ms_sum",
+                      "latency_count", "ttft_ms_sum", "ttft_count", "estimated_calls"),
+                     row[2 + len(dims):], strict=True))
+        item: dict[str, Any] = {g: (v or None) if g == "api_key" else v
+                                for g, v in zip(group_by, groups, strict=True)}
+        if "api_key" in group_by:
+            item["api_key_name"] = names.get(groups[group_by.index("api_key")])
+        peak = peaks.get(tuple(groups))
+        item.update({
+            "calls": m["calls"], "success_calls": m["success_calls"],
+            "failed_calls": m["failed_calls"], "rate_limited_calls": m["rate_limited_calls"],
+            "input_tokens": m["input_tokens"], "output_tokens": m["output_tokens"],
+            "cached_input_tokens": m["cached_input_tokens"],
+            "reasoning_tokens": m["reasoning_tokens"], "total_tokens": m["total_tokens"],
+            "estimated_calls": m["estimated_calls"],
+            "cache_hit_rate": _ratio(m["cached_input_tokens"], m["input_tokens"]),
+            "success_rate": _ratio(m["success_calls"], m["calls"]),
+            "cost": money(m["cost_nano"], ledger.currency),
+            "avg_latency_ms": None if not m["latency_count"] else round(
+                m["latency_ms_sum"] / m["latency_count"], 1),
+            "avg_ttft_ms": None if not m["ttft_count"] else round(
+                m["ttft_ms_sum"] / m["ttft_count"], 1),
+            "peak_rpm": None if peak is None else peak[0],
+            "peak_tpm": None if peak is None else peak[1],
+            "share": _ratio(m["calls"], total_calls),
+            "cost_share": _ratio(m["cost_nano"], total_cost),
+        })
+        items.append(item)
+    _sort_rows(items, sort)
+    return {**query.window(), "group_by": list(group_by), "sort": sort,
+            "currency": ledger.currency, "rows": items}
+
+
+def _sort_rows(items: list[dict[str, Any]], sort: str) -> None:
+    key = sort.lstrip("-")
+
+    def value(item: dict[str, Any]) -> Any:
+        v = item.get(key)
+        if isinstance(v, dict):
+            v = Decimal(v["amount"])
+        return (v is None, v if v is not None else 0)
+
+    items.sort(key=lambda item: str(item.get("model") or item.get("api_key") or ""))
+    if key in GROUPS:
+        items.sort(key=lambda item: str(item.get(key) or ""), reverse=sort.startswith("-"))
+        return
+    present = [i for i in items if i.get(key) is not None]
+    missing = [i for i in items if i.get(key) is None]
+    present.sort(key=value, reverse=sort.startswith("-"))
+    items[:] = present + missing
+
+

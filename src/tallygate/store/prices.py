@@ -1,0 +1,52 @@
+"""The price table."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from sqlalchemy import select
+
+from tallygate.ledger.pricing import Price
+from tallygate.store.database import Database
+from tallygate.store.schema import prices
+
+
+def list_prices(db: Database) -> list[Price]:
+    with db.read() as conn:
+        rows = conn.execute(select(prices).order_by(prices.c.model, prices.c.effective_from))
+        return [
+            Price(
+                model=row.model,
+                effective_from_us=row.effective_from,
+                input_per_million=Decimal(row.input_per_million),
+                output_per_million=Decimal(row.output_per_million),
+                cached_input_per_million=None if row.cached_input_per_million is None
+                else Decimal(row.cached_input_per_million),
+                per_call=Decimal(row.per_call),
+                currency=row.currency,
+            )
+            for row in rows
+        ]
+
+
+def set_price(db: Database, price: Price) -> None:
+    """Add a price from ``effective_from_us`` on (replacing one with the same start)."""
+    values = {
+        "input_per_million": str(price.input_per_million),
+        "cached_input_per_million": None if price.cached_input_per_million is None
+        else str(price.cached_input_per_million),
+        "output_per_million": str(price.output_per_million),
+        "per_call": str(price.per_call),
+        "currency": price.currency,
+    }
+    with db.write() as conn:
+        existing = conn.execute(select(prices.c.model).where(
+            prices.c.model == price.model,
+            prices.c.effective_from == price.effective_from_us)).first()
+        if existing:
+            conn.execute(prices.update().where(
+                prices.c.model == price.model,
+                prices.c.effective_from == price.effective_from_us).values(**values))
+        else:
+            conn.execute(prices.insert().values(model=price.model,
+                                                effective_from=price.effective_from_us, **values))

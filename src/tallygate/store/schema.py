@@ -1,0 +1,143 @@
+"""Table definitions. Migrations (``store/migrations``) create them; a test checks they agree.
+
+Times are integers: ``ts`` in microseconds since the Unix epoch, rollup ``bucket`` in seconds.
+Money is an integer of nano-units. Integers behave the same in SQLite and PostgreSQL, sum
+exactly and index compactly.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+calls = Table(
+    "calls",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("ts", BigInteger, nullable=False),
+    Column("api_key_id", String(64)),
+    Column("model", String(200), nullable=False),
+    Column("model_category", String(20), nullable=False),
+    Column("call_type", String(10), nullable=False),
+    Column("endpoint", String(200)),
+    Column("status_code", Integer, nullable=False),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("cached_input_tokens", BigInteger, nullable=False),
+    Column("reasoning_tokens", BigInteger, nullable=False),
+    Column("total_tokens", BigInteger, nullable=False),
+    Column("cost_nano", BigInteger, nullable=False),
+    Column("latency_ms", Integer),
+    Column("ttft_ms", Integer),
+    Column("estimated", Boolean, nullable=False),
+    Column("metadata", Text),
+    Index("ix_calls_ts", "ts"),
+    Index("ix_calls_key_ts", "api_key_id", "ts"),
+)
+
+# Summable measures shared by both rollup grains. Order matters: the store writes them by
+# position.
+ROLLUP_MEASURES = (
+    "calls",
+    "success_calls",
+    "failed_calls",
+    "rate_limited_calls",
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "reasoning_tokens",
+    "total_tokens",
+    "cost_nano",
+    "latency_ms_sum",
+    "latency_count",
+    "ttft_ms_sum",
+    "ttft_count",
+    "estimated_calls",
+)
+ROLLUP_DIMENSIONS = ("api_key_id", "model", "model_category", "call_type")
+
+
+def _rollup_table(name: str) -> Table:
+    return Table(
+        name,
+        metadata,
+        Column("bucket", BigInteger, primary_key=True),
+        # "" stands for "no key" so the primary key can include it on PostgreSQL.
+        Column("api_key_id", String(64), primary_key=True),
+        Column("model", String(200), primary_key=True),
+        Column("model_category", String(20), primary_key=True),
+        Column("call_type", String(10), primary_key=True),
+        *(Column(measure, BigInteger, nullable=False) for measure in ROLLUP_MEASURES),
+        # Clustered by (bucket, ...) on SQLite: a time range is one contiguous scan.
+        sqlite_with_rowid=False,
+    )
+
+
+rollup_15m = _rollup_table("rollup_15m")
+rollup_1m = _rollup_table("rollup_1m")
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("prefix", String(32), nullable=False),
+    Column("secret_hash", String(64), nullable=False, unique=True),
+    Column("status", String(10), nullable=False),
+    Column("internal", Boolean, nullable=False),
+    Column("owner", String(200)),
+    Column("tags", Text),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger),
+    Column("allowed_models", Text),
+    Column("allowed_ips", Text),
+    Column("rpm_limit", Integer),
+    Column("tpm_limit", BigInteger),
+    Column("quota_tokens", BigInteger),
+    Column("budget_nano", BigInteger),
+    Column("quota_period", String(10), nullable=False),
+)
+
+prices = Table(
+    "prices",
+    metadata,
+    Column("model", String(200), primary_key=True),
+    Column("effective_from", BigInteger, primary_key=True),
+    # Decimal strings: exact on both databases.
+    Column("input_per_million", String(40), nullable=False),
+    Column("cached_input_per_million", String(40)),
+    Column("output_per_million", String(40), nullable=False),
+    Column("per_call", String(40), nullable=False),
+    Column("currency", String(3), nullable=False),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ts", BigInteger, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("action", String(50), nullable=False),
+    Column("target", String(200)),
+    Column("details", Text),
+    Index("ix_audit_log_ts", "ts"),
+)
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("value", Text, nullable=False),
+)

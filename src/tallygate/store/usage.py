@@ -1,0 +1,278 @@
+"""Reading the ledger: sums over rollups, with the ragged edges of a range read from raw calls.
+
+A range ``[start, end)`` is split into the part aligned to the rollup grain, answered from the
+rollup table (its cost depends on the number of rollup rows, not of calls), and at most two
+partial-bucket edges, answered from raw records (at most one bucket's worth of calls each).
+The two answers are summed, so every figure equals the brute-force sum over raw records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    and_,
+    case,
+    func,
+    literal,
+    or_,
+    select,
+    tuple_,
+)
+
+from tallygate.ledger.records import CallRecord
+from tallygate.store.database import Database
+from tallygate.store.schema import ROLLUP_MEASURES, calls, rollup_1m, rollup_15m
+
+DIMENSIONS = ("api_key_id", "model", "model_category", "call_type")
+US = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class CallFilter:
+    """Which calls count. An empty tuple means "all"."""
+
+    api_key_ids: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+    call_types: tuple[str, ...] = ()
+    model_categories: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Bucketing:
+    """Local-time buckets of ``width_s`` seconds.
+
+    ``segments`` are ``(from_s, utc_offset_s)`` pairs in time order: the zone's offset from
+    each instant on. A time ``t`` falls in local bucket ``(t + offset(t)) // width_s``; with
+    ``split_by_offset`` the offset is part of the bucket's identity, so the repeated hour of a
+    daylight-saving fall-back stays two hours.
+    """
+
+    width_s: int
+    segments: tuple[tuple[int, int], ...]
+    split_by_offset: bool = False
+
+    def offsets(self) -> list[int]:
+        return [offset for _, offset in self.segments]
+
+
+@dataclass(frozen=True, slots=True)
+class Aggregate:
+    """Sums of ``measures`` over ``[start_us, end_us)`` grouped by ``dimensions``."""
+
+    start_us: int
+    end_us: int
+    filter: CallFilter = field(default_factory=CallFilter)
+    dimensions: tuple[str, ...] = ()
+    bucketing: Bucketing | None = None
+    measures: tuple[str, ...] = ROLLUP_MEASURES
+    minute_floor_s: int | None = None  # earliest minute the minute rollups still hold
+
+
+Row = tuple[Any, ...]  # (bucket, offset, *dimensions, *measures); bucket/offset None if unused
+
+
+def aggregate(db: Database, spec: Aggregate) -> list[Row]:
+    """Rows of sums, one per group that has calls (groups without calls are absent)."""
+    width = 2 + len(spec.dimensions)
+    merged: dict[tuple[Any, ...], list[int]] = {}
+    with db.read() as conn:
+        for query in _parts(spec):
+            for row in conn.execute(query):
+                key = tuple(row[:width])
+                sums = [int(v or 0) for v in row[width:]]
+                if key in merged:
+                    merged[key] = [a + b for a, b in zip(merged[key], sums, strict=True)]
+                else:
+                    merged[key] = sums
+    return [(*key, *sums) for key, sums in merged.items()]
+
+
+def _parts(spec: Aggregate) -> list[Select[Any]]:
+    """One grouped query for the rollup-aligned middle, one over raw calls for the edges."""
+    grain = _grain(spec)
+    parts: list[Select[Any]] = []
+    edges = [(spec.start_us, spec.end_us)]
+    if grain:
+        aligned_start = -(-spec.start_us // (grain * US)) * grain
+        aligned_end = spec.end_us // (grain * US) * grain
+        if aligned_start < aligned_end:
+            table = rollup_15m if grain == 900 else rollup_1m
+            parts.append(_rollup_select(table, spec, aligned_start, aligned_end))
+            edges = [(spec.start_us, aligned_start * US), (aligned_end * US, spec.end_us)]
+    edges = [(lo, hi) for lo, hi in edges if lo < hi]
+    if edges:
+        parts.append(_raw_select(spec, edges))
+    return parts
+
+
+def _grain(spec: Aggregate) -> int:
+    """The coarsest rollup grain that buckets exactly, or 0: only raw records will do."""
+    if spec.bucketing is None:
+        return 900
+    offsets = spec.bucketing.offsets()
+    for grain in (900, 60):
+        if spec.bucketing.width_s % grain or any(offset % grain for offset in offsets):
+            continue
+        if grain == 60 and (spec.minute_floor_s is None
+                            or spec.start_us < spec.minute_floor_s * US):
+            return 0
+        return grain
+    return 0
+
+
+def _offset_expr(bucketing: Bucketing, t: ColumnElement[Any]) -> ColumnElement[Any]:
+    segments = bucketing.segments
+    if len(segments) == 1:
+        return literal(segments[0][1])
+    whens = [(t < segments[i + 1][0], segments[i][1]) for i in range(len(segments) - 1)]
+    return case(*whens, else_=segments[-1][1])
+
+
+def _grouped(spec: Aggregate, inner: Select[Any]) -> Select[Any]:
+    """Wrap a per-row select with bucket and offset columns, then group it.
+
+    Grouping happens in an outer query over plain columns, because PostgreSQL does not treat
+    two copies of an expression with bound parameters as the same GROUP BY expression.
+    """
+    sub = inner.subquery()
+    group_cols = [sub.c.b, sub.c.o, *(sub.c[d] for d in spec.dimensions)]
+    sums = [func.sum(sub.c[m]) for m in spec.measures]
+    return select(*group_cols, *sums).group_by(*group_cols)
+
+
+def _bucket_columns(spec: Aggregate, t: ColumnElement[Any]) -> list[ColumnElement[Any]]:
+    if spec.bucketing is None:
+        return [literal(None).label("b"), literal(None).label("o")]
+    offset = _offset_expr(spec.bucketing, t)
+    bucket = ((t + offset) // spec.bucketing.width_s).label("b")
+    shown_offset = offset if spec.bucketing.split_by_offset else literal(None)
+    return [bucket, shown_offset.label("o")]
+
+
+def _filters(table: Table, f: CallFilter) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if f.api_key_ids:
+        conditions.append(table.c.api_key_id.in_(f.api_key_ids))
+    if f.models:
+        conditions.append(table.c.model.in_(f.models))
+    if f.call_types:
+        conditions.append(table.c.call_type.in_(f.call_types))
+    if f.model_categories:
+        conditions.append(table.c.model_category.in_(f.model_categories))
+    return conditions
+
+
+def _rollup_select(table: Table, spec: Aggregate, start_s: int, end_s: int) -> Select[Any]:
+    t = table.c.bucket
+    inner = select(
+        *_bucket_columns(spec, t),
+        *(table.c[d] for d in spec.dimensions),
+        *(table.c[m] for m in spec.measures),
+    ).where(t >= start_s, t < end_s, *_filters(table, spec.filter))
+    return _grouped(spec, inner)
+
+
+_STATUS = calls.c.status_code
+
+
+def _raw_measure(name: str) -> ColumnElement[Any]:
+    one_if = {
+        "calls": literal(1),
+        "success_calls": case((_STATUS < 400, 1), else_=0),
+        "failed_calls": case((and_(_STATUS >= 400, _STATUS != 429), 1), else_=0),
+        "rate_limited_calls": case((_STATUS == 429, 1), else_=0),
+        "latency_ms_sum": func.coalesce(calls.c.latency_ms, 0),
+        "latency_count": case((calls.c.latency_ms.is_(None), 0), else_=1),
+        "ttft_ms_sum": func.coalesce(calls.c.ttft_ms, 0),
+        "ttft_count": case((calls.c.ttft_ms.is_(None), 0), else_=1),
+        "estimated_calls": case((calls.c.estimated, 1), else_=0),
+    }
+    return (one_if.get(name) if name in one_if else calls.c[name]).label(name)  # type: ignore[union-attr]
+
+
+def _raw_select(spec: Aggregate, edges: list[tuple[int, int]]) -> Select[Any]:
+    t = calls.c.ts // US
+    in_edges = or_(*(and_(calls.c.ts >= lo, calls.c.ts < hi) for lo, hi in edges))
+    key = func.coalesce(calls.c.api_key_id, "").label("api_key_id")
+    dims = [key if d == "api_key_id" else calls.c[d] for d in spec.dimensions]
+    inner = select(
+        *_bucket_columns(spec, t),
+        *dims,
+        *(_raw_measure(m) for m in spec.measures),
+    ).where(in_edges, *_filters(calls, spec.filter))
+    return _grouped(spec, inner)
+
+
+def peak_per_minute(db: Database, spec: Aggregate) -> dict[tuple[Any, ...], tuple[int, int]]:
+    """Highest calls and total tokens in one minute, per group of ``spec.dimensions``.
+
+    Whole minutes come from the minute rollups, the partial minutes at the range's edges from
+    raw records; the two never share a minute, so the peak is the larger of their peaks.
+    Minutes before ``spec.minute_floor_s`` are not looked at.
+    """
+    peaks: dict[tuple[Any, ...], tuple[int, int]] = {}
+    if spec.minute_floor_s is None:
+        return peaks
+    by_minute = Aggregate(
+        start_us=max(spec.start_us, spec.minute_floor_s * US), end_us=spec.end_us,
+        filter=spec.filter, dimensions=spec.dimensions, bucketing=Bucketing(60, ((0, 0),)),
+        measures=("calls", "total_tokens"), minute_floor_s=spec.minute_floor_s,
+    )
+    if by_minute.end_us <= by_minute.start_us:
+        return peaks
+    with db.read() as conn:
+        for part in _parts(by_minute):
+            per_minute = part.subquery()
+            dims = [per_minute.c[d] for d in spec.dimensions]
+            calls_col, tokens_col = list(per_minute.c)[-2:]
+            query = select(*dims, func.max(calls_col), func.max(tokens_col)).group_by(*dims)
+            for row in conn.execute(query):
+                if row[-2] is None:
+                    continue
+                group = tuple(row[:-2])
+                best = peaks.get(group, (0, 0))
+                peaks[group] = (max(best[0], int(row[-2])), max(best[1], int(row[-1])))
+    return peaks
+
+
+def iter_calls(db: Database, f: CallFilter, start_us: int, end_us: int, *,
+               before: tuple[int, str] | None = None, limit: int | None = None,
+               batch_size: int = 5000) -> Iterator[CallRecord]:
+    """Raw records, newest first, from ``before`` (exclusive) on; streamed in batches."""
+    import json
+
+    cursor = before
+    remaining = limit
+    while remaining is None or remaining > 0:
+        size = batch_size if remaining is None else min(batch_size, remaining)
+        conditions = [calls.c.ts >= start_us, calls.c.ts < end_us,
+                      *_filters(calls, f)]
+        if cursor is not None:
+            conditions.append(tuple_(calls.c.ts, calls.c.id) < tuple_(*cursor))
+        query = (select(calls).where(*conditions)
+                 .order_by(calls.c.ts.desc(), calls.c.id.desc()).limit(size))
+        with db.read() as conn:
+            rows = conn.execute(query).all()
+        for row in rows:
+            yield CallRecord(
+                id=row.id, ts_us=row.ts, api_key_id=row.api_key_id, model=row.model,
+                model_category=row.model_category, call_type=row.call_type,
+                endpoint=row.endpoint, status_code=row.status_code,
+                input_tokens=row.input_tokens, output_tokens=row.output_tokens,
+                cached_input_tokens=row.cached_input_tokens,
+                reasoning_tokens=row.reasoning_tokens, total_tokens=row.total_tokens,
+                cost_nano=row.cost_nano, latency_ms=row.latency_ms, ttft_ms=row.ttft_ms,
+                estimated=bool(row.estimated),
+                metadata=None if row.metadata is None else json.loads(row.metadata),
+            )
+        if len(rows) < size:
+            return
+        cursor = (rows[-1].ts, rows[-1].id)
+        if remaining is not None:
+            remaining -= len(rows)

@@ -1,0 +1,86 @@
+"""Shared fixtures: real SQLite files and the real PostgreSQL server, the same tests on both.
+
+PostgreSQL is found through ``TALLYGATE_TEST_POSTGRES_URL`` (default
+``postgresql://postgres@127.0.0.1:5432/test``). Each test process gets its own database,
+created for the run and dropped after it. Without a server the PostgreSQL variants skip with
+the reason shown; with ``CI=true`` they fail instead, so CI never skips them silently.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from tallygate.ledger.service import Ledger
+from tallygate.store.database import Database, engine_url
+from tallygate.store.schema import metadata
+
+POSTGRES_URL = os.environ.get("TALLYGATE_TEST_POSTGRES_URL",
+                              "postgresql://postgres@127.0.0.1:5432/test")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _unavailable(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"PostgreSQL is required in CI: {reason}")
+    pytest.skip(f"PostgreSQL not available: {reason}")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh database on the PostgreSQL server for this test process."""
+    admin = create_engine(engine_url(POSTGRES_URL), isolation_level="AUTOCOMMIT")
+    name = f"tallygate_test_{uuid.uuid4().hex[:10]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # any failure to reach the server
+        admin.dispose()
+        _unavailable(f"{POSTGRES_URL}: {exc.__class__.__name__}: {str(exc).splitlines()[0]}")
+    base = POSTGRES_URL.rsplit("/", 1)[0]
+    url = f"{base}/{name}"
+    database = Database(url)
+    database.upgrade()
+    database.dispose()
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _empty_postgres(url: str) -> Database:
+    database = Database(url)
+    with database.write() as conn:
+        names = ", ".join(table.name for table in metadata.sorted_tables)
+        conn.execute(text(f"TRUNCATE {names}"))
+    return database
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """An empty, migrated database: a SQLite file, then the real PostgreSQL."""
+    if request.param == "sqlite":
+        database = Database(f"sqlite:///{tmp_path / 'ledger.db'}")
+        database.upgrade()
+    else:
+        database = _empty_postgres(request.getfixturevalue("postgres_url"))
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> Iterator[Database]:
+    database = Database(f"sqlite:///{tmp_path / 'ledger.db'}")
+    database.upgrade()
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def ledger(db: Database) -> Ledger:
+    return Ledger(db)
