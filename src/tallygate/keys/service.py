@@ -41,13 +41,13 @@ def key_out(key: StoredKey) -> KeyOut:
     updated = _dt(key.updated_at)
     assert created is not None and updated is not None
     return KeyOut(
-        id=key.id, name=key.name, prefix=key.prefix, status=effective_status(key),  # type: ignore[arg-type]
+        id=key.id, name=key.name, prefix=key.prefix, status=effective_status(key),
         internal=key.internal, owner=key.owner, tags=key.tags, created_at=created,
         updated_at=updated, expires_at=_dt(key.expires_at), allowed_models=key.allowed_models,
         allowed_ips=key.allowed_ips, rpm_limit=key.rpm_limit, tpm_limit=key.tpm_limit,
         quota_tokens=key.quota_tokens,
         budget=None if key.budget_nano is None else format_amount(key.budget_nano),
-        quota_period=key.quota_period,  # type: ignore[arg-type]
+        quota_period=key.quota_period,
     )
 
 
@@ -106,7 +106,7 @@ class KeyService:
         return key_out(stored)
 
     def set_status(self, key_id: str, status: str, actor: str) -> KeyOut:
-        return self.update(key_id, KeyUpdate(status=status), actor)  # type: ignore[arg-type]
+        return self.update(key_id, KeyUpdate(status=status), actor)
 
     def rotate(self, key_id: str, actor: str) -> CreatedKey:
         """A new secret for the same key (limits and usage history stay)."""

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
-from tallygate.ledger.pricing import PriceTable
-from tallygate.ledger.records import CallRecord
+from tallygate.ledger.pricing import Price, PriceTable
+from tallygate.ledger.records import CallRecord, now_us
 from tallygate.store import prices as price_store
 from tallygate.store.calls import InsertResult, insert_calls
 from tallygate.store.database import Database
+
+if TYPE_CHECKING:
+    from tallygate.config import Route
 
 
 @dataclass
@@ -37,3 +41,30 @@ class Ledger:
 
     def prices_changed(self) -> None:
         self._prices = None
+
+    def sync_route_prices(self, routes: Sequence[Route]) -> list[str]:
+        """Put each route's configured price in the price table when it differs from the
+        price in force: from the epoch for a model without any price, else from now (so
+        past calls keep the price they were made at). Returns the models that changed."""
+        table = self.prices()
+        now = now_us()
+        changed = []
+        for route in routes:
+            if route.price is None:
+                continue
+            wanted = Price(
+                model=route.model, effective_from_us=0,
+                input_per_million=route.price.input_per_million,
+                output_per_million=route.price.output_per_million,
+                cached_input_per_million=route.price.cached_input_per_million,
+                per_call=route.price.per_call, currency=route.price.currency,
+            )
+            current = table.price_at(route.model, now)
+            if current is not None and replace(current, effective_from_us=0) == wanted:
+                continue
+            start = 0 if not table.price_at(route.model, 2**62) else now
+            price_store.set_price(self.db, replace(wanted, effective_from_us=start))
+            changed.append(route.model)
+        if changed:
+            self.prices_changed()
+        return changed

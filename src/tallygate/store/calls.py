@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -149,7 +148,8 @@ def upsert_sql(db: Database, table: str, *, replace: bool = False) -> str:
             f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}")
 
 
-def purge_before(db: Database, *, raw_before_us: int | None, minute_before_s: int) -> tuple[int, int]:
+def purge_before(db: Database, *, raw_before_us: int | None,
+                 minute_before_s: int) -> tuple[int, int]:
     """Delete raw records and minute rollups past their retention; 15-minute rollups stay."""
     with db.write() as conn:
         raw_deleted = 0

@@ -181,7 +181,7 @@ def _rollup_select(table: Table, spec: Aggregate, start_s: int, end_s: int) -> S
 _STATUS = calls.c.status_code
 
 
-def _raw_measure(name: str) -> ColumnElement[Any]:
+def raw_measure(name: str) -> ColumnElement[Any]:
     one_if = {
         "calls": literal(1),
         "success_calls": case((_STATUS < 400, 1), else_=0),
@@ -204,7 +204,7 @@ def _raw_select(spec: Aggregate, edges: list[tuple[int, int]]) -> Select[Any]:
     inner = select(
         *_bucket_columns(spec, t),
         *dims,
-        *(_raw_measure(m) for m in spec.measures),
+        *(raw_measure(m) for m in spec.measures),
     ).where(in_edges, *_filters(calls, spec.filter))
     return _grouped(spec, inner)
 

@@ -1,0 +1,64 @@
+"""Who is calling ``/api/v1``: the admin, or a key holder who may only see its own usage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from tallygate.api.errors import ApiError
+from tallygate.keys.secrets import hash_secret, same_hash
+from tallygate.keys.service import KeyService, effective_status
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """``api_key_id`` is None for the admin; a key holder is scoped to its key."""
+
+    api_key_id: str | None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.api_key_id is None
+
+    @property
+    def actor(self) -> str:
+        return "admin" if self.api_key_id is None else f"key:{self.api_key_id}"
+
+
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "Missing credential: send Authorization: Bearer <admin token or "
+                            "API key>", code="missing_credential",
+                       headers={"WWW-Authenticate": "Bearer"})
+    return token.strip()
+
+
+def _is_admin_token(request: Request, token: str) -> bool:
+    expected: str | None = request.app.state.admin_token_hash
+    return expected is not None and same_hash(hash_secret(token), expected)
+
+
+def usage_principal(request: Request) -> Principal:
+    """The admin, or an active API key (scoped to its own usage)."""
+    token = _bearer(request)
+    if _is_admin_token(request, token):
+        return Principal(None)
+    keys: KeyService = request.app.state.keys
+    key = keys.authenticate(token)
+    if key is None:
+        raise ApiError(401, "Invalid credential", code="invalid_credential",
+                       headers={"WWW-Authenticate": "Bearer"})
+    if effective_status(key) != "active":
+        raise ApiError(403, f"This API key is {effective_status(key)}", code="key_inactive")
+    return Principal(key.id)
+
+
+def admin_principal(request: Request) -> Principal:
+    """Only the admin credential; a key holder is refused with 403."""
+    principal = usage_principal(request)
+    if not principal.is_admin:
+        raise ApiError(403, "This endpoint needs the admin credential", code="admin_only")
+    return principal

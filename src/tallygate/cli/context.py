@@ -1,0 +1,65 @@
+"""What every command needs: the settings (env < --config < flags) and the ledger they name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+
+from tallygate.config import ConfigError, Settings, load_settings
+from tallygate.keys.service import KeyService
+from tallygate.ledger.service import Ledger
+from tallygate.store.database import Database, DatabaseUnavailable
+
+console = Console()
+errors = Console(stderr=True)
+
+
+@dataclass
+class CliState:
+    config_file: Path | None = None
+    database_url: str | None = None
+
+    def settings(self, **flags: Any) -> Settings:
+        try:
+            return load_settings(self.config_file, database_url=self.database_url, **flags)
+        except ConfigError as exc:
+            fail(str(exc))
+
+    def ledger(self, settings: Settings | None = None, *, migrate: bool = False) -> Ledger:
+        settings = settings or self.settings()
+        db = Database(settings.database_url)
+        try:
+            if migrate or is_empty(db):
+                db.upgrade()
+            db.ensure_current()
+        except DatabaseUnavailable as exc:
+            fail(str(exc))
+        return Ledger(db, currency=settings.currency,
+                      minute_retention_days=settings.minute_retention_days,
+                      raw_retention_days=settings.raw_retention_days)
+
+    def keys(self) -> KeyService:
+        return KeyService(self.ledger().db)
+
+
+def is_empty(db: Database) -> bool:
+    """A database without any tables yet: safe to create the schema in without asking."""
+    try:
+        return not db.table_names()
+    except Exception as exc:  # the driver says why it cannot connect
+        fail(f"cannot open the database: {exc}")
+
+
+def state(ctx: typer.Context) -> CliState:
+    found = ctx.find_object(CliState)
+    assert found is not None
+    return found
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    errors.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code)

@@ -1,0 +1,66 @@
+"""``tallygate``: global options and the command groups."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tallygate import __version__
+from tallygate.cli import data, db, keys, serve, usage
+from tallygate.cli.context import CliState, console
+from tallygate.config import settings_reference
+
+app = typer.Typer(
+    name="tallygate",
+    help="OpenAI-compatible LLM API gateway with an exact usage ledger.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(usage.app, name="usage")
+app.add_typer(db.app, name="db")
+app.add_typer(keys.app, name="keys")
+app.command("import")(data.import_records)
+app.command("export")(data.export_records)
+app.command("serve")(serve.serve)
+app.command("demo")(serve.demo)
+
+config_app = typer.Typer(help="Settings.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("docs")
+def config_docs() -> None:
+    """Print the reference of every setting (docs/configuration.md is this output)."""
+    print(settings_reference(), end="")  # noqa: T201 - the command's output
+
+
+@config_app.command("show")
+def config_show(ctx: typer.Context) -> None:
+    """Print the settings in force (secrets hidden)."""
+    from tallygate.cli.context import state
+
+    settings = state(ctx).settings()
+    console.print_json(settings.model_dump_json(exclude={"admin_token"}))
+
+
+@app.callback()
+def _options(
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option(
+        "--config", help="TOML settings file (overrides the environment).",
+        exists=True, dir_okay=False)] = None,
+    database_url: Annotated[str | None, typer.Option(
+        "--database-url", help="Overrides TALLYGATE_DATABASE_URL and the config file.")] = None,
+    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+) -> None:
+    if version:
+        console.print(__version__)
+        raise typer.Exit()
+    ctx.obj = CliState(config, database_url)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,100 @@
+"""``tallygate serve`` and ``tallygate demo``."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+from rich.panel import Panel
+from rich.progress import BarColumn, Progress, TimeElapsedColumn
+
+from tallygate.app import ADMIN_HASH, create_app
+from tallygate.cli.context import console, fail, state
+from tallygate.config import Settings
+from tallygate.keys.secrets import ADMIN_PREFIX, hash_secret, new_secret
+from tallygate.store.database import Database
+from tallygate.store.meta import set_value_if_absent
+
+Host = Annotated[str | None, typer.Option(help="Address to listen on.")]
+Port = Annotated[int | None, typer.Option(help="Port to listen on.")]
+
+
+def first_admin_token(settings: Settings, db: Database) -> str | None:
+    """On the first start without TALLYGATE_ADMIN_TOKEN, make one; store only its hash."""
+    if settings.admin_token is not None:
+        return None
+    token = new_secret(ADMIN_PREFIX)
+    return token if set_value_if_absent(db, ADMIN_HASH, hash_secret(token)) else None
+
+
+def serve(ctx: typer.Context, host: Host = None, port: Port = None,
+          workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None) -> None:
+    """Run the server: gateway, API and pages."""
+    cli = state(ctx)
+    settings = cli.settings(host=host, port=port, workers=workers)
+    if settings.workers > 1 and not settings.redis_url:
+        fail("more than one worker needs TALLYGATE_REDIS_URL: without shared counters every "
+             "worker would enforce each key's limits on its own, multiplying them")
+    ledger = cli.ledger(settings)
+    token = first_admin_token(settings, ledger.db)
+    ledger.db.dispose()
+    if token:
+        console.print(Panel(f"[bold]{token}[/bold]\nUse it as `Authorization: Bearer …` on "
+                            "/api/v1. It is shown only now; only its hash is stored.",
+                            title="admin token", expand=False))
+    _run(settings)
+
+
+def _run(settings: Settings) -> None:
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                    log_level=settings.log_level)
+        return
+    # Worker processes rebuild the settings from the environment.
+    os.environ.update({"TALLYGATE_DATABASE_URL": settings.database_url})
+    uvicorn.run("tallygate.app:app_from_environment", factory=True, host=settings.host,
+                port=settings.port, workers=settings.workers, log_level=settings.log_level)
+
+
+def demo(ctx: typer.Context, host: Host = None, port: Port = None,
+         days: Annotated[int, typer.Option(min=1, max=400, help="Days of history.")] = 60,
+         database: Annotated[Path, typer.Option(
+             help="SQLite file for the demo (recreated on every run).")] = Path(
+             "tallygate-demo.db"),
+         seed_only: Annotated[bool, typer.Option(help="Seed, print, and exit.")] = False) -> None:
+    """Seed a demo ledger (realistic traffic, keys, prices) and serve it."""
+    from tallygate.demo.seed import seed_demo
+    from tallygate.keys.service import KeyService
+    from tallygate.ledger.records import now_us
+
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{database}{suffix}").unlink(missing_ok=True)
+    cli = state(ctx)
+    cli.database_url = f"sqlite:///{database.resolve()}"
+    admin_token = new_secret(ADMIN_PREFIX)
+    settings = cli.settings(host=host, port=port, admin_token=admin_token)
+    ledger = cli.ledger(settings, migrate=True)
+    started = time.perf_counter()
+    with Progress("[progress.description]{task.description}", BarColumn(),
+                  TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("seeding the demo ledger", total=days)
+        seeded = seed_demo(ledger, KeyService(ledger.db), now_us=now_us(), days=days,
+                           progress=lambda done, total: bar.update(task, completed=done,
+                                                                   total=total))
+    ledger.db.dispose()
+    url = f"http://{settings.host}:{settings.port}"
+    console.print(Panel(
+        f"{seeded.records:,} calls over {days} days in {database} "
+        f"(seeded in {time.perf_counter() - started:.1f} s)\n\n"
+        f"URL          {url}/\n"
+        f"API docs     {url}/docs\n"
+        f"admin token  {admin_token}\n"
+        f"demo key     {seeded.demo_key}\n\n"
+        f"curl -H 'Authorization: Bearer {admin_token}' '{url}/api/v1/usage/summary?period=7d'",
+        title="tallygate demo", expand=False), highlight=False)
+    if not seed_only:
+        _run(settings)

@@ -1,0 +1,81 @@
+"""Turning reported events into stored records: per-item validation, pricing, idempotent write."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from tallygate.ledger.records import CallEvent, CallRecord
+from tallygate.ledger.service import Ledger
+
+
+@dataclass(frozen=True, slots=True)
+class ItemError:
+    index: int
+    id: str | None
+    field: str | None
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "id": self.id, "field": self.field, "message": self.message}
+
+
+@dataclass(slots=True)
+class IngestResult:
+    accepted: int = 0
+    duplicates: int = 0
+    errors: list[ItemError] = field(default_factory=list)
+
+    def add(self, other: IngestResult) -> None:
+        self.accepted += other.accepted
+        self.duplicates += other.duplicates
+        self.errors.extend(other.errors)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"accepted": self.accepted, "duplicates": self.duplicates,
+                "rejected": len(self.errors), "errors": [e.as_dict() for e in self.errors]}
+
+
+def _first_error(exc: ValidationError) -> tuple[str | None, str]:
+    error = exc.errors(include_url=False)[0]
+    location = ".".join(str(part) for part in error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    # Model-level checks name their field at the start of the message ("total_tokens: …").
+    if not location and ": " in message:
+        location, message = message.split(": ", 1)
+    return location or None, message
+
+
+def validate_events(ledger: Ledger, items: Sequence[Any],
+                    first_index: int = 0) -> tuple[list[CallRecord], list[ItemError]]:
+    """Valid items become records (priced when they carry no cost); the others, errors."""
+    prices = ledger.prices()
+    records: list[CallRecord] = []
+    errors: list[ItemError] = []
+    for offset, item in enumerate(items):
+        index = first_index + offset
+        try:
+            event = CallEvent.model_validate(item)
+        except ValidationError as exc:
+            item_id = item.get("id") if isinstance(item, dict) else None
+            name, message = _first_error(exc)
+            errors.append(ItemError(index, item_id if isinstance(item_id, str) else None,
+                                    name, message))
+            continue
+        record = event.to_record(0)
+        if event.cost is None:
+            cost = prices.cost_nano(record.model, record.ts_us, record.input_tokens,
+                                    record.cached_input_tokens, record.output_tokens)
+            record = event.to_record(cost)
+        records.append(record)
+    return records, errors
+
+
+def ingest_events(ledger: Ledger, items: Sequence[Any], first_index: int = 0) -> IngestResult:
+    """Validate, price and store a batch; invalid items are reported, valid ones kept."""
+    records, errors = validate_events(ledger, items, first_index)
+    stored = ledger.store(records)
+    return IngestResult(stored.accepted, stored.duplicates, errors)

@@ -1,0 +1,1 @@
+"""Dashboard pages: Jinja2 templates and vendored static assets."""
