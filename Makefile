@@ -35,6 +35,7 @@ unit: $(STAMP)
 
 docs: $(STAMP)
 	$(BIN)/tallygate config docs > docs/configuration.md
+	$(BIN)/tallygate config cli-docs > docs/cli.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -37,6 +37,14 @@ def config_docs() -> None:
     print(settings_reference(), end="")  # noqa: T201 - the command's output
 
 
+@config_app.command("cli-docs")
+def cli_docs() -> None:
+    """Print the command-line reference (docs/cli.md is this output)."""
+    from tallygate.cli.reference import cli_reference
+
+    print(cli_reference(app), end="")  # noqa: T201 - the command's output
+
+
 @config_app.command("show")
 def config_show(ctx: typer.Context) -> None:
     """Print the settings in force (secrets hidden)."""
