@@ -13,6 +13,7 @@ from tallygate import __version__
 from tallygate.api import health, keys, usage
 from tallygate.api.errors import install_error_handlers
 from tallygate.config import Settings
+from tallygate.gateway.wiring import add_gateway_routes, build_gateway, make_counters
 from tallygate.keys.secrets import hash_secret
 from tallygate.keys.service import KeyService
 from tallygate.ledger.maintenance import purge_expired
@@ -51,13 +52,19 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.keys = KeyService(db)
         app.state.recorder = recorder
         app.state.admin_token_hash = admin_token_hash(settings, db)
+        counters = make_counters(settings)
+        gateway = build_gateway(settings, ledger, recorder, counters)
+        app.state.gateway = gateway
+        app.state.keys.listeners.append(gateway.key_cache.clear)
         await recorder.start()
         purger = asyncio.create_task(_purge_periodically(ledger), name="tallygate-purge")
         try:
             yield
         finally:
             purger.cancel()
+            await gateway.client.aclose()
             await recorder.stop()
+            await counters.close()
             db.dispose()
 
     app = FastAPI(
@@ -71,6 +78,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(keys.router)
     app.include_router(health.router)
     app.include_router(pages.router)
+    add_gateway_routes(app)
     return app
 
 

@@ -114,6 +114,19 @@ class Settings(BaseSettings):
     flush_max_records: int = Field(
         2000, ge=1, le=100_000, description="Most records written in one batch."
     )
+    upstream_timeout_s: float = Field(
+        600, gt=0, le=3600,
+        description="Longest wait for an upstream's answer, or between two chunks of a stream "
+        "(504 after it).",
+    )
+    upstream_connect_timeout_s: float = Field(
+        10, gt=0, le=300, description="Longest wait to connect to an upstream (502 after it)."
+    )
+    key_cache_seconds: float = Field(
+        2, ge=0, le=300,
+        description="How long a gateway process trusts a key it looked up; changes made through "
+        "another process are seen within this time.",
+    )
     ingest_max_events: int = Field(
         10_000, ge=1, le=100_000,
         description="Most events accepted in one `POST /api/v1/usage/events` body (413 above).",

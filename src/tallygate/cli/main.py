@@ -26,6 +26,7 @@ app.command("import")(data.import_records)
 app.command("export")(data.export_records)
 app.command("serve")(serve.serve)
 app.command("demo")(serve.demo)
+app.command("fake-upstream")(serve.fake_upstream)
 
 config_app = typer.Typer(help="Settings.", no_args_is_help=True)
 app.add_typer(config_app, name="config")

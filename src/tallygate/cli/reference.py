@@ -16,7 +16,8 @@ def _options(command: Any) -> list[str]:
     for param in command.params:
         if param.param_type_name == "argument":
             help_text = (getattr(param, "help", None) or "").strip()
-            lines.append(f"- `{param.name.upper()}` (argument){': ' + help_text if help_text else ''}")
+            suffix = f": {help_text}" if help_text else ""
+            lines.append(f"- `{param.name.upper()}` (argument){suffix}")
             continue
         if getattr(param, "hidden", False) or param.name == "help":
             continue

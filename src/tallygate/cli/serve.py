@@ -98,3 +98,26 @@ def demo(ctx: typer.Context, host: Host = None, port: Port = None,
         title="tallygate demo", expand=False), highlight=False)
     if not seed_only:
         _run(settings)
+
+
+def fake_upstream(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 9000,
+    latency_ms: Annotated[float, typer.Option(
+        help="Wait before the answer or the first chunk.")] = 0.0,
+    chunks: Annotated[int, typer.Option(min=1, help="Content chunks per stream.")] = 8,
+    chunk_delay_ms: Annotated[float, typer.Option(help="Wait between chunks.")] = 0.0,
+    error_rate: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="Share of requests answered 500.")] = 0.0,
+    no_usage: Annotated[bool, typer.Option(
+        "--no-usage", help="Never report usage (like some providers).")] = False,
+    seed: int = 0,
+) -> None:
+    """An OpenAI-compatible upstream with the Azure trace's token counts, for tests and
+    benchmarks."""
+    from tallygate.fake_upstream import FakeSettings, FakeUpstream
+
+    upstream = FakeUpstream(FakeSettings(latency_ms, chunks, chunk_delay_ms, error_rate,
+                                         not no_usage, seed))
+    console.print(f"fake upstream on http://{host}:{port}/v1")
+    uvicorn.run(upstream, host=host, port=port, log_level="warning", access_log=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,6 +55,14 @@ def key_out(key: StoredKey) -> KeyOut:
 class KeyService:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # Called after every change, e.g. to drop the gateway's cached copy of keys.
+        self.listeners: list[Callable[[], None]] = []
+
+    def _changed(self, actor: str, action: str, key_id: str,
+                 details: dict[str, Any] | None = None) -> None:
+        write_audit(self.db, actor, action, key_id, details)
+        for listener in self.listeners:
+            listener()
 
     def create(self, fields: KeyCreate, actor: str) -> CreatedKey:
         secret = new_secret()
@@ -69,7 +78,7 @@ class KeyService:
             quota_period=fields.quota_period,
         )
         key_store.insert_key(self.db, key)
-        write_audit(self.db, actor, "key.create", key.id,
+        self._changed(actor, "key.create", key.id,
                     {"name": key.name, "internal": key.internal})
         return CreatedKey(**key_out(key).model_dump(), key=secret)
 
@@ -102,7 +111,7 @@ class KeyService:
             raise KeyNotFound(key_id)
         audited = {k: (str(v) if k == "budget_nano" else v) for k, v in values.items()
                    if k != "updated_at"}
-        write_audit(self.db, actor, "key.update", key_id, audited)
+        self._changed(actor, "key.update", key_id, audited)
         return key_out(stored)
 
     def set_status(self, key_id: str, status: str, actor: str) -> KeyOut:
@@ -117,13 +126,13 @@ class KeyService:
             "updated_at": now_us()})
         if stored is None:
             raise KeyNotFound(key_id)
-        write_audit(self.db, actor, "key.rotate", key_id)
+        self._changed(actor, "key.rotate", key_id)
         return CreatedKey(**key_out(stored).model_dump(), key=secret)
 
     def delete(self, key_id: str, actor: str) -> None:
         if not key_store.delete_key(self.db, key_id):
             raise KeyNotFound(key_id)
-        write_audit(self.db, actor, "key.delete", key_id)
+        self._changed(actor, "key.delete", key_id)
 
     def authenticate(self, secret: str) -> StoredKey | None:
         """The key a secret belongs to, or None. Equality is on a hash, so the look-up leaks

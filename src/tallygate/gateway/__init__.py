@@ -1,0 +1,1 @@
+"""The OpenAI-compatible gateway: routes, upstream client, streaming, limits, metering."""

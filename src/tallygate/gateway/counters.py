@@ -1,0 +1,180 @@
+"""Rate and quota counters, in process memory or in Redis (shared by every gateway process).
+
+Three primitives, each atomic (Lua scripts on Redis), so N processes never allow N× a limit:
+
+- ``take_request``: a request against a per-minute rate, as a sliding log: at most ``limit``
+  requests in any 60 seconds, exactly (a request refused is not counted).
+- ``window_tokens`` / ``add_tokens``: tokens in the sliding last minute, from two one-minute
+  buckets weighted by how much of the previous one still overlaps.
+- ``period_used`` / ``add_period``: tokens and cost of a quota period, initialised from the
+  ledger the first time a period is seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+REDIS_PREFIX = "tallygate:"
+
+_SLIDING_LOG = """
+local now = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 60)
+if redis.call('ZCARD', KEYS[1]) >= limit then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return {0, tostring(tonumber(oldest[2]) + 60 - now)}
+end
+redis.call('ZADD', KEYS[1], now, ARGV[3])
+redis.call('EXPIRE', KEYS[1], 61)
+return {1, '0'}
+"""
+
+_ADD_TOKENS = """
+redis.call('INCRBY', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], 180)
+return 1
+"""
+
+_PERIOD_INIT = """
+redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[3])
+redis.call('SET', KEYS[2], ARGV[2], 'NX', 'EX', ARGV[3])
+return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2])}
+"""
+
+_PERIOD_ADD = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('INCRBY', KEYS[1], ARGV[1])
+  redis.call('INCRBY', KEYS[2], ARGV[2])
+end
+return 1
+"""
+
+Loader = Callable[[], Awaitable[tuple[int, int]]]
+
+
+class Counters(Protocol):
+    async def take_request(self, name: str, per_minute: int, now: float) -> float | None:
+        """None if allowed (and counted); else seconds until a request would be allowed."""
+
+    async def window_tokens(self, name: str, now: float) -> float: ...
+
+    async def add_tokens(self, name: str, tokens: int, now: float) -> None: ...
+
+    async def period_used(self, name: str, period: str, ttl_s: int,
+                          load: Loader) -> tuple[int, int]:
+        """(tokens, cost in nano-units) used in ``period``; ``load`` reads the ledger the
+        first time."""
+
+    async def add_period(self, name: str, period: str, tokens: int, cost_nano: int) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def _weighted(current: int, previous: int, now: float) -> float:
+    elapsed = (now % 60) / 60
+    return current + previous * (1 - elapsed)
+
+
+class MemoryCounters:
+    """For a single gateway process (``serve`` refuses several without Redis)."""
+
+    def __init__(self) -> None:
+        self._log: dict[str, deque[float]] = {}
+        self._tokens: dict[tuple[str, int], int] = {}
+        self._periods: dict[tuple[str, str], list[int]] = {}
+        self._loading: dict[tuple[str, str], asyncio.Lock] = {}
+
+    async def take_request(self, name: str, per_minute: int, now: float) -> float | None:
+        log = self._log.setdefault(name, deque())
+        while log and log[0] <= now - 60:
+            log.popleft()
+        if len(log) >= per_minute:
+            return log[0] + 60 - now
+        log.append(now)
+        return None
+
+    async def window_tokens(self, name: str, now: float) -> float:
+        minute = int(now // 60)
+        return _weighted(self._tokens.get((name, minute), 0),
+                         self._tokens.get((name, minute - 1), 0), now)
+
+    async def add_tokens(self, name: str, tokens: int, now: float) -> None:
+        minute = int(now // 60)
+        self._tokens[(name, minute)] = self._tokens.get((name, minute), 0) + tokens
+        if len(self._tokens) > 10_000:  # forget minutes that no longer count
+            for key in [k for k in self._tokens if k[1] < minute - 1]:
+                del self._tokens[key]
+
+    async def period_used(self, name: str, period: str, ttl_s: int,
+                          load: Loader) -> tuple[int, int]:
+        key = (name, period)
+        if key not in self._periods:
+            async with self._loading.setdefault(key, asyncio.Lock()):
+                if key not in self._periods:
+                    tokens, cost = await load()
+                    self._periods[key] = [tokens, cost]
+        tokens, cost = self._periods[key]
+        return tokens, cost
+
+    async def add_period(self, name: str, period: str, tokens: int, cost_nano: int) -> None:
+        entry = self._periods.get((name, period))
+        if entry is not None:
+            entry[0] += tokens
+            entry[1] += cost_nano
+
+    async def close(self) -> None:
+        return None
+
+
+class RedisCounters:
+    """Shared by every gateway process; each operation is one atomic script."""
+
+    def __init__(self, url: str) -> None:
+        import redis.asyncio as redis
+
+        self._redis = redis.Redis.from_url(url, decode_responses=True)
+        self._sliding_log = self._redis.register_script(_SLIDING_LOG)
+        self._add_tokens = self._redis.register_script(_ADD_TOKENS)
+        self._period_init = self._redis.register_script(_PERIOD_INIT)
+        self._period_add = self._redis.register_script(_PERIOD_ADD)
+
+    async def ping(self) -> None:
+        await self._redis.ping()
+
+    async def take_request(self, name: str, per_minute: int, now: float) -> float | None:
+        allowed, wait = await self._sliding_log(keys=[f"{REDIS_PREFIX}rpm:{name}"],
+                                                args=[repr(now), per_minute, uuid.uuid4().hex])
+        return None if int(allowed) == 1 else float(wait)
+
+    async def window_tokens(self, name: str, now: float) -> float:
+        minute = int(now // 60)
+        current, previous = await self._redis.mget(f"{REDIS_PREFIX}tpm:{name}:{minute}",
+                                                   f"{REDIS_PREFIX}tpm:{name}:{minute - 1}")
+        return _weighted(int(current or 0), int(previous or 0), now)
+
+    async def add_tokens(self, name: str, tokens: int, now: float) -> None:
+        await self._add_tokens(keys=[f"{REDIS_PREFIX}tpm:{name}:{int(now // 60)}"],
+                               args=[tokens])
+
+    async def period_used(self, name: str, period: str, ttl_s: int,
+                          load: Loader) -> tuple[int, int]:
+        tokens_key = f"{REDIS_PREFIX}quota:{name}:{period}:tokens"
+        cost_key = f"{REDIS_PREFIX}quota:{name}:{period}:cost"
+        tokens, cost = await self._redis.mget(tokens_key, cost_key)
+        if tokens is None or cost is None:
+            loaded_tokens, loaded_cost = await load()
+            tokens, cost = await self._period_init(keys=[tokens_key, cost_key],
+                                                   args=[loaded_tokens, loaded_cost, ttl_s])
+        return int(tokens), int(cost)
+
+    async def add_period(self, name: str, period: str, tokens: int, cost_nano: int) -> None:
+        await self._period_add(keys=[f"{REDIS_PREFIX}quota:{name}:{period}:tokens",
+                                     f"{REDIS_PREFIX}quota:{name}:{period}:cost"],
+                               args=[tokens, cost_nano])
+
+    async def close(self) -> None:
+        await self._redis.aclose()

@@ -1,0 +1,388 @@
+"""The OpenAI-compatible endpoints: authenticate, check limits, forward, meter, record.
+
+The request body is parsed once, for the few fields the gateway needs (model, stream,
+stream_options); it is forwarded byte for byte unless the model name must be rewritten or the
+upstream asked for its usage, so fields the gateway has never heard of keep working. Streams
+are passed through event by event.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import httpx
+import orjson
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from tallygate.api.errors import error_body
+from tallygate.gateway.keycache import KeyCache
+from tallygate.gateway.limits import Limits, Refusal
+from tallygate.gateway.sse import StreamWatcher
+from tallygate.gateway.upstream import Upstream
+from tallygate.gateway.usage import (
+    Usage,
+    estimate_input_tokens,
+    estimate_tokens_of_text,
+    parse_usage,
+)
+from tallygate.ledger.recorder import Recorder
+from tallygate.ledger.records import CallRecord, new_call_id, now_us
+from tallygate.ledger.service import Ledger
+from tallygate.store.keys import StoredKey
+
+log = logging.getLogger("tallygate.gateway")
+
+MAX_BODY_BYTES = 16 * 1024 * 1024
+MAX_TAGS_BYTES = 1024
+CLIENT_CLOSED = 499  # nginx's code for "the client went away before the answer"
+ENDPOINTS = {
+    "/v1/chat/completions": "/chat/completions",
+    "/v1/completions": "/completions",
+    "/v1/embeddings": "/embeddings",
+}
+
+
+class GatewayError(Exception):
+    def __init__(self, status: int, code: str, message: str, param: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.param = status, code, message, param
+        self.headers = headers or {}
+
+
+def parse_tags(header: str | None) -> dict[str, Any] | None:
+    """``X-Tallygate-Tags``: a JSON object, or ``k=v`` pairs separated by commas."""
+    if not header:
+        return None
+    if len(header) > MAX_TAGS_BYTES:
+        raise GatewayError(400, "invalid_tags", f"X-Tallygate-Tags is longer than "
+                                                f"{MAX_TAGS_BYTES} bytes")
+    if header.lstrip().startswith("{"):
+        try:
+            tags = orjson.loads(header)
+        except orjson.JSONDecodeError:
+            raise GatewayError(400, "invalid_tags", "X-Tallygate-Tags is not valid JSON") \
+                from None
+        if not isinstance(tags, dict) or not all(
+                isinstance(v, str | int | float | bool) for v in tags.values()):
+            raise GatewayError(400, "invalid_tags",
+                               "X-Tallygate-Tags must be an object of plain values")
+        return tags
+    tags = {}
+    for pair in header.split(","):
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise GatewayError(400, "invalid_tags", "X-Tallygate-Tags must be k=v pairs "
+                                                    "separated by commas, or a JSON object")
+        tags[name.strip()] = value.strip()
+    return tags
+
+
+@dataclass(slots=True)
+class Call:
+    """What one call has gathered by the time it is recorded."""
+
+    request_id: str
+    started: float
+    ts_us: int
+    endpoint: str
+    key: StoredKey
+    upstream: Upstream
+    body: dict[str, Any]
+    tags: dict[str, Any] | None
+
+    def elapsed_ms(self) -> int:
+        return int((time.perf_counter() - self.started) * 1000)
+
+
+class Gateway:
+    def __init__(self, *, ledger: Ledger, recorder: Recorder, key_cache: KeyCache,
+                 limits: Limits, client: httpx.AsyncClient, upstreams: dict[str, Upstream],
+                 strict: bool) -> None:
+        self.ledger = ledger
+        self.recorder = recorder
+        self.key_cache = key_cache
+        self.limits = limits
+        self.client = client
+        self.upstreams = upstreams
+        self.strict = strict
+
+    # -- endpoints ---------------------------------------------------------------------------
+
+    async def models(self, request: Request) -> Response:
+        request_id = _request_id()
+        try:
+            key = await self._authenticate(request)
+        except GatewayError as exc:
+            return _error(exc, request_id)
+        data = [{"id": name, "object": "model", "created": 0,
+                 "owned_by": upstream.route.kind}
+                for name, upstream in sorted(self.upstreams.items())
+                if key.allowed_models is None or name in key.allowed_models]
+        return JSONResponse({"object": "list", "data": data},
+                            headers={"x-request-id": request_id})
+
+    async def forward(self, request: Request) -> Response:
+        request_id = _request_id()
+        started = time.perf_counter()
+        ts_us = now_us()
+        endpoint = request.url.path
+        try:
+            key = await self._authenticate(request)
+            raw = await _read_body(request)
+            body = _parse_body(raw)
+            model = body.get("model")
+            if not isinstance(model, str) or not model:
+                raise GatewayError(400, "invalid_request", "model: a model name is required",
+                                   "model")
+            upstream = self.upstreams.get(model)
+            if upstream is None:
+                raise GatewayError(404, "model_not_found",
+                                   f"The model {model!r} does not exist or is not routed "
+                                   "here.", "model")
+            tags = parse_tags(request.headers.get("x-tallygate-tags"))
+        except GatewayError as exc:
+            return _error(exc, request_id)
+        call = Call(request_id, started, ts_us, endpoint, key, upstream, body, tags)
+        client_ip = request.client.host if request.client else None
+        refusal = await self.limits.check(key, model, client_ip, time.time())
+        if refusal is not None:
+            await self._record(call, refusal.status, None)
+            return _refused(refusal, request_id)
+        stream = body.get("stream") is True and endpoint != "/v1/embeddings"
+        client_wants_usage = _wants_usage(body)
+        forwarded = _upstream_body(raw, body, upstream, stream, client_wants_usage)
+        url = upstream.url(ENDPOINTS[endpoint])
+        if stream:
+            return await self._stream(call, url, forwarded, drop_usage=not client_wants_usage)
+        return await self._plain(call, url, forwarded)
+
+    # -- forwarding --------------------------------------------------------------------------
+
+    async def _plain(self, call: Call, url: str, body: bytes) -> Response:
+        try:
+            response = await self.client.post(url, content=body,
+                                              headers=call.upstream.headers())
+        except httpx.TimeoutException:
+            await self._record(call, 504, None)
+            return _error(GatewayError(504, "upstream_timeout",
+                                       "The upstream did not answer in time."), call.request_id)
+        except httpx.TransportError as exc:
+            log.warning("upstream %s failed: %s", call.upstream.model, exc.__class__.__name__)
+            await self._record(call, 502, None)
+            return _error(GatewayError(502, "upstream_error",
+                                       "The upstream could not be reached."), call.request_id)
+        usage = None
+        if response.status_code < 400:
+            usage = _usage_of_body(response.content, call.body)
+        await self._record(call, response.status_code, usage)
+        return Response(response.content, status_code=response.status_code,
+                        media_type=response.headers.get("content-type", "application/json"),
+                        headers={"x-request-id": call.request_id})
+
+    async def _stream(self, call: Call, url: str, body: bytes, *, drop_usage: bool) -> Response:
+        request = self.client.build_request("POST", url, content=body,
+                                            headers=call.upstream.headers())
+        try:
+            response = await self.client.send(request, stream=True)
+        except httpx.TimeoutException:
+            await self._record(call, 504, None)
+            return _error(GatewayError(504, "upstream_timeout",
+                                       "The upstream did not answer in time."), call.request_id)
+        except httpx.TransportError as exc:
+            log.warning("upstream %s failed: %s", call.upstream.model, exc.__class__.__name__)
+            await self._record(call, 502, None)
+            return _error(GatewayError(502, "upstream_error",
+                                       "The upstream could not be reached."), call.request_id)
+        if response.status_code >= 400:
+            content = await response.aread()
+            await response.aclose()
+            await self._record(call, response.status_code, None)
+            return Response(content, status_code=response.status_code,
+                            media_type=response.headers.get("content-type", "application/json"),
+                            headers={"x-request-id": call.request_id})
+        return StreamingResponse(
+            self._relay(call, response, StreamWatcher(drop_usage_chunk=drop_usage)),
+            status_code=response.status_code,
+            media_type=response.headers.get("content-type", "text/event-stream"),
+            headers={"x-request-id": call.request_id, "cache-control": "no-cache"},
+        )
+
+    async def _relay(self, call: Call, response: httpx.Response,
+                     watcher: StreamWatcher) -> AsyncIterator[bytes]:
+        status = CLIENT_CLOSED  # until the stream ends normally or fails upstream
+        ttft_ms: int | None = None
+        held = b""  # strict durability: the last piece waits for the commit
+        try:
+            async for chunk in response.aiter_raw():
+                out = watcher.feed(chunk)
+                if not out:
+                    continue
+                if ttft_ms is None:
+                    ttft_ms = call.elapsed_ms()
+                if self.strict:
+                    out, held = held, out
+                    if not out:
+                        continue
+                yield out
+            tail = watcher.finish()
+            status = 200
+        except httpx.HTTPError as exc:
+            log.warning("stream from %s broke: %s", call.upstream.model, exc.__class__.__name__)
+            status, tail = 502, b""
+        finally:
+            usage = watcher.usage or _estimate(call.body, watcher.content_chars)
+            record = self._make_record(call, status, usage, ttft_ms)
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
+                if self.strict and status != CLIENT_CLOSED:
+                    await self.recorder.record_and_commit(record)
+                else:
+                    self.recorder.record(record)
+                await self._count(call, record)
+        if held or tail:
+            yield held + tail
+
+    # -- metering ----------------------------------------------------------------------------
+
+    def _make_record(self, call: Call, status: int, usage: Usage | None,
+                     ttft_ms: int | None = None) -> CallRecord:
+        usage = usage or Usage()
+        model = call.upstream.model
+        cost = self.ledger.prices().cost_nano(model, call.ts_us, usage.input_tokens,
+                                              usage.cached_input_tokens, usage.output_tokens)
+        return CallRecord(
+            id=new_call_id(), ts_us=call.ts_us, model=model,
+            call_type="internal" if call.key.internal else call.upstream.route.kind,
+            api_key_id=call.key.id, model_category=call.upstream.category(call.endpoint),
+            endpoint=call.endpoint, status_code=status, input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens, cached_input_tokens=usage.cached_input_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            total_tokens=usage.input_tokens + usage.output_tokens, cost_nano=cost,
+            latency_ms=call.elapsed_ms(), ttft_ms=ttft_ms, estimated=usage.estimated,
+            metadata=({"request_id": call.request_id} | (call.tags or {})),
+        )
+
+    async def _record(self, call: Call, status: int, usage: Usage | None) -> None:
+        record = self._make_record(call, status, usage)
+        if self.strict:
+            await self.recorder.record_and_commit(record)
+        else:
+            self.recorder.record(record)
+        await self._count(call, record)
+
+    async def _count(self, call: Call, record: CallRecord) -> None:
+        if record.total_tokens or record.cost_nano:
+            await self.limits.count(call.key, record.total_tokens, record.cost_nano,
+                                    time.time())
+
+    async def _authenticate(self, request: Request) -> StoredKey:
+        header = request.headers.get("authorization", "")
+        scheme, _, secret = header.partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            raise GatewayError(401, "missing_api_key", "You didn't provide an API key. Send "
+                                                       "Authorization: Bearer <key>.")
+        key = await self.key_cache.lookup(secret.strip())
+        if key is None:
+            raise GatewayError(401, "invalid_api_key", "Incorrect API key provided.")
+        return key
+
+
+def _request_id() -> str:
+    return "req_" + uuid.uuid4().hex
+
+
+async def _read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise GatewayError(413, "request_too_large",
+                           f"The request body is larger than {MAX_BODY_BYTES} bytes.")
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > MAX_BODY_BYTES:
+            raise GatewayError(413, "request_too_large",
+                               f"The request body is larger than {MAX_BODY_BYTES} bytes.")
+    return bytes(body)
+
+
+def _parse_body(raw: bytes) -> dict[str, Any]:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise GatewayError(400, "invalid_json", f"The body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise GatewayError(400, "invalid_request", "The body must be a JSON object.")
+    if "stream" in body and not isinstance(body["stream"], bool):
+        raise GatewayError(400, "invalid_type", "stream: must be a boolean", "stream")
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise GatewayError(400, "invalid_type", "stream_options: must be an object",
+                           "stream_options")
+    return body
+
+
+def _wants_usage(body: dict[str, Any]) -> bool:
+    options = body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
+def _upstream_body(raw: bytes, body: dict[str, Any], upstream: Upstream, stream: bool,
+                   client_wants_usage: bool) -> bytes:
+    """The client's bytes, unless the model must be renamed or usage asked for."""
+    rename = upstream.upstream_model != body["model"]
+    ask_usage = stream and not client_wants_usage
+    if not rename and not ask_usage:
+        return raw
+    changed = dict(body)
+    if rename:
+        changed["model"] = upstream.upstream_model
+    if ask_usage:
+        changed["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+    return orjson.dumps(changed)
+
+
+def _usage_of_body(content: bytes, request_body: dict[str, Any]) -> Usage:
+    try:
+        parsed = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        parsed = None
+    usage = parse_usage(parsed.get("usage")) if isinstance(parsed, dict) else None
+    if usage is not None:
+        return usage
+    output_chars = 0
+    if isinstance(parsed, dict):
+        for choice in parsed.get("choices") or []:
+            if isinstance(choice, dict):
+                message = choice.get("message") or {}
+                text = message.get("content") if isinstance(message, dict) else None
+                text = text if isinstance(text, str) else choice.get("text")
+                output_chars += len(text) if isinstance(text, str) else 0
+    return _estimate(request_body, output_chars)
+
+
+def _estimate(body: dict[str, Any], output_chars: int) -> Usage:
+    """What was sent and generated so far, when the upstream reports no usage (or the
+    stream ended before its usage chunk)."""
+    return Usage(estimate_input_tokens(body), estimate_tokens_of_text(output_chars),
+                 estimated=True)
+
+
+def _error(exc: GatewayError, request_id: str) -> JSONResponse:
+    return JSONResponse(error_body(exc.status, exc.message, exc.code, exc.param),
+                        status_code=exc.status,
+                        headers={"x-request-id": request_id, **exc.headers})
+
+
+def _refused(refusal: Refusal, request_id: str) -> JSONResponse:
+    headers = {} if refusal.retry_after_s is None else {
+        "retry-after": str(refusal.retry_after_s)}
+    return _error(GatewayError(refusal.status, refusal.code, refusal.message, refusal.param,
+                               headers), request_id)

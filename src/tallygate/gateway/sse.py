@@ -1,0 +1,114 @@
+"""Server-sent events passed through one event at a time, watching for the usage chunk.
+
+Events are forwarded as soon as they are complete; only an incomplete tail waits for the next
+network chunk. The usage chunk (``"choices": []`` plus ``"usage"``) is read and, when the
+client did not ask for it, left out, so the client sees exactly what it asked for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from tallygate.gateway.usage import Usage, parse_usage
+
+_SEPARATORS = (b"\n\n", b"\r\n\r\n")
+
+
+@dataclass(slots=True)
+class StreamWatcher:
+    """Feed it upstream bytes; it returns what to send on, and remembers what it saw."""
+
+    drop_usage_chunk: bool
+    usage: Usage | None = None
+    content_chars: int = 0
+    events: int = 0
+    saw_done: bool = False
+    _tail: bytes = field(default=b"", repr=False)
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self._tail + chunk if self._tail else chunk
+        end = _last_separator_end(data)
+        if end == 0:
+            self._tail = data
+            return b""
+        complete, self._tail = data[:end], data[end:]
+        events = _split_events(complete)
+        kept = [event for event in events if self._keep(event)]
+        return complete if len(kept) == len(events) else b"".join(kept)
+
+    def finish(self) -> bytes:
+        """Whatever incomplete event is left when the upstream closes."""
+        tail, self._tail = self._tail, b""
+        if tail and self._keep(tail):
+            return tail
+        return b""
+
+    def _keep(self, event: bytes) -> bool:
+        self.events += 1
+        payload = _data_of(event)
+        if payload is None:
+            return True
+        if payload.strip() == b"[DONE]":
+            self.saw_done = True
+            return True
+        try:
+            parsed: Any = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return True
+        if not isinstance(parsed, dict):
+            return True
+        usage = parse_usage(parsed.get("usage"))
+        if usage is not None:
+            self.usage = usage
+        self.content_chars += _content_chars(parsed)
+        is_usage_only = parsed.get("choices") == [] and usage is not None
+        return not (is_usage_only and self.drop_usage_chunk)
+
+
+def _last_separator_end(data: bytes) -> int:
+    best = 0
+    for separator in _SEPARATORS:
+        found = data.rfind(separator)
+        if found >= 0:
+            best = max(best, found + len(separator))
+    return best
+
+
+def _split_events(data: bytes) -> list[bytes]:
+    events = []
+    start = 0
+    while start < len(data):
+        positions = [(data.find(sep, start), sep) for sep in _SEPARATORS]
+        positions = [(pos, sep) for pos, sep in positions if pos >= 0]
+        if not positions:
+            events.append(data[start:])
+            break
+        pos, sep = min(positions)
+        events.append(data[start:pos + len(sep)])
+        start = pos + len(sep)
+    return events
+
+
+def _data_of(event: bytes) -> bytes | None:
+    lines = [line[5:].lstrip(b" ") for line in event.splitlines() if line.startswith(b"data:")]
+    return b"\n".join(lines) if lines else None
+
+
+def _content_chars(parsed: dict[str, Any]) -> int:
+    total = 0
+    for choice in parsed.get("choices") or []:
+        if not isinstance(choice, dict):
+            continue
+        delta = choice.get("delta") or {}
+        if isinstance(delta, dict):
+            for key in ("content", "reasoning_content"):
+                value = delta.get(key)
+                if isinstance(value, str):
+                    total += len(value)
+        text = choice.get("text")
+        if isinstance(text, str):
+            total += len(text)
+    return total

@@ -1,0 +1,68 @@
+"""The one pooled HTTP client to every upstream, and where each public model goes."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import httpx
+
+from tallygate.config import Route
+from tallygate.ledger.categories import category_for_endpoint
+
+log = logging.getLogger("tallygate.gateway")
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """A route resolved for use: the credential read from the environment once, at start.
+    The URL comes only from configuration, never from a client."""
+
+    route: Route
+    credential: str | None
+
+    @property
+    def model(self) -> str:
+        return self.route.model
+
+    @property
+    def upstream_model(self) -> str:
+        return self.route.upstream_model or self.route.model
+
+    def url(self, suffix: str) -> str:
+        return self.route.base_url.rstrip("/") + suffix
+
+    def category(self, endpoint: str) -> str:
+        return self.route.category or category_for_endpoint(endpoint)
+
+    def headers(self) -> dict[str, str]:
+        headers = {"content-type": "application/json"}
+        if self.credential:
+            headers["authorization"] = f"Bearer {self.credential}"
+        return headers
+
+    def __repr__(self) -> str:  # never show the credential
+        return f"Upstream(model={self.model!r}, base_url={self.route.base_url!r})"
+
+
+def resolve_upstreams(routes: list[Route]) -> dict[str, Upstream]:
+    upstreams = {}
+    for route in routes:
+        credential = None
+        if route.api_key_env:
+            credential = os.environ.get(route.api_key_env)
+            if not credential:
+                log.warning("route %s: environment variable %s is not set; calling the "
+                            "upstream without a credential", route.model, route.api_key_env)
+        upstreams[route.model] = Upstream(route, credential)
+    return upstreams
+
+
+def make_client(connect_timeout_s: float, read_timeout_s: float) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(read_timeout_s, connect=connect_timeout_s),
+        limits=httpx.Limits(max_connections=2000, max_keepalive_connections=500,
+                            keepalive_expiry=30),
+        follow_redirects=False,
+    )
