@@ -1,0 +1,192 @@
+"""Every limit and every error path answers as OpenAI would, and is in the ledger."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+
+from tallygate.keys.schemas import KeyUpdate
+from tests.gateway.conftest import CHAT, GatewayUnderTest
+from tests.gateway.test_openai_sdk import wait_for
+
+
+def post(gateway: GatewayUnderTest, key: str | None, body: Any = None, *,
+         content: bytes | None = None, path: str = "/v1/chat/completions",
+         headers: dict[str, str] | None = None) -> httpx.Response:
+    sent = {"Authorization": f"Bearer {key}"} if key else {}
+    if content is None:
+        return httpx.post(f"{gateway.url}{path}", headers=sent | (headers or {}),
+                          json=body if body is not None else {"model": CHAT, "messages": []},
+                          timeout=30)
+    return httpx.post(f"{gateway.url}{path}", headers=sent | (headers or {}), content=content,
+                      timeout=30)
+
+
+def error_of(response: httpx.Response) -> dict[str, Any]:
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "code", "param"}
+    return body["error"]  # type: ignore[no-any-return]
+
+
+def test_authentication(gateway: GatewayUnderTest) -> None:
+    missing = post(gateway, None)
+    assert missing.status_code == 401 and error_of(missing)["code"] == "missing_api_key"
+    wrong = post(gateway, "tg-not-a-key")
+    assert wrong.status_code == 401 and error_of(wrong)["code"] == "invalid_api_key"
+    assert "tg-not-a-key" not in wrong.text
+
+
+def test_disabled_expired_model_and_ip(gateway: GatewayUnderTest) -> None:
+    key_id, key = gateway.new_key()
+    gateway.keys.set_status(key_id, "disabled", "test")
+    response = post(gateway, key)
+    assert response.status_code == 403 and error_of(response)["code"] == "key_disabled"
+    gateway.keys.set_status(key_id, "active", "test")
+    assert post(gateway, key).status_code == 200
+
+    gateway.keys.update(key_id, KeyUpdate(expires_at=datetime.now(UTC) - timedelta(seconds=1)),
+                        "test")
+    response = post(gateway, key)
+    assert response.status_code == 403 and error_of(response)["code"] == "key_expired"
+
+    _, limited = gateway.new_key(allowed_models=["bge-m3"])
+    response = post(gateway, limited)
+    assert response.status_code == 403 and error_of(response)["param"] == "model"
+    models = httpx.get(f"{gateway.url}/v1/models", headers={"Authorization": f"Bearer {limited}"})
+    assert [m["id"] for m in models.json()["data"]] == ["bge-m3"]
+
+    _, elsewhere = gateway.new_key(allowed_ips=["10.0.0.0/8"])
+    response = post(gateway, elsewhere)
+    assert response.status_code == 403 and error_of(response)["code"] == "ip_not_allowed"
+    _, here = gateway.new_key(allowed_ips=["127.0.0.1/32"])
+    assert post(gateway, here).status_code == 200
+
+
+def test_requests_per_minute(gateway: GatewayUnderTest) -> None:
+    key_id, key = gateway.new_key(rpm_limit=3)
+    statuses = [post(gateway, key).status_code for _ in range(5)]
+    assert statuses == [200, 200, 200, 429, 429]
+    refused = post(gateway, key)
+    assert int(refused.headers["retry-after"]) >= 1
+    assert error_of(refused)["type"] == "rate_limit_error"
+    summary = wait_for(lambda: (s := gateway.summary(api_key_id=key_id))["cards"]["model_calls"]
+                       == 6 and s)
+    assert summary["cards"]["rate_limited_calls"] == 3
+
+
+def test_tokens_per_minute_quota_and_budget(gateway: GatewayUnderTest) -> None:
+    body = {"model": CHAT, "messages": [], "fake": {"input_tokens": 60, "output_tokens": 40}}
+    _, tpm = gateway.new_key(tpm_limit=150)
+    assert [post(gateway, tpm, body).status_code for _ in range(3)] == [200, 200, 429]
+
+    quota_id, quota = gateway.new_key(quota_tokens=250, quota_period="monthly")
+    statuses = [post(gateway, quota, body).status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    refused = post(gateway, quota, body)
+    assert error_of(refused)["code"] == "insufficient_quota" and "retry-after" in refused.headers
+
+    # 60 input and 40 output tokens cost 0.00011: a budget of 0.0002 allows two calls.
+    _, budget = gateway.new_key(budget=Decimal("0.0002"))
+    assert [post(gateway, budget, body).status_code for _ in range(3)] == [200, 200, 429]
+    del quota_id
+
+
+def test_quota_counts_usage_already_in_the_ledger(make_gateway: Any) -> None:
+    first = make_gateway()
+    body = {"model": CHAT, "messages": [], "fake": {"input_tokens": 60, "output_tokens": 40}}
+    key_id, key = first.new_key(quota_tokens=250, quota_period="daily")
+    assert [post(first, key, body).status_code for _ in range(2)] == [200, 200]
+    wait_for(lambda: first.summary(api_key_id=key_id)["cards"]["model_calls"] == 2)
+    second = make_gateway()  # a new process: its counters start from the ledger
+    assert [post(second, key, body).status_code for _ in range(2)] == [200, 429]
+
+
+@pytest.mark.parametrize(("content", "code"), [
+    (b"{not json", "invalid_json"),
+    (b"[1, 2]", "invalid_request"),
+    (b'{"messages": []}', "invalid_request"),
+    (b'{"model": 5}', "invalid_request"),
+    (b'{"model": "cltech/deepseek-r1-32b", "stream": "yes"}', "invalid_type"),
+    (b'{"model": "cltech/deepseek-r1-32b", "stream_options": 1}', "invalid_type"),
+    (b"\xff\xfe\x00", "invalid_json"),
+])
+def test_bad_bodies(gateway: GatewayUnderTest, content: bytes, code: str) -> None:
+    _, key = gateway.new_key()
+    response = post(gateway, key, content=content)
+    assert response.status_code == 400 and error_of(response)["code"] == code
+
+
+def test_unknown_model_and_huge_body(gateway: GatewayUnderTest) -> None:
+    _, key = gateway.new_key()
+    response = post(gateway, key, {"model": "gpt-nobody", "messages": []})
+    assert response.status_code == 404 and error_of(response)["code"] == "model_not_found"
+    huge = b'{"model": "x", "messages": [], "pad": "' + b"a" * (17 * 1024 * 1024) + b'"}'
+    response = post(gateway, key, content=huge)
+    assert response.status_code == 413
+
+
+def test_upstream_failures(gateway: GatewayUnderTest) -> None:
+    key_id, key = gateway.new_key()
+    failed = post(gateway, key, {"model": CHAT, "messages": [], "fake": {"status": 500}})
+    assert failed.status_code == 500
+    down = post(gateway, key, {"model": "down-model", "messages": []})
+    assert down.status_code == 502 and error_of(down)["code"] == "upstream_error"
+    records = wait_for(lambda: len(r := gateway.calls(api_key_id=key_id)) == 2 and r)
+    assert sorted(r["status_code"] for r in records) == [500, 502]
+    summary = gateway.summary(api_key_id=key_id)
+    assert summary["cards"]["failed_calls"] == 2 and summary["cards"]["success_rate"] == 0.0
+
+
+def test_upstream_timeout(make_gateway: Any) -> None:
+    gateway = make_gateway(upstream_timeout_s=0.2)
+    key_id, key = gateway.new_key()
+    slow = post(gateway, key, {"model": CHAT, "messages": [], "fake": {"latency_ms": 1000}})
+    assert slow.status_code == 504 and error_of(slow)["code"] == "upstream_timeout"
+    record = wait_for(lambda: gateway.calls(api_key_id=key_id))[0]
+    assert record["status_code"] == 504
+
+
+def test_stream_cut_by_the_upstream_is_recorded_as_estimated(gateway: GatewayUnderTest) -> None:
+    key_id, key = gateway.new_key()
+    body = {"model": CHAT, "stream": True, "messages": [],
+            "fake": {"output_tokens": 40, "chunks": 8, "cut_after": 3}}
+    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body,
+                      headers={"Authorization": f"Bearer {key}"}) as response:
+        text = b"".join(response.iter_raw()).decode()
+    assert "[DONE]" not in text
+    record = wait_for(lambda: gateway.calls(api_key_id=key_id))[0]
+    assert record["estimated"] is True
+    assert record["output_tokens"] == 15  # 3 of 8 chunks of 40 four-character tokens
+
+
+def test_client_disconnect_mid_stream_is_recorded(gateway: GatewayUnderTest) -> None:
+    key_id, key = gateway.new_key()
+    body = {"model": CHAT, "stream": True, "messages": [],
+            "fake": {"output_tokens": 80, "chunks": 40, "chunk_delay_ms": 50}}
+    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body,
+                      headers={"Authorization": f"Bearer {key}"}) as response:
+        received = 0
+        for chunk in response.iter_raw():
+            received += len(chunk)
+            if received > 600:
+                break  # leave before the end
+    record = wait_for(lambda: gateway.calls(api_key_id=key_id))[0]
+    assert record["status_code"] == 499 and record["estimated"] is True
+    assert 0 < record["output_tokens"] < 80
+
+
+def test_strict_durability_commits_before_the_response(make_gateway: Any) -> None:
+    gateway = make_gateway(durability="strict", flush_interval_ms=5000)
+    key_id, key = gateway.new_key()
+    assert post(gateway, key).status_code == 200
+    # No waiting: the record must already be committed.
+    assert len(gateway.calls(api_key_id=key_id)) == 1
+    body = {"model": CHAT, "stream": True, "messages": []}
+    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body,
+                      headers={"Authorization": f"Bearer {key}"}) as response:
+        assert b"[DONE]" in b"".join(response.iter_raw())
+    assert len(gateway.calls(api_key_id=key_id)) == 2
