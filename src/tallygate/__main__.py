@@ -1,0 +1,5 @@
+"""``python -m tallygate``: the same as the ``tallygate`` command."""
+
+from tallygate.cli import main
+
+main()

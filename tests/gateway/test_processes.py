@@ -1,0 +1,107 @@
+"""Several gateway processes sharing PostgreSQL and Redis never allow N× a limit."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from tallygate.cli import app as cli
+from tallygate.fake_upstream import FakeSettings, FakeUpstream
+from tallygate.keys.schemas import KeyCreate
+from tallygate.keys.service import KeyService
+from tallygate.store.database import Database
+from tests.conftest import IN_CI
+from tests.servers import free_port, serve_app
+
+REDIS_URL = os.environ.get("TALLYGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+CHAT = "cltech/deepseek-r1-32b"
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        client.close()
+        if IN_CI:
+            pytest.fail(f"Redis is required in CI: {REDIS_URL}: {exc}")
+        pytest.skip(f"Redis not available at {REDIS_URL}: {exc}")
+    for name in client.scan_iter("tallygate:*"):
+        client.delete(name)
+    yield REDIS_URL
+    for name in client.scan_iter("tallygate:*"):
+        client.delete(name)
+    client.close()
+
+
+def _start(env: dict[str, str], config: Path, port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tallygate", "--config", str(config), "serve", "--port",
+         str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(process.stderr.read().decode() if process.stderr else "died")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{url} did not become ready")
+
+
+@pytest.mark.postgres
+def test_rpm_limit_holds_across_two_processes(postgres_url: str, redis_url: str,
+                                              tmp_path: Path) -> None:
+    db = Database(postgres_url)
+    key = KeyService(db).create(KeyCreate(name="shared", rpm_limit=10), "test")
+    db.dispose()
+    with serve_app(FakeUpstream(FakeSettings())) as upstream:
+        config = tmp_path / "gateway.toml"
+        config.write_text(f'[[routes]]\nmodel = "{CHAT}"\nbase_url = "{upstream}/v1"\n')
+        env = {**os.environ, "TALLYGATE_DATABASE_URL": postgres_url,
+               "TALLYGATE_REDIS_URL": redis_url, "TALLYGATE_ADMIN_TOKEN": "admin-x"}
+        ports = [free_port(), free_port()]
+        processes = [_start(env, config, port) for port in ports]
+        try:
+            urls = [f"http://127.0.0.1:{port}" for port in ports]
+            for url, process in zip(urls, processes, strict=True):
+                _wait_ready(url, process)
+            statuses = []
+            for i in range(30):
+                response = httpx.post(f"{urls[i % 2]}/v1/chat/completions",
+                                      headers={"Authorization": f"Bearer {key.key}"},
+                                      json={"model": CHAT, "messages": []}, timeout=30)
+                statuses.append(response.status_code)
+            assert statuses.count(200) == 10
+            assert statuses.count(429) == 20
+        finally:
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                process.wait(timeout=30)
+                if process.stderr is not None:
+                    process.stderr.close()
+
+
+def test_several_workers_without_redis_refuse_to_start(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["--database-url", f"sqlite:///{tmp_path / 'x.db'}",
+                                      "serve", "--workers", "2"],
+                                env={"TALLYGATE_REDIS_URL": ""})
+    assert result.exit_code == 2
+    assert "TALLYGATE_REDIS_URL" in result.output
