@@ -13,7 +13,7 @@ from tallygate import __version__
 from tallygate.api import health, keys, usage
 from tallygate.api.errors import install_error_handlers
 from tallygate.config import Settings
-from tallygate.gateway.wiring import add_gateway_routes, build_gateway, make_counters
+from tallygate.gateway.wiring import GatewayEndpoints, build_gateway, make_counters
 from tallygate.keys.secrets import hash_secret
 from tallygate.keys.service import KeyService
 from tallygate.ledger.maintenance import purge_expired
@@ -62,7 +62,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             purger.cancel()
-            await gateway.client.aclose()
+            await gateway.client.close()
             await recorder.stop()
             await counters.close()
             db.dispose()
@@ -78,7 +78,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(keys.router)
     app.include_router(health.router)
     app.include_router(pages.router)
-    add_gateway_routes(app)
+    app.add_middleware(GatewayEndpoints)
     return app
 
 

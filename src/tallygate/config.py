@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level of the server."
     )
+    access_log: bool = Field(
+        False, description="Log every HTTP request (costs throughput; the ledger already "
+        "records every gateway call)."
+    )
     currency: str = Field(
         "USD", min_length=3, max_length=3,
         description="Currency of every amount in the ledger; prices must be given in it.",

@@ -52,12 +52,13 @@ def serve(ctx: typer.Context, host: Host = None, port: Port = None,
 def _run(settings: Settings) -> None:
     if settings.workers == 1:
         uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                    log_level=settings.log_level)
+                    log_level=settings.log_level, access_log=settings.access_log)
         return
     # Worker processes rebuild the settings from the environment.
     os.environ.update({"TALLYGATE_DATABASE_URL": settings.database_url})
     uvicorn.run("tallygate.app:app_from_environment", factory=True, host=settings.host,
-                port=settings.port, workers=settings.workers, log_level=settings.log_level)
+                port=settings.port, workers=settings.workers, log_level=settings.log_level,
+                access_log=settings.access_log)
 
 
 def demo(ctx: typer.Context, host: Host = None, port: Port = None,

@@ -9,14 +9,14 @@ are passed through event by event.
 from __future__ import annotations
 
 import logging
+import random
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import anyio
-import httpx
 import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -42,6 +42,8 @@ log = logging.getLogger("tallygate.gateway")
 MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_TAGS_BYTES = 1024
 CLIENT_CLOSED = 499  # nginx's code for "the client went away before the answer"
+# Connection refused or reset, a broken stream, a timeout: the upstream's fault, not the client's.
+UPSTREAM_ERRORS = (aiohttp.ClientError, TimeoutError, ConnectionError)
 ENDPOINTS = {
     "/v1/chat/completions": "/chat/completions",
     "/v1/completions": "/completions",
@@ -104,7 +106,8 @@ class Call:
 
 class Gateway:
     def __init__(self, *, ledger: Ledger, recorder: Recorder, key_cache: KeyCache,
-                 limits: Limits, client: httpx.AsyncClient, upstreams: dict[str, Upstream],
+                 limits: Limits, client: aiohttp.ClientSession,
+                 upstreams: dict[str, Upstream],
                  strict: bool) -> None:
         self.ledger = ledger
         self.recorder = recorder
@@ -168,60 +171,59 @@ class Gateway:
 
     async def _plain(self, call: Call, url: str, body: bytes) -> Response:
         try:
-            response = await self.client.post(url, content=body,
-                                              headers=call.upstream.headers())
-        except httpx.TimeoutException:
-            await self._record(call, 504, None)
-            return _error(GatewayError(504, "upstream_timeout",
-                                       "The upstream did not answer in time."), call.request_id)
-        except httpx.TransportError as exc:
-            log.warning("upstream %s failed: %s", call.upstream.model, exc.__class__.__name__)
-            await self._record(call, 502, None)
-            return _error(GatewayError(502, "upstream_error",
-                                       "The upstream could not be reached."), call.request_id)
-        usage = None
-        if response.status_code < 400:
-            usage = _usage_of_body(response.content, call.body)
-        await self._record(call, response.status_code, usage)
-        return Response(response.content, status_code=response.status_code,
-                        media_type=response.headers.get("content-type", "application/json"),
+            async with self.client.post(url, data=body,
+                                        headers=call.upstream.headers()) as response:
+                content = await response.read()
+                status = response.status
+                media_type = response.headers.get("content-type", "application/json")
+        except UPSTREAM_ERRORS as exc:
+            return await self._upstream_failed(call, exc)
+        usage = _usage_of_body(content, call.body) if status < 400 else None
+        await self._record(call, status, usage)
+        return Response(content, status_code=status, media_type=media_type,
                         headers={"x-request-id": call.request_id})
 
-    async def _stream(self, call: Call, url: str, body: bytes, *, drop_usage: bool) -> Response:
-        request = self.client.build_request("POST", url, content=body,
-                                            headers=call.upstream.headers())
-        try:
-            response = await self.client.send(request, stream=True)
-        except httpx.TimeoutException:
+    async def _upstream_failed(self, call: Call, exc: BaseException) -> Response:
+        if isinstance(exc, TimeoutError):
             await self._record(call, 504, None)
             return _error(GatewayError(504, "upstream_timeout",
                                        "The upstream did not answer in time."), call.request_id)
-        except httpx.TransportError as exc:
-            log.warning("upstream %s failed: %s", call.upstream.model, exc.__class__.__name__)
-            await self._record(call, 502, None)
-            return _error(GatewayError(502, "upstream_error",
-                                       "The upstream could not be reached."), call.request_id)
-        if response.status_code >= 400:
-            content = await response.aread()
-            await response.aclose()
-            await self._record(call, response.status_code, None)
-            return Response(content, status_code=response.status_code,
+        log.warning("upstream %s failed: %s", call.upstream.model, exc.__class__.__name__)
+        await self._record(call, 502, None)
+        return _error(GatewayError(502, "upstream_error",
+                                   "The upstream could not be reached."), call.request_id)
+
+    async def _stream(self, call: Call, url: str, body: bytes, *, drop_usage: bool) -> Response:
+        try:
+            response = await self.client.post(url, data=body, headers=call.upstream.headers())
+        except UPSTREAM_ERRORS as exc:
+            return await self._upstream_failed(call, exc)
+        if response.status >= 400:
+            try:
+                content = await response.read()
+            except UPSTREAM_ERRORS as exc:
+                return await self._upstream_failed(call, exc)
+            finally:
+                response.release()
+            await self._record(call, response.status, None)
+            return Response(content, status_code=response.status,
                             media_type=response.headers.get("content-type", "application/json"),
                             headers={"x-request-id": call.request_id})
         return StreamingResponse(
             self._relay(call, response, StreamWatcher(drop_usage_chunk=drop_usage)),
-            status_code=response.status_code,
+            status_code=response.status,
             media_type=response.headers.get("content-type", "text/event-stream"),
             headers={"x-request-id": call.request_id, "cache-control": "no-cache"},
         )
 
-    async def _relay(self, call: Call, response: httpx.Response,
+    async def _relay(self, call: Call, response: aiohttp.ClientResponse,
                      watcher: StreamWatcher) -> AsyncIterator[bytes]:
         status = CLIENT_CLOSED  # until the stream ends normally or fails upstream
         ttft_ms: int | None = None
         held = b""  # strict durability: the last piece waits for the commit
+        tail = b""
         try:
-            async for chunk in response.aiter_raw():
+            async for chunk in response.content.iter_any():
                 out = watcher.feed(chunk)
                 if not out:
                     continue
@@ -234,14 +236,17 @@ class Gateway:
                 yield out
             tail = watcher.finish()
             status = 200
-        except httpx.HTTPError as exc:
+        except UPSTREAM_ERRORS as exc:
             log.warning("stream from %s broke: %s", call.upstream.model, exc.__class__.__name__)
-            status, tail = 502, b""
+            status = 502
         finally:
             usage = watcher.usage or _estimate(call.body, watcher.content_chars)
             record = self._make_record(call, status, usage, ttft_ms)
+            if status == 200:
+                response.release()  # read to the end: the connection can be reused
+            else:
+                response.close()
             with anyio.CancelScope(shield=True):
-                await response.aclose()
                 if self.strict and status != CLIENT_CLOSED:
                     await self.recorder.record_and_commit(record)
                 else:
@@ -257,7 +262,8 @@ class Gateway:
         usage = usage or Usage()
         model = call.upstream.model
         cost = self.ledger.prices().cost_nano(model, call.ts_us, usage.input_tokens,
-                                              usage.cached_input_tokens, usage.output_tokens)
+                                              usage.cached_input_tokens, usage.output_tokens,
+                                              status)
         return CallRecord(
             id=new_call_id(), ts_us=call.ts_us, model=model,
             call_type="internal" if call.key.internal else call.upstream.route.kind,
@@ -296,7 +302,7 @@ class Gateway:
 
 
 def _request_id() -> str:
-    return "req_" + uuid.uuid4().hex
+    return f"req_{random.getrandbits(128):032x}"
 
 
 async def _read_body(request: Request) -> bytes:

@@ -6,7 +6,7 @@ import logging
 import os
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
 
 from tallygate.config import Route
 from tallygate.ledger.categories import category_for_endpoint
@@ -59,10 +59,14 @@ def resolve_upstreams(routes: list[Route]) -> dict[str, Upstream]:
     return upstreams
 
 
-def make_client(connect_timeout_s: float, read_timeout_s: float) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(read_timeout_s, connect=connect_timeout_s),
-        limits=httpx.Limits(max_connections=2000, max_keepalive_connections=500,
-                            keepalive_expiry=30),
-        follow_redirects=False,
+def make_client(connect_timeout_s: float, read_timeout_s: float) -> aiohttp.ClientSession:
+    """aiohttp rather than httpx: measured here, it forwards about ten times the requests per
+    second of httpx on one core (docs/benchmarks.md), and the client is the hot path."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=2000, limit_per_host=0, keepalive_timeout=30,
+                                       ttl_dns_cache=300),
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s,
+                                      sock_read=read_timeout_s),
+        auto_decompress=False,
+        skip_auto_headers=("User-Agent",),
     )

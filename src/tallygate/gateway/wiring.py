@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
-from starlette.routing import Route as StarletteRoute
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tallygate.config import Settings
 from tallygate.gateway.counters import Counters, MemoryCounters, RedisCounters
@@ -32,16 +35,26 @@ def build_gateway(settings: Settings, ledger: Ledger, recorder: Recorder,
     )
 
 
-def add_gateway_routes(app: FastAPI) -> None:
-    """Plain Starlette routes (no dependency injection on the hot path); they find the
-    gateway on ``app.state`` at request time."""
+class GatewayEndpoints:
+    """ASGI middleware that answers the gateway's endpoints itself.
 
-    async def forward(request):  # type: ignore[no-untyped-def]
-        return await request.app.state.gateway.forward(request)
+    It sits just inside Starlette's error middleware, so a gateway call skips FastAPI's
+    routing, exception and dependency machinery (a measurable share of a proxied call); every
+    other path goes on to FastAPI.
+    """
 
-    async def models(request):  # type: ignore[no-untyped-def]
-        return await request.app.state.gateway.models(request)
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.handlers: dict[tuple[str, str], Callable[[Gateway, Request],
+                                                      Awaitable[Response]]] = {
+            ("POST", path): Gateway.forward for path in ENDPOINTS}
+        self.handlers[("GET", "/v1/models")] = Gateway.models
 
-    for path in ENDPOINTS:
-        app.router.routes.append(StarletteRoute(path, forward, methods=["POST"]))
-    app.router.routes.append(StarletteRoute("/v1/models", models, methods=["GET"]))
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        handler = self.handlers.get((scope.get("method", ""), scope.get("path", "")))
+        if handler is None or scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        gateway: Gateway = scope["app"].state.gateway
+        response = await handler(gateway, Request(scope, receive))
+        await response(scope, receive, send)

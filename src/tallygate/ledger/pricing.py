@@ -24,14 +24,17 @@ class Price:
     per_call: Decimal = Decimal(0)
     currency: str = "USD"
 
-    def cost_nano(self, input_tokens: int, cached_input_tokens: int, output_tokens: int) -> int:
+    def cost_nano(self, input_tokens: int, cached_input_tokens: int, output_tokens: int,
+                  succeeded: bool = True) -> int:
+        """Tokens are charged whatever the outcome (a stream cut short was still generated);
+        the per-call price only for a call that succeeded."""
         cached_price = (self.input_per_million if self.cached_input_per_million is None
                         else self.cached_input_per_million)
         amount = (
             (input_tokens - cached_input_tokens) * self.input_per_million
             + cached_input_tokens * cached_price
             + output_tokens * self.output_per_million
-        ) / MILLION + self.per_call
+        ) / MILLION + (self.per_call if succeeded else 0)
         return to_nano(amount)
 
 
@@ -53,12 +56,13 @@ class PriceTable:
         return history[index] if index >= 0 else None
 
     def cost_nano(self, model: str, ts_us: int, input_tokens: int, cached_input_tokens: int,
-                  output_tokens: int) -> int:
+                  output_tokens: int, status_code: int = 200) -> int:
         """0 when the model has no price at that time (the call is still counted)."""
         price = self.price_at(model, ts_us)
         if price is None:
             return 0
-        return price.cost_nano(input_tokens, cached_input_tokens, output_tokens)
+        return price.cost_nano(input_tokens, cached_input_tokens, output_tokens,
+                               succeeded=status_code < 400)
 
     def all_prices(self) -> list[Price]:
         return [price for history in self._by_model.values() for price in history]

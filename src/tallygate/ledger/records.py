@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import random
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -79,7 +79,7 @@ def now_us() -> int:
 def new_call_id() -> str:
     """A UUIDv7: time-ordered, so fresh records append to the primary-key index."""
     ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
+    rand = random.getrandbits(80)  # unique, not secret: no need for the OS's randomness
     low62 = rand & ((1 << 62) - 1)
     value = (ms << 80) | (0x7 << 76) | ((rand >> 68) << 64) | (0b10 << 62) | low62
     text = f"{value:032x}"
