@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -66,8 +69,12 @@ def demo(ctx: typer.Context, host: Host = None, port: Port = None,
          database: Annotated[Path, typer.Option(
              help="SQLite file for the demo (recreated on every run).")] = Path(
              "tallygate-demo.db"),
+         upstream_port: Annotated[int, typer.Option(
+             help="Port of the built-in fake upstream.")] = 9000,
          seed_only: Annotated[bool, typer.Option(help="Seed, print, and exit.")] = False) -> None:
-    """Seed a demo ledger (realistic traffic, keys, prices) and serve it."""
+    """Seed a demo ledger (realistic traffic, keys, prices) and serve it, with a built-in fake
+    upstream so the demo key works offline."""
+    from tallygate.demo.routes import gateway_routes
     from tallygate.demo.seed import seed_demo
     from tallygate.keys.service import KeyService
     from tallygate.ledger.records import now_us
@@ -77,7 +84,9 @@ def demo(ctx: typer.Context, host: Host = None, port: Port = None,
     cli = state(ctx)
     cli.database_url = f"sqlite:///{database.resolve()}"
     admin_token = new_secret(ADMIN_PREFIX)
-    settings = cli.settings(host=host, port=port, admin_token=admin_token)
+    upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
+    settings = cli.settings(host=host, port=port, admin_token=admin_token,
+                            routes=gateway_routes(upstream_url))
     ledger = cli.ledger(settings, migrate=True)
     started = time.perf_counter()
     with Progress("[progress.description]{task.description}", BarColumn(),
@@ -91,14 +100,41 @@ def demo(ctx: typer.Context, host: Host = None, port: Port = None,
     console.print(Panel(
         f"{seeded.records:,} calls over {days} days in {database} "
         f"(seeded in {time.perf_counter() - started:.1f} s)\n\n"
-        f"URL          {url}/\n"
-        f"API docs     {url}/docs\n"
-        f"admin token  {admin_token}\n"
-        f"demo key     {seeded.demo_key}\n\n"
-        f"curl -H 'Authorization: Bearer {admin_token}' '{url}/api/v1/usage/summary?period=7d'",
+        f"URL            {url}/\n"
+        f"API docs       {url}/docs\n"
+        f"admin token    {admin_token}\n"
+        f"demo key       {seeded.demo_key}\n"
+        f"fake upstream  {upstream_url}",
         title="tallygate demo", expand=False), highlight=False)
-    if not seed_only:
+    console.print("Try:", style="bold")
+    for line in (
+        f"curl -H 'Authorization: Bearer {admin_token}' '{url}/api/v1/usage/summary?period=7d'",
+        f"curl {url}/v1/chat/completions -H 'Authorization: Bearer {seeded.demo_key}' "
+        "-H 'Content-Type: application/json' -d '{\"model\": \"cltech/deepseek-r1-32b\", "
+        "\"messages\": [{\"role\": \"user\", \"content\": \"hello\"}]}'",
+    ):
+        console.print(f"  {line}", highlight=False, soft_wrap=True)
+    if seed_only:
+        return
+    with _background_fake_upstream(upstream_port):
         _run(settings)
+
+
+@contextlib.contextmanager
+def _background_fake_upstream(port: int) -> Iterator[None]:
+    """The fake upstream on its own event loop in a thread, for the demo."""
+    from tallygate.fake_upstream import FakeSettings, FakeUpstream
+
+    server = uvicorn.Server(uvicorn.Config(
+        FakeUpstream(FakeSettings(latency_ms=150, chunks=16, chunk_delay_ms=30)),
+        host="127.0.0.1", port=port, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True, name="fake-upstream")
+    thread.start()
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(timeout=5)
 
 
 def fake_upstream(
