@@ -8,10 +8,11 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from tallygate.api.filters import checked_range
 from tallygate.cli.context import console, fail, state
 from tallygate.ledger.categories import CALL_TYPES, MODEL_CATEGORIES
 from tallygate.ledger.statistics import UsageQuery, usage_breakdown, usage_summary, usage_trend
-from tallygate.ledger.timerange import BadParameter, resolve_range
+from tallygate.ledger.timerange import BadParameter
 from tallygate.store.usage import CallFilter, iter_calls
 
 app = typer.Typer(help="Usage statistics (the same figures as the API and the page).",
@@ -39,7 +40,7 @@ def build_query(keys: list[str] | None, models: list[str] | None, types: list[st
             if item not in allowed:
                 fail(f"{name}: {item!r} is not one of {', '.join(allowed)}")
     try:
-        time_range = resolve_range(period, start, end, tz)
+        time_range = checked_range(period, start, end, tz)
     except BadParameter as exc:
         fail(f"--{exc.param}: {exc.message}")
     return UsageQuery(CallFilter(tuple(keys or ()), tuple(models or ()), tuple(types or ()),
@@ -58,11 +59,18 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-def _change(value: float | None) -> str:
+def _change(name: str, value: float | None) -> str:
+    """Counts change relatively (+8.0%); rates by their difference, in percentage points."""
     if value is None:
         return "[dim]–[/dim]"
     colour = "green" if value >= 0 else "red"
-    return f"[{colour}]{value:+.1%}[/{colour}]"
+    shown = f"{value * 100:+.1f} pp" if name.endswith("_rate") else f"{value:+.1%}"
+    return f"[{colour}]{shown}[/{colour}]"
+
+
+def _when(text: str) -> str:
+    """An ISO time without its fractions of a second, for titles."""
+    return text.split(".")[0] + (text[-6:] if "." in text and text[-6] in "+-" else "")
 
 
 def _print_json(data: Any) -> None:
@@ -79,14 +87,15 @@ def summary(ctx: typer.Context, key: Keys = None, model: Models = None, call_typ
     if as_json:
         _print_json(data)
         return
-    table = Table(title=f"Usage {data['start']} → {data['end']} ({data['tz']})")
+    table = Table(title=f"Usage {_when(data['start'])} → {_when(data['end'])} ({data['tz']})")
     table.add_column("card")
     table.add_column("value", justify="right")
     table.add_column("previous", justify="right")
     table.add_column("change", justify="right")
     for name, value in data["cards"].items():
-        table.add_row(name.replace("_", " "), _show(value), _show(data["previous"].get(name)),
-                      _change(data["change"].get(name)))
+        previous = _show(data["previous"][name]) if name in data["previous"] else ""
+        table.add_row(name.replace("_", " "), _show(value), previous,
+                      _change(name, data["change"].get(name)))
     console.print(table)
 
 
