@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from tallygate import __version__
-from tallygate.api import health, keys, usage
+from tallygate.api import dimensions, health, keys, usage
 from tallygate.api.errors import install_error_handlers
 from tallygate.config import Settings
 from tallygate.gateway.wiring import GatewayEndpoints, build_gateway, make_counters
@@ -22,6 +24,8 @@ from tallygate.ledger.service import Ledger
 from tallygate.store.database import Database
 from tallygate.store.meta import get_value
 from tallygate.web import pages
+from tallygate.web.security import SecurityHeaders
+from tallygate.web.sessions import Sessions, SignInBrake
 
 log = logging.getLogger("tallygate")
 ADMIN_HASH = "admin_token_sha256"
@@ -50,6 +54,8 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.db = db
         app.state.ledger = ledger
         app.state.keys = KeyService(db)
+        app.state.sessions = Sessions(db)
+        app.state.sign_in_brake = SignInBrake()
         app.state.recorder = recorder
         app.state.admin_token_hash = admin_token_hash(settings, db)
         counters = make_counters(settings)
@@ -72,13 +78,19 @@ def create_app(settings: Settings) -> FastAPI:
         version=__version__,
         summary="OpenAI-compatible LLM API gateway with an exact usage ledger",
         lifespan=lifespan,
+        docs_url=None,  # served from vendored assets by web/pages.py
+        redoc_url=None,
     )
     install_error_handlers(app)
+    app.include_router(dimensions.router)
     app.include_router(usage.router)
     app.include_router(keys.router)
     app.include_router(health.router)
     app.include_router(pages.router)
-    app.add_middleware(GatewayEndpoints)
+    app.mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"),
+              name="static")
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(GatewayEndpoints)  # added last: outermost, ahead of the rest
     return app
 
 

@@ -9,6 +9,8 @@ from fastapi import Request
 from tallygate.api.errors import ApiError
 from tallygate.keys.secrets import hash_secret, same_hash
 from tallygate.keys.service import KeyService, effective_status
+from tallygate.store.keys import get_key
+from tallygate.web.sessions import COOKIE, CSRF_HEADER, Sessions
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +43,37 @@ def _is_admin_token(request: Request, token: str) -> bool:
     return expected is not None and same_hash(hash_secret(token), expected)
 
 
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _session_principal(request: Request) -> Principal | None:
+    """A signed-in page's session, if the request carries its cookie. A state-changing
+    request must also carry the session's CSRF token in ``X-CSRF-Token``."""
+    token = request.cookies.get(COOKIE)
+    if not token:
+        return None
+    sessions: Sessions = request.app.state.sessions
+    session = sessions.find(token)
+    if session is None:
+        raise ApiError(401, "Your session has ended; sign in again", code="session_expired")
+    if request.method not in SAFE_METHODS and not same_hash(
+            request.headers.get(CSRF_HEADER, ""), session.csrf_token):
+        raise ApiError(403, "Missing or wrong CSRF token", code="csrf_failed")
+    if session.api_key_id is None:
+        return Principal(None)
+    key = get_key(request.app.state.db, session.api_key_id)
+    if key is None or effective_status(key) != "active":
+        raise ApiError(403, "This API key is no longer active", code="key_inactive")
+    return Principal(key.id)
+
+
 def usage_principal(request: Request) -> Principal:
-    """The admin, or an active API key (scoped to its own usage)."""
+    """The admin, or an active API key (scoped to its own usage): by bearer token, or by the
+    session cookie of a signed-in page."""
+    if "authorization" not in request.headers:
+        from_session = _session_principal(request)
+        if from_session is not None:
+            return from_session
     token = _bearer(request)
     if _is_admin_token(request, token):
         return Principal(None)

@@ -15,6 +15,7 @@ from tallygate.store import keys as key_store
 from tallygate.store.database import Database
 from tallygate.store.keys import StoredKey
 from tallygate.store.meta import write_audit
+from tallygate.store.sessions import delete_sessions_of_key
 
 
 class KeyNotFound(LookupError):
@@ -126,12 +127,14 @@ class KeyService:
             "updated_at": now_us()})
         if stored is None:
             raise KeyNotFound(key_id)
+        delete_sessions_of_key(self.db, key_id)  # pages signed in with the old secret
         self._changed(actor, "key.rotate", key_id)
         return CreatedKey(**key_out(stored).model_dump(), key=secret)
 
     def delete(self, key_id: str, actor: str) -> None:
         if not key_store.delete_key(self.db, key_id):
             raise KeyNotFound(key_id)
+        delete_sessions_of_key(self.db, key_id)
         self._changed(actor, "key.delete", key_id)
 
     def authenticate(self, secret: str) -> StoredKey | None:

@@ -141,3 +141,15 @@ meta = Table(
     Column("name", String(100), primary_key=True),
     Column("value", Text, nullable=False),
 )
+
+sessions = Table(
+    "sessions",
+    metadata,
+    # Only the hash of the cookie's token is stored; api_key_id None means the admin.
+    Column("token_hash", String(64), primary_key=True),
+    Column("api_key_id", String(64)),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Index("ix_sessions_expires_at", "expires_at"),
+)

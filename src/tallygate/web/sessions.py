@@ -1,0 +1,75 @@
+"""Page sign-in: a session cookie (HttpOnly, SameSite=Strict, Secure over HTTPS) whose token is
+stored only as a hash, a CSRF token per session, and a brake on failed sign-ins."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from tallygate.keys.secrets import hash_secret
+from tallygate.ledger.records import now_us
+from tallygate.store import sessions as session_store
+from tallygate.store.database import Database
+from tallygate.store.sessions import StoredSession
+
+COOKIE = "tallygate_session"
+CSRF_HEADER = "x-csrf-token"
+SESSION_SECONDS = 12 * 3600
+US = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    api_key_id: str | None  # None: the admin
+    csrf_token: str
+
+
+class Sessions:
+    def __init__(self, db: Database, lifetime_s: int = SESSION_SECONDS) -> None:
+        self.db = db
+        self.lifetime_s = lifetime_s
+
+    def start(self, api_key_id: str | None) -> tuple[str, Session]:
+        """A new session; returns the cookie's token (shown only to the browser)."""
+        token = secrets.token_urlsafe(32)
+        csrf = secrets.token_urlsafe(24)
+        now = now_us()
+        session_store.insert_session(self.db, StoredSession(
+            hash_secret(token), api_key_id, csrf, now, now + self.lifetime_s * US), now)
+        return token, Session(api_key_id, csrf)
+
+    def find(self, token: str) -> Session | None:
+        stored = session_store.find_session(self.db, hash_secret(token), now_us())
+        return None if stored is None else Session(stored.api_key_id, stored.csrf_token)
+
+    def end(self, token: str) -> None:
+        session_store.delete_session(self.db, hash_secret(token))
+
+
+class SignInBrake:
+    """At most ``limit`` failed sign-ins per client address in ``window_s``; then 429."""
+
+    def __init__(self, limit: int = 10, window_s: float = 60.0) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._failures: dict[str, deque[float]] = {}
+
+    def retry_after(self, address: str) -> int | None:
+        failures = self._recent(address)
+        if len(failures) < self.limit:
+            return None
+        return max(1, int(failures[0] + self.window_s - time.monotonic()) + 1)
+
+    def failed(self, address: str) -> None:
+        self._recent(address).append(time.monotonic())
+        if len(self._failures) > 10_000:  # forget quiet addresses
+            for quiet in [a for a, f in self._failures.items() if not f]:
+                del self._failures[quiet]
+
+    def _recent(self, address: str) -> deque[float]:
+        failures = self._failures.setdefault(address, deque())
+        while failures and failures[0] <= time.monotonic() - self.window_s:
+            failures.popleft()
+        return failures
