@@ -56,7 +56,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0]
-        param = _param_of(tuple(first.get("loc", ())))
+        # An unreadable body has no parameter to name (its "location" is a byte offset).
+        param = None if first.get("type") == "json_invalid" else \
+            _param_of(tuple(first.get("loc", ())))
         message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
         text = f"{param}: {message}" if param else message
         return error_response(400, text, "invalid_parameter", param)

@@ -10,8 +10,12 @@ from tallygate.api.auth import Principal, usage_principal
 from tallygate.api.errors import ApiError
 from tallygate.ledger.categories import CALL_TYPES, MODEL_CATEGORIES
 from tallygate.ledger.statistics import UsageQuery
-from tallygate.ledger.timerange import BadParameter, resolve_range
+from tallygate.ledger.timerange import BadParameter, TimeRange, resolve_range
 from tallygate.store.usage import CallFilter
+
+# Previous periods and local days are computed with datetime, which ends at years 1 and 9999:
+# far from those ends every range is safe. Both accepted forms begin with the year.
+YEARS = range(1970, 9000)
 
 
 def _checked(values: list[str] | None, allowed: tuple[str, ...], param: str) -> tuple[str, ...]:
@@ -19,6 +23,15 @@ def _checked(values: list[str] | None, allowed: tuple[str, ...], param: str) -> 
         if value not in allowed:
             raise BadParameter(param, f"{value!r} is not one of {', '.join(allowed)}")
     return tuple(values or ())
+
+
+def checked_range(period: str | None, start: str | None, end: str | None,
+                  tz: str | None) -> TimeRange:
+    for param, value in (("start", start), ("end", end)):
+        if value is not None and value[:4].isdigit() and int(value[:4]) not in YEARS:
+            raise BadParameter(param, f"the year must be between {YEARS.start} and "
+                                      f"{YEARS.stop - 1}")
+    return resolve_range(period, start, end, tz)
 
 
 def usage_query(
@@ -49,13 +62,13 @@ def usage_query(
                            param="api_key_id")
         keys = (principal.api_key_id,)  # type: ignore[assignment]
     for value in (*keys, *(model or ())):
-        if not value or len(value) > 200:
+        if not value or len(value) > 200 or "\x00" in value:
             raise BadParameter("model" if value in (model or ()) else "api_key_id",
-                               "must be between 1 and 200 characters")
+                               "must be between 1 and 200 characters, without NUL")
     call_filter = CallFilter(
         api_key_ids=keys,
         models=tuple(model or ()),
         call_types=_checked(call_type, CALL_TYPES, "call_type"),
         model_categories=_checked(model_category, MODEL_CATEGORIES, "model_category"),
     )
-    return UsageQuery(call_filter, resolve_range(period, start, end, tz))
+    return UsageQuery(call_filter, checked_range(period, start, end, tz))

@@ -77,7 +77,9 @@ def breakdown(
 def _decode_cursor(cursor: str) -> tuple[int, str]:
     try:
         ts, _, call_id = base64.urlsafe_b64decode(cursor.encode() + b"==").decode().partition(":")
-        if not call_id:
+        # Bounded like the columns it is compared with, so no driver overflows on it.
+        if (not call_id or len(call_id) > 128 or "\x00" in call_id
+                or not 0 <= int(ts) < 2**63):
             raise ValueError
         return int(ts), call_id
     except (ValueError, binascii.Error, UnicodeDecodeError):

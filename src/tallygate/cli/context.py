@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -22,6 +22,7 @@ errors = Console(stderr=True)
 class CliState:
     config_file: Path | None = None
     database_url: str | None = None
+    opened: list[Database] = field(default_factory=list)
 
     def settings(self, **flags: Any) -> Settings:
         try:
@@ -31,7 +32,7 @@ class CliState:
 
     def ledger(self, settings: Settings | None = None, *, migrate: bool = False) -> Ledger:
         settings = settings or self.settings()
-        db = Database(settings.database_url)
+        db = self.database(settings.database_url)
         try:
             if migrate or is_empty(db):
                 db.upgrade()
@@ -44,6 +45,18 @@ class CliState:
 
     def keys(self) -> KeyService:
         return KeyService(self.ledger().db)
+
+    def database(self, url: str) -> Database:
+        db = Database(url)
+        self.opened.append(db)
+        return db
+
+    def close(self) -> None:
+        """Close every connection the command opened: the process may live on (a script,
+        a test runner), and a PostgreSQL connection left to the garbage collector warns."""
+        for db in self.opened:
+            db.dispose()
+        self.opened.clear()
 
 
 def is_empty(db: Database) -> bool:
@@ -61,5 +74,6 @@ def state(ctx: typer.Context) -> CliState:
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    errors.print(f"[red]error:[/red] {message}", highlight=False)
+    # soft_wrap: a message naming a file or a value must not be cut into lines.
+    errors.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)

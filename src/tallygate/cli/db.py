@@ -10,7 +10,6 @@ from rich.table import Table
 
 from tallygate.cli.context import console, fail, state
 from tallygate.ledger.maintenance import check_rollups, purge_expired
-from tallygate.store.database import Database
 
 app = typer.Typer(help="The database: migrations, checks, retention.", no_args_is_help=True)
 
@@ -18,8 +17,8 @@ app = typer.Typer(help="The database: migrations, checks, retention.", no_args_i
 @app.command("upgrade")
 def upgrade(ctx: typer.Context) -> None:
     """Create or upgrade the schema in place (safe to run again)."""
-    settings = state(ctx).settings()
-    db = Database(settings.database_url)
+    cli = state(ctx)
+    db = cli.database(cli.settings().database_url)
     try:
         before = db.current_revision()
         db.upgrade()

@@ -54,11 +54,17 @@ def create(
     print(created.key)  # noqa: T201 - plain, so scripts can capture it
 
 
+# Fields whose option has another name (one value per option, repeated for a list).
+_OPTION_OF = {"tags": "--tag", "allowed_models": "--allowed-model",
+              "allowed_ips": "--allowed-ip"}
+
+
 def _first_problem(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
         error = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in error["loc"])
-        return f"--{where.replace('_', '-')}: {error['msg']}"
+        field = str(error["loc"][0]) if error["loc"] else "name"
+        option = _OPTION_OF.get(field, f"--{field.replace('_', '-')}")
+        return f"{option}: {error['msg'].removeprefix('Value error, ')}"
     return "--budget: not a decimal number"
 
 
@@ -67,7 +73,9 @@ def list_keys(ctx: typer.Context) -> None:
     """Every key, with its prefix (never its secret)."""
     keys = state(ctx).keys().list()
     table = Table(title=f"{len(keys)} API keys")
-    for column in ("id", "name", "prefix", "status", "internal", "rpm", "quota", "budget",
+    # The id is what every other keys command takes: never cut it, however narrow.
+    table.add_column("id", no_wrap=True, min_width=max((len(k.id) for k in keys), default=2))
+    for column in ("name", "prefix", "status", "internal", "rpm", "quota", "budget",
                    "expires"):
         table.add_column(column)
     for key in keys:

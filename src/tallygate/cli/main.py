@@ -69,6 +69,7 @@ def _options(
         console.print(__version__)
         raise typer.Exit()
     ctx.obj = CliState(config, database_url)
+    ctx.call_on_close(ctx.obj.close)
 
 
 def main() -> None:

@@ -28,6 +28,14 @@ def _check_ips(value: list[str] | None) -> list[str] | None:
     return value
 
 
+def _check_no_nul(value: str | list[str] | None) -> str | list[str] | None:
+    """PostgreSQL refuses NUL in text: refuse it here, with the field's name."""
+    texts = value if isinstance(value, list) else [value]
+    if any(text is not None and "\x00" in text for text in texts):
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
 def _check_aware(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         raise ValueError("must carry a time-zone offset (e.g. 2027-01-01T00:00:00Z)")
@@ -53,6 +61,8 @@ class KeyFields(BaseModel):
 
     _ips = field_validator("allowed_ips")(_check_ips)
     _aware = field_validator("expires_at")(_check_aware)
+    _no_nul = field_validator("name", "owner", "tags", "allowed_models",
+                              check_fields=False)(_check_no_nul)
 
 
 class KeyCreate(KeyFields):

@@ -98,6 +98,24 @@ def json_array_stream(records: Iterable[dict[str, Any]]) -> Iterator[bytes]:
     yield b"]\n"
 
 
+def _xlsx_value(worksheet: Any, value: Any) -> Any:
+    """Text stays text. Model names, ids and tags come from whoever calls the gateway: one
+    starting with "=" must not become a formula in the admin's spreadsheet, and control
+    characters, which a worksheet cannot hold at all, must not break the export."""
+    from openpyxl.cell import WriteOnlyCell
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+
+    if not isinstance(value, str):
+        return value
+    if ILLEGAL_CHARACTERS_RE.search(value):
+        value = ILLEGAL_CHARACTERS_RE.sub("\ufffd", value)
+    if value.startswith("="):
+        cell = WriteOnlyCell(worksheet, value=value)
+        cell.data_type = "s"
+        return cell
+    return value
+
+
 def xlsx_stream(sheet: str, header: list[str] | tuple[str, ...],
                 rows: Iterable[list[Any]]) -> Iterator[bytes]:
     """Write-only workbook in a temporary file (openpyxl keeps only one row in memory)."""
@@ -107,7 +125,7 @@ def xlsx_stream(sheet: str, header: list[str] | tuple[str, ...],
     worksheet = workbook.create_sheet(sheet)
     worksheet.append(list(header))
     for row in rows:
-        worksheet.append(row)
+        worksheet.append([_xlsx_value(worksheet, value) for value in row])
     with tempfile.TemporaryFile() as handle:
         workbook.save(handle)
         handle.seek(0)

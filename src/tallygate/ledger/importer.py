@@ -63,15 +63,26 @@ def read_items(handle: BinaryIO, fmt: str) -> Iterator[tuple[int, Any]]:
                 item["id"] = _content_id(raw.strip())
             yield number, item
         return
-    text = io.TextIOWrapper(handle, encoding="utf-8", newline="")
-    reader = csv.DictReader(text)
-    for number, row in enumerate(reader, 2):
-        item = {name: _csv_value(name, value or "") for name, value in row.items()
-                if name is not None}
-        item = {name: value for name, value in item.items() if value is not None}
-        if "id" not in item:
-            item["id"] = _content_id(json.dumps(row, sort_keys=True).encode())
-        yield number, item
+    # utf-8-sig: spreadsheets start their CSV files with a byte-order mark.
+    text = io.TextIOWrapper(handle, encoding="utf-8-sig", newline="")
+    try:
+        reader = csv.DictReader(text)
+        for row in reader:
+            # Values beyond the header's columns come under the key None: not a field.
+            fields = {name: value for name, value in row.items() if name is not None}
+            # The row's first line in the file (blank lines before it and line breaks
+            # inside its quoted values count, as in an editor).
+            number = reader.line_num - sum(value.count("\n") for value in fields.values()
+                                           if value is not None)
+            item = {name: _csv_value(name, value or "") for name, value in fields.items()}
+            item = {name: value for name, value in item.items() if value is not None}
+            if "id" not in item:
+                item["id"] = _content_id(json.dumps(fields, sort_keys=True).encode())
+            yield number, item
+    finally:
+        # Let go of the file without closing it: the caller owns it and still reads its
+        # position for the progress bar.
+        text.detach()
 
 
 def import_file(ledger: Ledger, path: Path, fmt: str | None = None, *, batch_size: int = 5000,

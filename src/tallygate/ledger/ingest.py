@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,9 +40,14 @@ class IngestResult:
                 "rejected": len(self.errors), "errors": [e.as_dict() for e in self.errors]}
 
 
+_TEXT_FIELDS = ("id", "model", "api_key_id", "endpoint")
+
+
 def _first_error(exc: ValidationError) -> tuple[str | None, str]:
     error = exc.errors(include_url=False)[0]
-    location = ".".join(str(part) for part in error["loc"])
+    # A record is flat, so its top-level field is the one to name; deeper parts of the
+    # location are pydantic's (the union member it tried: "ts.datetime", "metadata.k.str").
+    location = str(error["loc"][0]) if error["loc"] else ""
     message = error["msg"].removeprefix("Value error, ")
     # Model-level checks name their field at the start of the message ("total_tokens: …").
     if not location and ": " in message:
@@ -57,18 +63,35 @@ def validate_events(ledger: Ledger, items: Sequence[Any],
     errors: list[ItemError] = []
     for offset, item in enumerate(items):
         index = first_index + offset
+        item_id = item.get("id") if isinstance(item, dict) else None
+        item_id = item_id if isinstance(item_id, str) else None
         try:
             event = CallEvent.model_validate(item)
         except ValidationError as exc:
-            item_id = item.get("id") if isinstance(item, dict) else None
             name, message = _first_error(exc)
-            errors.append(ItemError(index, item_id if isinstance(item_id, str) else None,
-                                    name, message))
+            errors.append(ItemError(index, item_id, name, message))
+            continue
+        except (OverflowError, OSError):
+            # Seconds beyond what a datetime holds; ts is the only field made from a number.
+            errors.append(ItemError(index, item_id, "ts", "is out of range"))
+            continue
+        nul = next((name for name in _TEXT_FIELDS if "\x00" in (getattr(event, name) or "")),
+                   None)
+        if nul is not None:
+            # PostgreSQL refuses NUL in text: one such item would fail the whole batch.
+            errors.append(ItemError(index, item_id, nul, "must not contain NUL characters"))
+            continue
+        if event.metadata and any(isinstance(value, float) and not math.isfinite(value)
+                                  for value in event.metadata.values()):
+            # NaN and Infinity are not JSON: stored, they would break every JSON answer.
+            errors.append(ItemError(index, item_id, "metadata",
+                                    "numbers must be finite (no NaN or Infinity)"))
             continue
         record = event.to_record(0)
         if event.cost is None:
             cost = prices.cost_nano(record.model, record.ts_us, record.input_tokens,
-                                    record.cached_input_tokens, record.output_tokens)
+                                    record.cached_input_tokens, record.output_tokens,
+                                    record.status_code)
             record = event.to_record(cost)
         records.append(record)
     return records, errors

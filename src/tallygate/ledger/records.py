@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, StrictBool, StrictInt, field_validator, model_validator
 
 from tallygate.ledger.categories import CALL_TYPES, MODEL_CATEGORIES, category_for_endpoint
-from tallygate.ledger.money import NANO, to_nano
+from tallygate.ledger.money import format_amount, to_nano
 
 MAX_TOKENS_PER_CALL = 1_000_000_000
 MAX_LATENCY_MS = 86_400_000
@@ -60,7 +60,7 @@ class CallRecord:
             "cached_input_tokens": self.cached_input_tokens,
             "reasoning_tokens": self.reasoning_tokens,
             "total_tokens": self.total_tokens,
-            "cost": str(Decimal(self.cost_nano) / NANO),
+            "cost": format_amount(self.cost_nano),
             "latency_ms": self.latency_ms,
             "ttft_ms": self.ttft_ms,
             "estimated": self.estimated,

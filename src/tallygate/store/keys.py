@@ -79,7 +79,8 @@ def list_keys(db: Database) -> list[StoredKey]:
 
 def key_names(db: Database) -> dict[str, str]:
     with db.read() as conn:
-        return dict(conn.execute(select(api_keys.c.id, api_keys.c.name)).tuples().all())
+        return {key_id: name for key_id, name in conn.execute(
+            select(api_keys.c.id, api_keys.c.name))}
 
 
 def update_key(db: Database, key_id: str, values: dict[str, Any]) -> StoredKey | None:

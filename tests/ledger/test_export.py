@@ -1,0 +1,122 @@
+"""Export streams: the right bytes, and call records streamed in flat memory."""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from openpyxl import load_workbook
+
+from tallygate.ledger.export import (
+    CALL_FIELDS,
+    FORMATS,
+    MEDIA_TYPES,
+    VIEWS,
+    calls_stream,
+    csv_stream,
+    json_array_stream,
+    ndjson_stream,
+    view_stream,
+)
+from tallygate.ledger.records import CallRecord
+
+US = 1_000_000
+START = int(datetime(2026, 5, 1, tzinfo=UTC).timestamp()) * US
+
+
+def endless_records(consumed: list[int]) -> Iterator[CallRecord]:
+    """Records for ever, counting how many were taken."""
+    for i in itertools.count():
+        consumed[0] = i + 1
+        yield CallRecord(id=f"id-{i}", ts_us=START - i * 1000, model="m", call_type="model",
+                         input_tokens=i, total_tokens=i, cost_nano=i,
+                         metadata={"i": i} if i % 2 else None)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "ndjson", "json"])
+def test_call_records_are_streamed_not_gathered(fmt: str) -> None:
+    consumed = [0]
+    stream = calls_stream(fmt, endless_records(consumed))
+    first = b"".join(itertools.islice(stream, 3))
+    assert first
+    assert consumed[0] <= 3 * 2001  # a few chunks' worth, never everything
+
+
+def test_every_format_and_view_has_a_media_type() -> None:
+    assert set(MEDIA_TYPES) == set(FORMATS) == {"csv", "xlsx", "json", "ndjson"}
+    assert set(VIEWS) == {"summary", "trend", "breakdown", "calls"}
+
+
+@pytest.mark.parametrize("count", [0, 1, 1999, 2000, 2001, 4500])
+def test_every_stream_holds_every_record_across_chunk_boundaries(count: int) -> None:
+    records = list(itertools.islice(endless_records([0]), count))
+    dicts = [r.as_dict() for r in records]
+    assert json.loads(b"".join(calls_stream("json", records))) == dicts
+    lines = b"".join(calls_stream("ndjson", records)).decode().splitlines()
+    assert [json.loads(line) for line in lines] == dicts
+    rows = list(csv.reader(io.StringIO(b"".join(calls_stream("csv", records)).decode())))
+    assert rows[0] == list(CALL_FIELDS) and len(rows) == count + 1
+    for row, record in zip(rows[1:], dicts, strict=True):
+        shown = dict(zip(CALL_FIELDS, row, strict=True))
+        assert shown["id"] == record["id"] and shown["cost"] == record["cost"]
+        expected = "" if record["metadata"] is None else json.dumps(record["metadata"],
+                                                                   separators=(",", ":"))
+        assert shown["metadata"] == expected
+
+
+def test_small_streams_and_chunking() -> None:
+    header = ["a", "b"]
+    rows: list[list[Any]] = [[i, None if i % 2 else f"x,{i}"] for i in range(7)]
+    chunks = list(csv_stream(header, rows, rows_per_chunk=3))
+    assert len(chunks) == 3
+    assert list(csv.reader(io.StringIO(b"".join(chunks).decode()))) == [
+        ["a", "b"], *[[str(i), "" if i % 2 else f"x,{i}"] for i in range(7)]]
+    assert list(ndjson_stream([])) == []
+    assert b"".join(ndjson_stream([{"a": 1}, {"b": "\n"}], per_chunk=1)) == \
+        b'{"a":1}\n{"b":"\\n"}\n'
+    assert json.loads(b"".join(json_array_stream(iter([])))) == []
+
+
+def _xlsx(body: bytes) -> list[tuple[Any, ...]]:
+    workbook = load_workbook(io.BytesIO(body), read_only=True)
+    try:
+        return list(workbook.worksheets[0].iter_rows(values_only=True))
+    finally:
+        workbook.close()
+
+
+def test_views_in_every_format() -> None:
+    summary = {"cards": {"model_calls": 3, "cost": {"amount": "0.50", "currency": "USD"},
+                         "success_rate": 0.5, "peak_rpm": None},
+               "previous": {"model_calls": None, "cost": None, "success_rate": None},
+               "change": {"model_calls": None, "cost": None, "success_rate": None}}
+    table = [["card", "value", "previous", "change"], ["model_calls", "3", "", ""],
+             ["cost", "0.50", "", ""], ["success_rate", "0.5", "", ""],
+             ["peak_rpm", "", "", ""]]
+    assert list(csv.reader(io.StringIO(b"".join(view_stream("summary", "csv", summary))
+                                       .decode()))) == table
+    assert json.loads(b"".join(view_stream("summary", "json", summary))) == summary
+    lines = b"".join(view_stream("summary", "ndjson", summary)).decode().splitlines()
+    assert json.loads(lines[1]) == {"card": "cost", "value": "0.50", "previous": None,
+                                    "change": None}
+    rows = _xlsx(b"".join(view_stream("summary", "xlsx", summary)))
+    assert rows[0] == tuple(table[0]) and rows[1][:2] == ("model_calls", 3)
+    assert rows[3][:2] == ("success_rate", 0.5)
+
+    trend = {"buckets": ["2026-05-01", "2026-05-02"],
+             "series": [{"name": "m1", "values": [1, None]}, {"name": "m2", "values": [None, 4]}]}
+    assert list(csv.reader(io.StringIO(b"".join(view_stream("trend", "csv", trend))
+                                       .decode()))) == [["bucket", "m1", "m2"],
+                                                        ["2026-05-01", "1", ""],
+                                                        ["2026-05-02", "", "4"]]
+
+    empty = {"group_by": ["api_key", "model"], "rows": []}
+    assert b"".join(view_stream("breakdown", "csv", empty)) == b"api_key,model,calls\n"
+    assert _xlsx(b"".join(view_stream("breakdown", "xlsx", empty))) == [
+        ("api_key", "model", "calls")]

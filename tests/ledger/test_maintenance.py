@@ -1,0 +1,154 @@
+"""Retention never changes a figure, and the rollup check only compares whole buckets."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+
+from tallygate.ledger.maintenance import check_rollups, purge_expired
+from tallygate.ledger.records import CallRecord
+from tallygate.ledger.rollups import GRAIN_15M
+from tallygate.ledger.service import Ledger
+from tallygate.ledger.statistics import UsageQuery, usage_breakdown, usage_summary, usage_trend
+from tallygate.ledger.timerange import resolve_range
+from tallygate.store.calls import insert_calls
+from tallygate.store.database import Database
+from tallygate.store.schema import calls, rollup_1m, rollup_15m
+from tallygate.store.usage import CallFilter
+
+US = 1_000_000
+DAY = 86400
+
+
+def _record(call_id: str, ts_s: float, **fields: Any) -> CallRecord:
+    values: dict[str, Any] = {"model": "m", "call_type": "model", "input_tokens": 100,
+                              "output_tokens": 10, "total_tokens": 110, "cost_nano": 1000,
+                              "api_key_id": "k", "model_category": "chat"}
+    values.update(fields)
+    return CallRecord(id=call_id, ts_us=int(ts_s * US), **values)
+
+
+def _count(db: Database, table: Any) -> int:
+    with db.read() as conn:
+        return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+def _figures(ledger: Ledger, start: str, end: str) -> dict[str, Any]:
+    """Everything a page shows for the range, in two zones."""
+    out = {}
+    for tz in ("UTC", "Asia/Kathmandu"):
+        query = UsageQuery(CallFilter(), resolve_range(None, start, end, tz))
+        out[tz] = (usage_summary(ledger, query),
+                   usage_trend(ledger, query, "cost", "day", "api_key"),
+                   usage_trend(ledger, query, "requests", "hour"),
+                   usage_breakdown(ledger, query, ["api_key", "model"]))
+    return out
+
+
+def _written_when_fresh(db: Database, records: list[CallRecord]) -> None:
+    """As the recorder wrote them at the time: raw rows and both rollup grains."""
+    insert_calls(db, records, minute_cutoff_s=None)
+
+
+def test_purge_keeps_every_figure_and_the_check_passes(db: Database) -> None:
+    now = time.time()
+    ledger = Ledger(db, raw_retention_days=30, minute_retention_days=7)
+    old = [_record(f"old-{i}", now - 40 * DAY - i * 97, api_key_id=f"k{i % 3}",
+                   status_code=(200, 500, 429)[i % 3]) for i in range(30)]
+    week_ago = [_record(f"week-{i}", now - 10 * DAY - i * 61, model="m2") for i in range(20)]
+    fresh = [_record(f"fresh-{i}", now - 3600 - i * 13, call_type="internal")
+             for i in range(15)]
+    _written_when_fresh(db, old + week_ago)
+    ledger.store(fresh)
+    today = datetime.fromtimestamp(now, UTC).date()
+    start = (today - timedelta(days=45)).isoformat()
+    end = (today + timedelta(days=1)).isoformat()
+    before = _figures(ledger, start, end)
+    minute_rows_before = _count(db, rollup_1m)
+
+    result = purge_expired(ledger)
+    assert result.raw_deleted == 30
+    assert result.minute_rows_deleted == minute_rows_before - _count(db, rollup_1m) > 0
+    assert _count(db, calls) == 35
+    with db.read() as conn:
+        oldest_minute = conn.execute(select(func.min(rollup_1m.c.bucket))).scalar_one()
+    assert oldest_minute >= ledger.minute_floor_s(now) - 120  # only the window is kept
+
+    assert _figures(ledger, start, end) == before
+    summary = before["UTC"][0]
+    assert summary["cards"]["model_calls"] == 65 and summary["cards"]["internal_calls"] == 15
+
+    report = check_rollups(ledger)
+    assert report.ok, report.differences[:5]
+    assert report.checked_from_s is not None and report.checked_from_s >= min(
+        r.ts_us for r in week_ago) // US
+    assert report.rows_compared > 0
+
+    again = purge_expired(ledger)
+    assert (again.raw_deleted, again.minute_rows_deleted) == (0, 0)
+
+
+def test_a_retention_cut_inside_a_bucket_is_not_a_difference(db: Database) -> None:
+    # Raw records kept for less than the minute rollups: those are still compared.
+    ledger = Ledger(db, raw_retention_days=1, minute_retention_days=7)
+    bucket = (int(time.time()) - 2 * DAY) // GRAIN_15M * GRAIN_15M
+    inside = [_record("before-cut", bucket + 100), _record("after-cut", bucket + 500),
+              _record("next-bucket", bucket + GRAIN_15M + 1)]
+    _written_when_fresh(db, inside)
+    ledger.store([_record("recent", time.time() - 60)])
+    day = datetime.fromtimestamp(bucket, UTC).date()
+    query = UsageQuery(CallFilter(), resolve_range(None, day.isoformat(),
+                                                   (day + timedelta(days=1)).isoformat(), "UTC"))
+    assert usage_summary(ledger, query)["cards"]["model_calls"] == 3
+
+    # Purge as if it were a day after a moment between the first two records.
+    cut_s = bucket + 300
+    result = purge_expired(ledger, now_s=cut_s + DAY)
+    assert result.raw_deleted == 1
+    assert usage_summary(ledger, query)["cards"]["model_calls"] == 3  # from the rollups
+
+    report = check_rollups(ledger)
+    assert report.ok, report.differences
+    assert report.checked_from_s == bucket + GRAIN_15M  # the cut bucket is left out
+
+    # A real difference after the cut is still found, and repaired.
+    with db.write() as conn:
+        conn.execute(update(rollup_15m).where(rollup_15m.c.bucket == bucket + GRAIN_15M)
+                     .values(calls=5))
+    found = check_rollups(ledger)
+    assert [(d.table, d.key[0], d.stored and d.stored[0], d.rebuilt and d.rebuilt[0])
+            for d in found.differences] == [("rollup_15m", bucket + GRAIN_15M, 5, 1)]
+    assert check_rollups(ledger, repair=True).repaired == 1
+    assert check_rollups(ledger).ok
+
+
+def test_the_retention_boundary_and_no_retention(db: Database) -> None:
+    now = 1_790_000_000.0
+    kept_forever = Ledger(db)  # raw_retention_days = 0: raw records are never purged
+    records = [_record("edge", now - 30 * DAY), _record("older", now - 30 * DAY - 0.000001),
+               _record("ancient", now - 900 * DAY)]
+    _written_when_fresh(db, records)
+    assert purge_expired(kept_forever, now_s=now).raw_deleted == 0
+    assert _count(db, calls) == 3
+    assert _count(db, rollup_1m) == 0  # minute rows past the window went
+
+    thirty = Ledger(db, raw_retention_days=30)
+    assert purge_expired(thirty, now_s=now).raw_deleted == 2  # "edge" is exactly 30 days
+    with db.read() as conn:
+        assert conn.execute(select(calls.c.id)).scalars().all() == ["edge"]
+    assert check_rollups(thirty).ok
+
+
+def test_check_on_an_empty_ledger_and_with_progress(db: Database) -> None:
+    ledger = Ledger(db)
+    empty = check_rollups(ledger)
+    assert empty.ok and empty.checked_from_s is None and empty.rows_compared == 0
+    now = time.time()
+    ledger.store([_record(f"r{i}", now - i * DAY / 2) for i in range(7)])
+    steps: list[tuple[int, int]] = []
+    report = check_rollups(ledger, progress=lambda done, total: steps.append((done, total)))
+    assert report.ok and steps and steps[-1][0] == steps[-1][1]
+    assert [done for done, _ in steps] == list(range(1, len(steps) + 1))
