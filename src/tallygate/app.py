@@ -43,7 +43,11 @@ def create_app(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = Database(settings.database_url)
-        db.ensure_current()
+        try:
+            db.ensure_current()
+        except Exception:
+            db.dispose()
+            raise
         ledger = Ledger(db, currency=settings.currency,
                         minute_retention_days=settings.minute_retention_days,
                         raw_retention_days=settings.raw_retention_days)

@@ -38,7 +38,7 @@ def summary_table(summary: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
 
 
 def trend_table(trend: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    header = ["bucket", *(s["name"] for s in trend["series"])]
+    header = ["bucket", *(s.get("label") or s["name"] or "(none)" for s in trend["series"])]
     rows = [[bucket, *(s["values"][i] for s in trend["series"])]
             for i, bucket in enumerate(trend["buckets"])]
     return header, rows

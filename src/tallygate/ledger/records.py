@@ -116,9 +116,11 @@ class CallEvent(BaseModel):
     @field_validator("ts")
     @classmethod
     def _ts_in_range(cls, value: datetime | float) -> datetime:
+        if isinstance(value, bool):
+            raise ValueError("must be an RFC 3339 time or a number of seconds")
         if isinstance(value, int | float):
-            if value != value or value in (float("inf"), float("-inf")):
-                raise ValueError("must be a finite number of seconds")
+            if not EARLIEST_TS.timestamp() <= value <= time.time() + FUTURE_SLACK_S:
+                raise ValueError("must be a number of seconds between 2000-01-01 and now")
             value = datetime.fromtimestamp(value, UTC)
         if value.tzinfo is None:
             raise ValueError("must carry a time-zone offset (e.g. 2026-11-27T10:00:00Z)")

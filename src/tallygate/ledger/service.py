@@ -23,7 +23,9 @@ class Ledger:
     currency: str = "USD"
     minute_retention_days: int = 7
     raw_retention_days: int = 0
+    prices_ttl_s: float = 10.0
     _prices: PriceTable | None = field(default=None, repr=False)
+    _prices_loaded: float = field(default=0.0, repr=False)
 
     def minute_floor_s(self, now_s: float | None = None) -> int:
         """The earliest minute whose rollup is guaranteed complete."""
@@ -35,8 +37,11 @@ class Ledger:
         return insert_calls(self.db, records, minute_cutoff_s=self.minute_floor_s() - 60)
 
     def prices(self) -> PriceTable:
-        if self._prices is None:
+        """The price table, re-read every ``prices_ttl_s`` so a price set by another process
+        (or the CLI) is used within that time."""
+        if self._prices is None or time.monotonic() - self._prices_loaded > self.prices_ttl_s:
             self._prices = PriceTable(price_store.list_prices(self.db))
+            self._prices_loaded = time.monotonic()
         return self._prices
 
     def prices_changed(self) -> None:
