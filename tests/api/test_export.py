@@ -105,7 +105,8 @@ def _table(what: str, view: dict[str, Any]) -> tuple[list[str], list[list[Any]]]
             [name, _plain(value), _plain(view["previous"].get(name)), view["change"].get(name)]
             for name, value in view["cards"].items()]
     if what == "trend":
-        return ["bucket", *(s["name"] for s in view["series"])], [
+        # Columns are the series' labels (a key's name rather than its id).
+        return ["bucket", *(s["label"] or s["name"] or "(none)" for s in view["series"])], [
             [bucket, *(s["values"][i] for s in view["series"])]
             for i, bucket in enumerate(view["buckets"])]
     header = list(view["rows"][0])
