@@ -13,7 +13,9 @@ from tallygate.store.usage import Bucketing
 PERIODS = {"1d": 1, "3d": 3, "7d": 7, "30d": 30}
 DEFAULT_PERIOD = "7d"
 GRANULARITY_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
-MAX_BUCKETS = {"minute": 1440, "hour": 24 * 93, "day": 3700}
+# Minute buckets serve one day, hour buckets 93 days; a calendar day lasts up to 26 hours when
+# the clocks fall back (two hours in Antarctica/Troll), so a whole local day always fits.
+MAX_BUCKETS = {"minute": 26 * 60, "hour": 24 * 93 + 2, "day": 3700}
 US = 1_000_000
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -233,9 +235,22 @@ def iter_buckets(time_range: TimeRange, bucketing: Bucketing) -> Iterator[Bucket
         key = ((t + offset) // width, offset)
         if key not in seen and t + step > time_range.start_us // US:
             seen.add(key)
-            local = datetime.fromtimestamp(key[0] * width - offset, UTC).astimezone(tz)
-            yield Bucket(key[0], offset, local.isoformat(timespec="minutes"))
+            yield Bucket(key[0], offset,
+                         _bucket_start(key[0] * width - offset, offset, width, tz)
+                         .isoformat(timespec="minutes"))
         t += step
+
+
+def _bucket_start(wall_start_s: int, offset: int, width: int, tz: ZoneInfo) -> datetime:
+    """The first instant of the local bucket that starts at ``wall_start_s`` on the wall clock
+    of ``offset``: that moment itself, unless the zone only moved to ``offset`` inside the
+    bucket (Lord Howe shifts by 30 minutes), when the bucket begins at the change."""
+    local = datetime.fromtimestamp(wall_start_s, UTC).astimezone(tz)
+    if local.utcoffset() != timedelta(seconds=offset):
+        begin = next(s for s, o in offset_segments(tz, wall_start_s, wall_start_s + width)
+                     if o == offset)
+        local = datetime.fromtimestamp(begin, UTC).astimezone(tz)
+    return local
 
 
 def _offset_at(segments: tuple[tuple[int, int], ...], t: int) -> int:

@@ -1,0 +1,305 @@
+"""A brute-force ledger: every statistic recomputed from raw call records with plain loops.
+
+Written apart from the code under test: it uses nothing from ``tallygate.store.usage``,
+``tallygate.ledger.timerange``, ``tallygate.ledger.rollups`` or ``tallygate.ledger.statistics``.
+Each record's local date, hour and minute come straight from zoneinfo, and every figure is a
+sum over the records that match. Slow on purpose, and obviously right.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from tallygate.ledger.records import CallRecord
+
+US = 1_000_000
+MINUTE_US = 60 * US
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+CARDS = ("model_calls", "service_calls", "internal_calls", "business_calls", "total_tokens",
+         "input_tokens", "output_tokens", "cached_input_tokens", "cost", "success_calls",
+         "failed_calls", "rate_limited_calls", "success_rate", "cache_hit_rate")
+GROUP_OF: dict[str, Callable[[CallRecord], str]] = {
+    "api_key": lambda r: r.api_key_id or "",
+    "model": lambda r: r.model,
+    "call_type": lambda r: r.call_type,
+    "model_category": lambda r: r.model_category,
+}
+METRIC_OF: dict[str, Callable[[CallRecord], int]] = {
+    "requests": lambda r: 1,
+    "total_tokens": lambda r: r.total_tokens,
+    "input_tokens": lambda r: r.input_tokens,
+    "output_tokens": lambda r: r.output_tokens,
+    "cost": lambda r: r.cost_nano,
+}
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Which calls count; an empty tuple means all."""
+
+    api_key_ids: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+    call_types: tuple[str, ...] = ()
+    model_categories: tuple[str, ...] = ()
+
+    def matches(self, r: CallRecord) -> bool:
+        return ((not self.api_key_ids or r.api_key_id in self.api_key_ids)
+                and (not self.models or r.model in self.models)
+                and (not self.call_types or r.call_type in self.call_types)
+                and (not self.model_categories or r.model_category in self.model_categories))
+
+
+def local_time(ts_us: int, tz: ZoneInfo) -> datetime:
+    return (EPOCH + timedelta(microseconds=ts_us)).astimezone(tz)
+
+
+def instant_us(moment: datetime) -> int:
+    delta = moment - EPOCH
+    return (delta.days * 86400 + delta.seconds) * US + delta.microseconds
+
+
+def unique(records: Iterable[CallRecord]) -> list[CallRecord]:
+    """Each id once, the first record offered with it winning (as a stored ledger keeps it)."""
+    seen: dict[str, CallRecord] = {}
+    for r in records:
+        seen.setdefault(r.id, r)
+    return list(seen.values())
+
+
+def select(records: Iterable[CallRecord], f: Filter, start_us: int,
+           end_us: int) -> list[CallRecord]:
+    return [r for r in records if start_us <= r.ts_us < end_us and f.matches(r)]
+
+
+def amount(nano: int) -> str:
+    """The exact decimal string of ``nano`` units: at least 2 places, no trailing zeros."""
+    whole, fraction = divmod(nano, 1_000_000_000)
+    digits = f"{fraction:09d}".rstrip("0")
+    return f"{whole}.{digits.ljust(2, '0')}"
+
+
+def ratio(part: int, whole: int) -> float | None:
+    return None if whole == 0 else round(part / whole, 6)
+
+
+def is_success(r: CallRecord) -> bool:
+    return r.status_code < 400
+
+
+def is_rate_limited(r: CallRecord) -> bool:
+    return r.status_code == 429
+
+
+def is_failure(r: CallRecord) -> bool:
+    return r.status_code >= 400 and r.status_code != 429
+
+
+def cards(records: Sequence[CallRecord], currency: str) -> dict[str, Any]:
+    if not records:
+        return dict.fromkeys(CARDS)
+    calls = len(records)
+    input_tokens = sum(r.input_tokens for r in records)
+    cached = sum(r.cached_input_tokens for r in records)
+    successes = sum(1 for r in records if is_success(r))
+    internal = sum(1 for r in records if r.call_type == "internal")
+    return {
+        "model_calls": calls,
+        "service_calls": sum(1 for r in records if r.call_type == "service"),
+        "internal_calls": internal,
+        "business_calls": calls - internal,
+        "total_tokens": sum(r.total_tokens for r in records),
+        "input_tokens": input_tokens,
+        "output_tokens": sum(r.output_tokens for r in records),
+        "cached_input_tokens": cached,
+        "cost": {"amount": amount(sum(r.cost_nano for r in records)), "currency": currency},
+        "success_calls": successes,
+        "failed_calls": sum(1 for r in records if is_failure(r)),
+        "rate_limited_calls": sum(1 for r in records if is_rate_limited(r)),
+        "success_rate": ratio(successes, calls),
+        "cache_hit_rate": ratio(cached, input_tokens),
+    }
+
+
+def minute_of(ts_us: int, tz: ZoneInfo) -> tuple[Any, ...]:
+    t = local_time(ts_us, tz)
+    return (t.date(), t.hour, t.minute, t.utcoffset())
+
+
+def peak(records: Iterable[CallRecord], tz: ZoneInfo) -> tuple[int, int] | None:
+    """Most calls and most total tokens in one minute (each its own busiest minute)."""
+    per_minute: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0, 0])
+    for r in records:
+        sums = per_minute[minute_of(r.ts_us, tz)]
+        sums[0] += 1
+        sums[1] += r.total_tokens
+    if not per_minute:
+        return None
+    return (max(s[0] for s in per_minute.values()), max(s[1] for s in per_minute.values()))
+
+
+# Trend buckets -------------------------------------------------------------------------------
+
+
+def bucket_of(ts_us: int, tz: ZoneInfo, granularity: str) -> tuple[Any, ...]:
+    """A local calendar day; or a local hour / minute *and* its UTC offset, so that the hour
+    repeated when clocks fall back is two buckets."""
+    t = local_time(ts_us, tz)
+    if granularity == "day":
+        return (t.date(),)
+    if granularity == "hour":
+        return (t.date(), t.hour, t.utcoffset())
+    return (t.date(), t.hour, t.minute, t.utcoffset())
+
+
+@lru_cache(maxsize=8)  # the same range is asked for each metric in turn
+def buckets(start_us: int, end_us: int, tz: ZoneInfo,
+            granularity: str) -> tuple[tuple[Any, ...], ...]:
+    """Every bucket some instant of ``[start, end)`` falls in, in time order.
+
+    Offsets only change on whole minutes, so looking at the start and at every minute boundary
+    after it sees every bucket.
+    """
+    if granularity == "day":
+        first, last = local_time(start_us, tz).date(), local_time(end_us - 1, tz).date()
+        return tuple((first + timedelta(days=n),) for n in range((last - first).days + 1))
+    keys: list[tuple[Any, ...]] = []
+    t = start_us
+    while t < end_us:
+        key = bucket_of(t, tz, granularity)
+        if not keys or keys[-1] != key:
+            assert key not in keys
+            keys.append(key)
+        t = (t // MINUTE_US + 1) * MINUTE_US
+    return tuple(keys)
+
+
+def bucket_label(key: tuple[Any, ...], tz: ZoneInfo, granularity: str) -> str:
+    """``YYYY-MM-DD`` for a day; else the bucket's first instant in local time (the whole
+    bucket's, not cut by the range), to the minute, with its offset."""
+    day: date = key[0]
+    if granularity == "day":
+        return day.isoformat()
+    minute = key[2] if granularity == "minute" else 0
+    offset: timedelta = key[-1]
+    wall = datetime(day.year, day.month, day.day, key[1], minute, tzinfo=UTC)
+    t = instant_us(wall - offset)
+    # Where the offset changed inside the wall-clock hour (a 30-minute shift), the bucket
+    # starts at the change.
+    while bucket_of(t, tz, granularity) != key:
+        t += MINUTE_US
+    return local_time(t, tz).isoformat(timespec="minutes")
+
+
+def trend(records: Sequence[CallRecord], f: Filter, start_us: int, end_us: int, tz: ZoneInfo,
+          metric: str, granularity: str, group_by: str) -> dict[str, Any]:
+    """``buckets`` labels and ``series`` ``{name, values, total}`` ordered by total, then name."""
+    keys = buckets(start_us, end_us, tz, granularity)
+    position = {key: i for i, key in enumerate(keys)}
+    values: dict[str, list[int | None]] = {}
+    for r in select(records, f, start_us, end_us):
+        name = GROUP_OF[group_by](r)
+        row = values.setdefault(name, [None] * len(keys))
+        i = position[bucket_of(r.ts_us, tz, granularity)]
+        row[i] = (row[i] or 0) + METRIC_OF[metric](r)
+    totals = {name: sum(v for v in row if v is not None) for name, row in values.items()}
+
+    def shown(value: int | None) -> int | str | None:
+        if value is None or metric != "cost":
+            return value
+        return amount(value)
+
+    return {
+        "buckets": [bucket_label(key, tz, granularity) for key in keys],
+        "series": [{"name": name, "values": [shown(v) for v in values[name]],
+                    "total": shown(totals[name])}
+                   for name in sorted(values, key=lambda n: (-totals[n], n))],
+    }
+
+
+# Breakdown -----------------------------------------------------------------------------------
+
+
+def breakdown(records: Sequence[CallRecord], f: Filter, start_us: int, end_us: int,
+              tz: ZoneInfo, group_by: Sequence[str], currency: str,
+              peak_from_us: int) -> dict[tuple[str, ...], dict[str, Any]]:
+    """One row per group with calls, keyed by the group's values ("" for no key)."""
+    chosen = select(records, f, start_us, end_us)
+    groups: dict[tuple[str, ...], list[CallRecord]] = defaultdict(list)
+    for r in chosen:
+        groups[tuple(GROUP_OF[g](r) for g in group_by)].append(r)
+    all_calls = len(chosen)
+    all_cost = sum(r.cost_nano for r in chosen)
+    rows = {}
+    for group, rs in groups.items():
+        latencies = [r.latency_ms for r in rs if r.latency_ms is not None]
+        ttfts = [r.ttft_ms for r in rs if r.ttft_ms is not None]
+        input_tokens = sum(r.input_tokens for r in rs)
+        cached = sum(r.cached_input_tokens for r in rs)
+        successes = sum(1 for r in rs if is_success(r))
+        cost = sum(r.cost_nano for r in rs)
+        busiest = peak((r for r in rs if r.ts_us >= peak_from_us), tz)
+        rows[group] = {
+            "calls": len(rs),
+            "success_calls": successes,
+            "failed_calls": sum(1 for r in rs if is_failure(r)),
+            "rate_limited_calls": sum(1 for r in rs if is_rate_limited(r)),
+            "input_tokens": input_tokens,
+            "output_tokens": sum(r.output_tokens for r in rs),
+            "cached_input_tokens": cached,
+            "reasoning_tokens": sum(r.reasoning_tokens for r in rs),
+            "total_tokens": sum(r.total_tokens for r in rs),
+            "estimated_calls": sum(1 for r in rs if r.estimated),
+            "cache_hit_rate": ratio(cached, input_tokens),
+            "success_rate": ratio(successes, len(rs)),
+            "cost": {"amount": amount(cost), "currency": currency},
+            "avg_latency_ms": round(sum(latencies) / len(latencies), 1) if latencies else None,
+            "avg_ttft_ms": round(sum(ttfts) / len(ttfts), 1) if ttfts else None,
+            "peak_rpm": None if busiest is None else busiest[0],
+            "peak_tpm": None if busiest is None else busiest[1],
+            "share": ratio(len(rs), all_calls),
+            "cost_share": ratio(cost, all_cost),
+        }
+    return rows
+
+
+# Rollups -------------------------------------------------------------------------------------
+
+ROLLUP_MEASURES = ("calls", "success_calls", "failed_calls", "rate_limited_calls",
+                   "input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens",
+                   "total_tokens", "cost_nano", "latency_ms_sum", "latency_count", "ttft_ms_sum",
+                   "ttft_count", "estimated_calls")
+
+
+def rollups(records: Iterable[CallRecord], grain_s: int,
+            min_bucket_s: int | None = None) -> dict[tuple[Any, ...], tuple[int, ...]]:
+    """``(bucket_s, key or "", model, category, call_type)`` → measures, as a rebuild sees it."""
+    rows: dict[tuple[Any, ...], dict[str, int]] = {}
+    for r in records:
+        bucket = r.ts_us // US // grain_s * grain_s
+        if min_bucket_s is not None and bucket < min_bucket_s:
+            continue
+        key = (bucket, r.api_key_id or "", r.model, r.model_category, r.call_type)
+        m = rows.setdefault(key, dict.fromkeys(ROLLUP_MEASURES, 0))
+        m["calls"] += 1
+        m["success_calls"] += is_success(r)
+        m["failed_calls"] += is_failure(r)
+        m["rate_limited_calls"] += is_rate_limited(r)
+        m["input_tokens"] += r.input_tokens
+        m["output_tokens"] += r.output_tokens
+        m["cached_input_tokens"] += r.cached_input_tokens
+        m["reasoning_tokens"] += r.reasoning_tokens
+        m["total_tokens"] += r.total_tokens
+        m["cost_nano"] += r.cost_nano
+        m["latency_ms_sum"] += r.latency_ms or 0
+        m["latency_count"] += r.latency_ms is not None
+        m["ttft_ms_sum"] += r.ttft_ms or 0
+        m["ttft_count"] += r.ttft_ms is not None
+        m["estimated_calls"] += r.estimated
+    return {key: tuple(m[name] for name in ROLLUP_MEASURES) for key, m in rows.items()}

@@ -1,0 +1,325 @@
+"""Ranges and calendar buckets in a time zone: periods, dates, instants, DST, odd offsets."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tallygate.ledger.records import CallRecord
+from tallygate.ledger.service import Ledger
+from tallygate.ledger.statistics import UsageQuery, usage_trend
+from tallygate.ledger.timerange import (
+    BadParameter,
+    TimeRange,
+    bucketing_for,
+    check_bucket_count,
+    iter_buckets,
+    resolve_range,
+)
+from tallygate.store.usage import CallFilter
+from tests import brute
+
+US = 1_000_000
+NEW_YORK = ZoneInfo("America/New_York")
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def us(text: str) -> int:
+    return brute.instant_us(at(text))
+
+
+def span(r: TimeRange) -> tuple[datetime, datetime, datetime, datetime]:
+    return r.start(), r.end(), r.previous_start(), r.previous_end()
+
+
+def labels(r: TimeRange, granularity: str) -> list[str]:
+    return [b.label for b in iter_buckets(r, bucketing_for(granularity, r))]
+
+
+# Periods -------------------------------------------------------------------------------------
+
+
+def test_a_period_runs_from_local_midnight_n_minus_1_days_ago_until_now() -> None:
+    now = at("2026-11-21T08:30:15.250000+08:00")
+    r = resolve_range("7d", None, None, "Asia/Shanghai", now=now)
+    assert span(r) == (at("2026-11-15T00:00+08:00"), now,
+                       at("2026-11-08T00:00+08:00"), at("2026-11-14T08:30:15.250000+08:00"))
+    assert r.label == "7d" and r.tz == SHANGHAI
+
+
+def test_today_is_the_local_day_not_the_utc_day() -> None:
+    # 23:30 UTC on the 20th is already the 21st in Shanghai.
+    r = resolve_range("1d", None, None, "Asia/Shanghai", now=at("2026-11-20T23:30:00+00:00"))
+    assert r.start() == at("2026-11-21T00:00+08:00")
+    assert r.end() == at("2026-11-21T07:30+08:00")
+    assert r.previous_start() == at("2026-11-20T00:00+08:00")
+
+
+@pytest.mark.parametrize(("period", "days"), [("1d", 1), ("3d", 3), ("7d", 7), ("30d", 30)])
+def test_every_period_counts_calendar_days(period: str, days: int) -> None:
+    now = at("2026-12-10T17:00:00-05:00")
+    r = resolve_range(period, None, None, "America/New_York", now=now)
+    assert r.start() == datetime.combine(date(2026, 12, 10) - timedelta(days=days - 1),
+                                         datetime.min.time(), NEW_YORK)
+    assert r.end() == now
+
+
+def test_a_period_across_a_dst_change_keeps_wall_clock_days() -> None:
+    # The 3 days from 2026-11-01 (25 hours, clocks fall back) to now on 2026-11-03.
+    now = at("2026-11-03T12:00:00-05:00")
+    r = resolve_range("3d", None, None, "America/New_York", now=now)
+    assert span(r) == (at("2026-11-01T00:00-04:00"), now,
+                       at("2026-10-29T00:00-04:00"), at("2026-10-31T12:00-04:00"))
+    assert r.end_us - r.start_us == (2 * 24 + 12 + 1) * 3600 * US
+
+
+def test_without_period_start_or_end_the_period_is_7d() -> None:
+    now = at("2026-11-21T08:30:00+00:00")
+    assert resolve_range(None, None, None, None, now=now) == resolve_range(
+        "7d", None, None, "UTC", now=now)
+
+
+# Custom ranges -------------------------------------------------------------------------------
+
+
+def test_dates_are_local_midnights_and_the_previous_period_is_as_many_days_before() -> None:
+    r = resolve_range(None, "2026-11-01", "2026-11-02", "America/New_York")
+    assert span(r) == (at("2026-11-01T00:00-04:00"), at("2026-11-02T00:00-05:00"),
+                       at("2026-10-31T00:00-04:00"), at("2026-11-01T00:00-04:00"))
+    assert r.end_us - r.start_us == 25 * 3600 * US
+    assert r.previous_end_us - r.previous_start_us == 24 * 3600 * US
+    assert r.label == "custom"
+
+
+def test_the_spring_forward_day_lasts_23_hours() -> None:
+    r = resolve_range(None, "2026-03-08", "2026-03-09", "America/New_York")
+    assert (r.start(), r.end()) == (at("2026-03-08T00:00-05:00"), at("2026-03-09T00:00-04:00"))
+    assert r.end_us - r.start_us == 23 * 3600 * US
+
+
+def test_instants_are_exact_and_the_previous_period_is_the_same_length_before() -> None:
+    r = resolve_range(None, "2026-11-21T08:00:00.000001Z", "2026-11-21T15:15:30.5+05:45",
+                      "Asia/Shanghai")
+    assert r.start_us == us("2026-11-21T08:00:00.000001+00:00")
+    assert r.end_us == us("2026-11-21T09:30:30.500000+00:00")
+    assert r.previous_end_us == r.start_us
+    assert r.previous_start_us == r.start_us - (r.end_us - r.start_us)
+    assert r.start().utcoffset() == timedelta(hours=8)  # shown in the chosen zone
+
+
+def test_an_instant_without_offset_is_read_in_tz() -> None:
+    r = resolve_range(None, "2026-11-21T08:00:00", "2026-11-21T09:00:00", "Asia/Kathmandu")
+    assert r.start() == at("2026-11-21T08:00:00+05:45")
+
+
+def test_a_date_and_an_instant_mix_and_compare_by_duration() -> None:
+    r = resolve_range(None, "2026-11-20", "2026-11-20T06:00:00+08:00", "Asia/Shanghai")
+    assert r.start() == at("2026-11-20T00:00+08:00")
+    assert r.previous_start() == at("2026-11-19T18:00+08:00")
+
+
+def test_start_alone_runs_until_now_and_end_alone_starts_7_days_before() -> None:
+    now = at("2026-11-21T08:30:00+00:00")
+    r = resolve_range(None, "2026-11-20", None, "UTC", now=now)
+    assert (r.start(), r.end()) == (at("2026-11-20T00:00+00:00"), now)
+    r = resolve_range(None, None, "2026-11-02", "America/New_York", now=now)
+    assert (r.start(), r.end()) == (at("2026-10-26T00:00-04:00"), at("2026-11-02T00:00-05:00"))
+    assert (r.previous_start(), r.previous_end()) == (at("2026-10-19T00:00-04:00"), r.start())
+
+
+@pytest.mark.parametrize(("args", "param"), [
+    (("7d", "2026-11-01", None, "UTC"), "period"),
+    (("7d", None, "2026-11-01", "UTC"), "period"),
+    (("2d", None, None, "UTC"), "period"),
+    (("7D", None, None, "UTC"), "period"),
+    ((None, "2026-11-02", "2026-11-01", "UTC"), "start"),
+    ((None, "2026-11-01", "2026-11-01", "UTC"), "start"),
+    ((None, "2026-11-01T10:00:00Z", "2026-11-01T10:00:00Z", "UTC"), "start"),
+    ((None, "2026-11-01T10:00:00Z", "2026-11-01T15:44:59+05:45", "UTC"), "start"),
+    ((None, "2000-01-01", "2020-01-01", "UTC"), "start"),
+    ((None, "2026-02-30", "2026-03-02", "UTC"), "start"),
+    ((None, "yesterday", "2026-03-02", "UTC"), "start"),
+    ((None, "2026-03-01", "2026-13-01", "UTC"), "end"),
+    ((None, "2026-03-01", "soon", "UTC"), "end"),
+    ((None, None, None, "Mars/Olympus_Mons"), "tz"),
+    ((None, None, None, "+05:45"), "tz"),
+    ((None, None, None, "../../etc/passwd"), "tz"),
+])
+def test_bad_parameters_are_named(args: tuple[str | None, ...], param: str) -> None:
+    with pytest.raises(BadParameter) as raised:
+        resolve_range(*args, now=at("2026-11-21T08:30:00+00:00"))
+    assert raised.value.param == param
+    assert str(raised.value).startswith(f"{param}: ")
+
+
+# Buckets -------------------------------------------------------------------------------------
+
+
+def test_day_buckets_are_local_calendar_days_across_dst() -> None:
+    r = resolve_range(None, "2026-10-31", "2026-11-03", "America/New_York")
+    assert labels(r, "day") == ["2026-10-31", "2026-11-01", "2026-11-02"]
+    r = resolve_range(None, "2026-03-07T12:00:00-05:00", "2026-03-09T00:00:00.000001-04:00",
+                      "America/New_York")
+    assert labels(r, "day") == ["2026-03-07", "2026-03-08", "2026-03-09"]
+
+
+def test_the_fall_back_day_has_25_hour_buckets_with_01_00_twice() -> None:
+    r = resolve_range(None, "2026-11-01", "2026-11-02", "America/New_York")
+    hours = labels(r, "hour")
+    assert len(hours) == 25
+    assert hours[:4] == ["2026-11-01T00:00-04:00", "2026-11-01T01:00-04:00",
+                         "2026-11-01T01:00-05:00", "2026-11-01T02:00-05:00"]
+    assert hours[-1] == "2026-11-01T23:00-05:00"
+
+
+def test_the_spring_forward_day_has_23_hour_buckets_without_02_00() -> None:
+    r = resolve_range(None, "2026-03-08", "2026-03-09", "America/New_York")
+    hours = labels(r, "hour")
+    assert len(hours) == 23
+    assert hours[1:3] == ["2026-03-08T01:00-05:00", "2026-03-08T03:00-04:00"]
+
+
+def test_hour_buckets_at_plus_05_45_start_at_quarter_past_utc() -> None:
+    r = resolve_range(None, "2026-11-21", "2026-11-22", "Asia/Kathmandu")
+    hours = labels(r, "hour")
+    assert len(hours) == 24
+    assert hours[:2] == ["2026-11-21T00:00+05:45", "2026-11-21T01:00+05:45"]
+    assert r.start_us == us("2026-11-20T18:15:00+00:00")
+
+
+def test_a_30_minute_dst_shift_starts_the_hour_at_the_change() -> None:
+    """Lord Howe moves by 30 minutes: the hour 02:xx of the spring-forward day begins at
+    02:30 +11:00, and on the fall-back day the repeated half hour is its own bucket."""
+    r = resolve_range(None, "2026-10-04", "2026-10-05", "Australia/Lord_Howe")
+    hours = labels(r, "hour")
+    assert len(hours) == 24  # 23.5 hours of wall clock, in 24 partly-filled hour buckets
+    assert hours[1:4] == ["2026-10-04T01:00+10:30", "2026-10-04T02:30+11:00",
+                          "2026-10-04T03:00+11:00"]
+    r = resolve_range(None, "2026-04-05", "2026-04-06", "Australia/Lord_Howe")
+    assert labels(r, "hour")[1:4] == ["2026-04-05T01:00+11:00", "2026-04-05T01:30+10:30",
+                                      "2026-04-05T02:00+10:30"]
+
+
+def test_the_first_bucket_is_the_whole_local_unit_around_the_start() -> None:
+    r = resolve_range(None, "2026-11-21T08:20:00+05:45", "2026-11-21T09:05:00+05:45",
+                      "Asia/Kathmandu")
+    assert labels(r, "hour") == ["2026-11-21T08:00+05:45", "2026-11-21T09:00+05:45"]
+    assert labels(r, "minute")[:2] == ["2026-11-21T08:20+05:45", "2026-11-21T08:21+05:45"]
+    assert len(labels(r, "minute")) == 45
+
+
+def test_minute_buckets_serve_a_whole_25_hour_day_but_not_more() -> None:
+    check_bucket_count("minute", resolve_range(None, "2026-11-01", "2026-11-02",
+                                               "America/New_York"))
+    with pytest.raises(BadParameter) as raised:
+        check_bucket_count("minute", resolve_range(None, "2026-11-01", "2026-11-03", "UTC"))
+    assert raised.value.param == "granularity"
+    with pytest.raises(BadParameter) as raised:
+        check_bucket_count("week", resolve_range(None, "2026-11-01", "2026-11-03", "UTC"))
+    assert raised.value.param == "granularity"
+
+
+def _store(ledger: Ledger, *stamps: str) -> None:
+    ledger.store([CallRecord(id=f"c{i}", ts_us=us(s), model="m", call_type="model",
+                             total_tokens=1, input_tokens=1) for i, s in enumerate(stamps)])
+
+
+def test_the_day_bucket_holds_exactly_the_local_day_across_dst(ledger: Ledger) -> None:
+    _store(ledger,
+           "2026-10-31T23:59:59.999999-04:00",  # the 31st
+           "2026-11-01T00:00:00-04:00",         # first instant of the 1st
+           "2026-11-01T01:30:00-04:00",         # the first 01:30
+           "2026-11-01T01:30:00-05:00",         # the second 01:30
+           "2026-11-01T23:59:59.999999-05:00",  # last instant of the 1st
+           "2026-11-02T00:00:00-05:00")         # the 2nd
+    r = resolve_range(None, "2026-10-31", "2026-11-03", "America/New_York")
+    got = usage_trend(ledger, UsageQuery(CallFilter(), r), granularity="day")
+    assert got["buckets"] == ["2026-10-31", "2026-11-01", "2026-11-02"]
+    assert got["series"][0]["values"] == [1, 4, 1]
+
+
+def test_the_repeated_hour_counts_its_calls_apart(ledger: Ledger) -> None:
+    _store(ledger, "2026-11-01T01:10:00-04:00", "2026-11-01T01:50:00-04:00",
+           "2026-11-01T01:00:00-05:00", "2026-11-01T02:00:00-05:00")
+    r = resolve_range(None, "2026-11-01", "2026-11-02", "America/New_York")
+    got = usage_trend(ledger, UsageQuery(CallFilter(), r), granularity="hour")
+    assert got["series"][0]["values"][:4] == [None, 2, 1, 1]
+
+
+def test_hour_buckets_at_plus_05_45_hold_their_own_calls(ledger: Ledger) -> None:
+    _store(ledger, "2026-11-21T00:59:59.999999+05:45", "2026-11-21T01:00:00+05:45",
+           "2026-11-21T01:14:59+05:45", "2026-11-21T01:15:00+05:45")
+    r = resolve_range(None, "2026-11-21", "2026-11-22", "Asia/Kathmandu")
+    got = usage_trend(ledger, UsageQuery(CallFilter(), r), granularity="hour")
+    assert got["series"][0]["values"][:3] == [1, 3, None]
+
+
+# Properties ----------------------------------------------------------------------------------
+
+ZONES = ("UTC", "Asia/Shanghai", "America/New_York", "Asia/Kolkata", "Asia/Kathmandu",
+         "Australia/Lord_Howe", "Europe/London")
+# Around the 2026 offset changes of those zones.
+WINDOW = (us("2026-03-01T00:00:00+00:00"), us("2026-11-08T00:00:00+00:00"))
+
+
+@st.composite
+def _instant_ranges(draw: st.DrawFn, longest_us: int) -> tuple[int, int, str]:
+    zone = draw(st.sampled_from(ZONES))
+    near = st.sampled_from([us(t) for t in (
+        "2026-03-08T07:00:00+00:00", "2026-03-29T01:00:00+00:00", "2026-04-04T15:00:00+00:00",
+        "2026-10-03T15:30:00+00:00", "2026-10-25T01:00:00+00:00", "2026-11-01T06:00:00+00:00",
+    )])
+    start = draw(st.one_of(st.integers(*WINDOW), near.map(lambda t: t - 3600 * US)))
+    start += draw(st.integers(-4 * 3600 * US, 4 * 3600 * US))
+    return start, start + draw(st.integers(1, longest_us)), zone
+
+
+def _as_range(start_us: int, end_us: int, zone: str) -> TimeRange:
+    def text(t: int) -> str:
+        return (brute.EPOCH + timedelta(microseconds=t)).isoformat()
+
+    return resolve_range(None, text(start_us), text(end_us), zone)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_buckets_are_every_local_unit_the_range_touches(data: st.DataObject) -> None:
+    granularity = data.draw(st.sampled_from(("day", "hour", "minute")))
+    longest = {"day": 40, "hour": 3, "minute": 1}[granularity] * 86400 * US
+    start, end, zone = data.draw(_instant_ranges(longest))
+    r = _as_range(start, end, zone)
+    assert (r.start_us, r.end_us) == (start, end)
+    expected = [brute.bucket_label(key, r.tz, granularity)
+                for key in brute.buckets(start, end, r.tz, granularity)]
+    assert labels(r, granularity) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(zone=st.sampled_from(ZONES), now=st.integers(*WINDOW),
+       period=st.sampled_from(("1d", "3d", "7d", "30d")))
+def test_a_period_is_n_local_days_ending_now(zone: str, now: int, period: str) -> None:
+    tz = ZoneInfo(zone)
+    days = int(period[:-1])
+    r = resolve_range(period, None, None, zone, now=brute.EPOCH + timedelta(microseconds=now))
+    today = brute.local_time(now, tz).date()
+    first = brute.local_time(r.start_us, tz)
+    assert r.end_us == now
+    assert (first.date(), first.time().isoformat()) == (
+        today - timedelta(days=days - 1), "00:00:00")
+    assert brute.local_time(r.start_us - 1, tz).date() == first.date() - timedelta(days=1)
+    # The previous period: the same wall-clock span, N calendar days earlier (a wall time
+    # that does not exist that day is read as zoneinfo reads it, with fold=0).
+    wall = brute.local_time(now, tz).replace(tzinfo=None) - timedelta(days=days)
+    assert r.previous_end_us == brute.instant_us(wall.replace(tzinfo=tz))
+    before = brute.local_time(r.previous_start_us, tz)
+    assert (before.date(), before.time().isoformat()) == (
+        first.date() - timedelta(days=days), "00:00:00")
+
