@@ -49,7 +49,7 @@ def keys_page(request: Request) -> Response:
         return RedirectResponse("/login?next=/keys", status_code=303)
     if found[1].api_key_id is not None:
         return RedirectResponse("/", status_code=303)
-    return _page(request, "keys.html", found[1])
+    return _page(request, "keys.html", found[1], currency=request.app.state.settings.currency)
 
 
 @router.get("/docs", response_class=HTMLResponse)
