@@ -110,13 +110,26 @@ class Settings(BaseSettings):
         "batched",
         description="`batched`: records are written in batches every `flush_interval_ms` "
         "(SIGKILL may lose the last window). `strict`: a record is committed before its "
-        "response completes.",
+        "response completes (to the database, or to the spool while the database is away).",
     )
     flush_interval_ms: int = Field(
         50, ge=1, le=5000, description="Longest wait before recorded calls are written."
     )
     flush_max_records: int = Field(
         2000, ge=1, le=100_000, description="Most records written in one batch."
+    )
+    spool_dir: str | None = Field(
+        None,
+        description="Where call records wait on local disk (append-only NDJSON, fsync'd) while "
+        "the database cannot take them; they are replayed, in order and once, when it answers "
+        "again. Unset: `tallygate-spool` beside a SQLite file, else in the working directory. "
+        "Each database gets its own subdirectory (docs/operations.md).",
+    )
+    redis_failure: Literal["open", "closed"] = Field(
+        "open",
+        description="What the gateway does with a key that has limits when Redis cannot be "
+        "reached: `open` lets the call through unchecked (and logs it), `closed` answers 503 "
+        "`limits_unavailable`. Keys without limits are never affected.",
     )
     upstream_timeout_s: float = Field(
         600, gt=0, le=3600,
@@ -134,6 +147,43 @@ class Settings(BaseSettings):
     ingest_max_events: int = Field(
         10_000, ge=1, le=100_000,
         description="Most events accepted in one `POST /api/v1/usage/events` body (413 above).",
+    )
+    anomaly_threshold: float = Field(
+        5.0, gt=0, le=100,
+        description="How far (in robust standard deviations of log volume) an hour or a day "
+        "must lie above its baseline to be a spike; lower finds more, and more false alarms "
+        "(docs/anomalies.md).",
+    )
+    anomaly_hour_seasonality: Literal["daily", "weekly", "none"] = Field(
+        "daily",
+        description="What an hour is compared with: the same hour of the last 14 days "
+        "(`daily`), the same hour and weekday of the last 4 weeks (`weekly`), or the 48 hours "
+        "before it (`none`).",
+    )
+    anomaly_webhook_url: str | None = Field(
+        None, pattern=r"^https?://",
+        description="Where new anomalies are POSTed as JSON (unset: no webhook). Retried with "
+        "back-off; every attempt is in the delivery log.",
+    )
+    anomaly_webhook_secret: SecretStr | None = Field(
+        None,
+        description="Key of the HMAC-SHA256 signature in `X-Tallygate-Signature` on every "
+        "webhook body (docs/anomalies.md); unset: bodies are not signed.",
+    )
+    anomaly_check_interval_s: float = Field(
+        300, ge=1, le=86400,
+        description="How often a server process looks for new anomalies to send to the "
+        "webhook.",
+    )
+    metrics_per_key: bool = Field(
+        False,
+        description="Label `/metrics` series with the API key id too (one series per key and "
+        "model: mind the cardinality with many keys).",
+    )
+    metrics_public: bool = Field(
+        False,
+        description="Serve `/metrics` without the admin token (for a scraper on a trusted "
+        "network); by default it needs `Authorization: Bearer <admin token>`.",
     )
     routes: list[Route] = Field(
         default_factory=list,

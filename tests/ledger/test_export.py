@@ -49,7 +49,7 @@ def test_call_records_are_streamed_not_gathered(fmt: str) -> None:
 
 
 def test_every_format_and_view_has_a_media_type() -> None:
-    assert set(MEDIA_TYPES) == set(FORMATS) == {"csv", "xlsx", "json", "ndjson"}
+    assert set(MEDIA_TYPES) == set(FORMATS) == {"csv", "xlsx", "json", "ndjson", "parquet"}
     assert set(VIEWS) == {"summary", "trend", "breakdown", "calls"}
 
 

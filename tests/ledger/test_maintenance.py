@@ -99,9 +99,10 @@ def test_a_retention_cut_inside_a_bucket_is_not_a_difference(db: Database) -> No
               _record("next-bucket", bucket + GRAIN_15M + 1)]
     _written_when_fresh(db, inside)
     ledger.store([_record("recent", time.time() - 60)])
-    day = datetime.fromtimestamp(bucket, UTC).date()
-    query = UsageQuery(CallFilter(), resolve_range(None, day.isoformat(),
-                                                   (day + timedelta(days=1)).isoformat(), "UTC"))
+    # The two buckets themselves (a calendar day could end between them, near midnight UTC).
+    query = UsageQuery(CallFilter(), resolve_range(
+        None, datetime.fromtimestamp(bucket, UTC).isoformat(),
+        datetime.fromtimestamp(bucket + 2 * GRAIN_15M, UTC).isoformat(), "UTC"))
     assert usage_summary(ledger, query)["cards"]["model_calls"] == 3
 
     # Purge as if it were a day after a moment between the first two records.

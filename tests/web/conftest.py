@@ -83,7 +83,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     path = tmp_path_factory.mktemp("web") / "ledger.db"
     db = Database(f"sqlite:///{path}")
     db.upgrade()
-    seed = seed_demo(Ledger(db), KeyService(db), now_us=int(time.time() * 1_000_000), days=10)
+    seed = seed_demo(Ledger(db), KeyService(db), now_us=int(time.time() * 1_000_000), days=12)
     db.dispose()
     with serve_app(FakeUpstream(FakeSettings(chunks=2))) as upstream:
         settings = load_settings(database_url=f"sqlite:///{path}", admin_token=ADMIN,

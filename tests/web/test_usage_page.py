@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
@@ -392,3 +393,32 @@ def test_the_pages_load_nothing_from_outside_the_server(page: Any, site: Site) -
                if not url.startswith(site.url) and not url.startswith(("data:", "blob:"))]
     assert outside == []
     assert any(url.endswith("/static/vendor/echarts/echarts.min.js") for url in site.requests)
+
+
+CHART_MARKS = """() => echarts.getInstanceByDom(document.getElementById("chart")).getOption()
+  .series.flatMap((s) => [...(s.markPoint?.data ?? []).map((d) => ({index: d.coord[0],
+    series: s.id, name: d.name})), ...(s.markLine?.data ?? []).map((d) => ({index: d.xAxis,
+    series: null, name: d.name}))])"""
+
+
+def test_the_demo_spike_is_marked_on_the_trend_chart(page: Any, site: Site) -> None:
+    spike = site.seed.spike
+    assert spike is not None
+    key_id = site.seed.key_ids[spike.key_name]
+    params = {"api_key_id": key_id, "period": "7d", "tz": ZONE, "granularity": "hour"}
+    trend = site.get("/api/v1/usage/trend", {**params, "metric": "requests", "group_by": "model"})
+    index = next(i for i, b in enumerate(trend["buckets"])
+                 if datetime.fromisoformat(b).timestamp() * 1_000_000 == spike.start_us)
+    found = site.get("/api/v1/anomalies", {**params, "kind": "spike", "metric": "requests"})
+    assert any(a["start"] and datetime.fromisoformat(a["start"]).timestamp() * 1_000_000
+               == spike.start_us for a in found["data"]), found
+    page.goto(f"{site.url}/?api_key_id={key_id}&period=7d&tz={ZONE}&granularity=hour")
+    wait_until_ready(page)
+    page.wait_for_function(f"() => ({CHART_MARKS})().length > 0")
+    marks = page.evaluate(CHART_MARKS)
+    assert any(m["index"] == index and m["series"] == spike.model for m in marks), (index, marks)
+    assert all(m["name"].startswith("Spike") for m in marks), marks
+    # The admin also sees the keys near a limit or expiry (the demo's beta-labs expires soon).
+    notice = page.locator("#key-warnings")
+    assert notice.is_visible() and "beta-labs" in notice.inner_text()
+    assert notice.locator("a").first.get_attribute("href") == "/keys"

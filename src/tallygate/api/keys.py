@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from tallygate.api.auth import Principal, admin_principal
 from tallygate.api.errors import ApiError
@@ -31,9 +31,14 @@ def _id(key_id: str) -> str:
     return key_id
 
 
-@router.get("", summary="List keys (prefixes only, never secrets)")
-def list_keys(request: Request, _: Admin) -> dict[str, list[KeyOut]]:
-    return {"data": _keys(request).list()}
+@router.get("", summary="List keys (prefixes only, never secrets), with live figures")
+def list_keys(
+    request: Request, _: Admin,
+    flagged: Annotated[bool, Query(
+        description="Only keys near a limit (80 % used, or forecast to run out before the "
+                    "period resets) or their expiry (within 7 days).")] = False,
+) -> dict[str, list[KeyOut]]:
+    return {"data": _keys(request).list(flagged=flagged)}
 
 
 @router.post("", status_code=201, summary="Create a key; the secret is in this answer only")
@@ -41,7 +46,7 @@ def create_key(request: Request, body: KeyCreate, principal: Admin) -> CreatedKe
     return _keys(request).create(body, principal.actor)
 
 
-@router.get("/{key_id}", summary="One key")
+@router.get("/{key_id}", summary="One key, with its live figures and forecast")
 def get_key(request: Request, key_id: str, _: Admin) -> KeyOut:
     try:
         return _keys(request).get(_id(key_id))

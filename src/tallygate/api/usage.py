@@ -25,6 +25,7 @@ from tallygate.ledger.statistics import (
     usage_trend,
 )
 from tallygate.ledger.timerange import BadParameter
+from tallygate.store.export import stream_calls
 from tallygate.store.usage import iter_calls
 
 router = APIRouter(prefix="/api/v1/usage", tags=["usage"])
@@ -115,7 +116,8 @@ def calls(
 def export_usage(
     request: Request,
     query: Query_,
-    format: Annotated[str, Query(description="csv, xlsx, json or ndjson")] = "csv",
+    format: Annotated[str, Query(description="csv, xlsx, json, ndjson or parquet (parquet "
+                                             "needs the `parquet` extra: pyarrow)")] = "csv",
     what: Annotated[str, Query(description="summary, trend, breakdown or calls")] = "calls",
     metric: str = "requests",
     granularity: str = "day",
@@ -123,6 +125,8 @@ def export_usage(
 ) -> StreamingResponse:
     if format not in export.FORMATS:
         raise BadParameter("format", f"must be one of {', '.join(export.FORMATS)}")
+    if format == "parquet" and not export.parquet_available():
+        raise BadParameter("format", export.PARQUET_MISSING)
     if what not in export.VIEWS:
         raise BadParameter("what", f"must be one of {', '.join(export.VIEWS)}")
     ledger = _ledger(request)
@@ -135,7 +139,7 @@ def export_usage(
 def _export_body(ledger: Ledger, query: UsageQuery, fmt: str, what: str, metric: str,
                  granularity: str, group_by: list[str]) -> Iterator[bytes]:
     if what == "calls":
-        return export.calls_stream(fmt, iter_calls(ledger.db, query.filter,
+        return export.calls_stream(fmt, stream_calls(ledger.db, query.filter,
                                                    query.range.start_us, query.range.end_us))
     view: dict[str, Any]
     if what == "summary":

@@ -15,7 +15,7 @@ from tallygate.ledger import export as exports
 from tallygate.ledger.importer import FILE_FORMATS, import_file
 from tallygate.ledger.statistics import usage_breakdown, usage_summary, usage_trend
 from tallygate.ledger.timerange import BadParameter
-from tallygate.store.usage import iter_calls
+from tallygate.store.export import stream_calls
 
 
 def import_records(
@@ -50,10 +50,11 @@ def import_records(
 def export_records(
     ctx: typer.Context,
     what: Annotated[str, typer.Option(help="summary, trend, breakdown or calls")] = "calls",
-    format: Annotated[str, typer.Option(help="csv, xlsx, json or ndjson")] = "csv",
+    format: Annotated[str, typer.Option(
+        help="csv, xlsx, json, ndjson or parquet (parquet needs the `parquet` extra)")] = "csv",
     output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="File to write (default: standard output; xlsx needs a file)")
-    ] = None,
+        "--output", "-o", help="File to write (default: standard output; xlsx and parquet "
+                               "need a file)")] = None,
     metric: str = "requests", granularity: str = "day",
     group_by: Annotated[str, typer.Option(help="For trend and breakdown")] = "model",
     key: Keys = None, model: Models = None, call_type: Types = None,
@@ -65,14 +66,16 @@ def export_records(
         fail(f"--format: must be one of {', '.join(exports.FORMATS)}")
     if what not in exports.VIEWS:
         fail(f"--what: must be one of {', '.join(exports.VIEWS)}")
-    if format == "xlsx" and output is None:
-        fail("--output: an xlsx export needs a file")
+    if format == "parquet" and not exports.parquet_available():
+        fail(f"--format: {exports.PARQUET_MISSING}")
+    if format in ("xlsx", "parquet") and output is None:
+        fail(f"--output: an {format} export needs a file")
     query = build_query(key, model, call_type, category, period, start, end, tz)
     ledger = state(ctx).ledger()
     groups = [g.strip() for g in group_by.split(",") if g.strip()]
     try:
         if what == "calls":
-            chunks = exports.calls_stream(format, iter_calls(
+            chunks = exports.calls_stream(format, stream_calls(
                 ledger.db, query.filter, query.range.start_us, query.range.end_us))
         else:
             chunks = exports.view_stream(

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from tallygate import __version__
-from tallygate.cli import data, db, keys, serve, usage
+from tallygate.cli import anomalies, data, db, keys, pricing, serve, usage
 from tallygate.cli.context import CliState, console
 from tallygate.config import settings_reference
 
@@ -22,6 +22,8 @@ app = typer.Typer(
 app.add_typer(usage.app, name="usage")
 app.add_typer(db.app, name="db")
 app.add_typer(keys.app, name="keys")
+app.add_typer(pricing.app, name="pricing")
+app.add_typer(anomalies.app, name="anomalies")
 app.command("import")(data.import_records)
 app.command("export")(data.export_records)
 app.command("serve")(serve.serve)
@@ -52,7 +54,8 @@ def config_show(ctx: typer.Context) -> None:
     from tallygate.cli.context import state
 
     settings = state(ctx).settings()
-    console.print_json(settings.model_dump_json(exclude={"admin_token"}))
+    console.print_json(settings.model_dump_json(
+        exclude={"admin_token", "anomaly_webhook_secret"}))
 
 
 @app.callback()

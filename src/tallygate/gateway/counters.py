@@ -8,17 +8,25 @@ Three primitives, each atomic (Lua scripts on Redis), so N processes never allow
   buckets weighted by how much of the previous one still overlaps.
 - ``period_used`` / ``add_period``: tokens and cost of a quota period, initialised from the
   ledger the first time a period is seen.
+
+When Redis cannot be reached, every operation raises :class:`CountersUnavailable` within
+``REDIS_TIMEOUT_S`` (a connection refused answers at once); ``limits.Limits`` decides what a
+call then gets (the ``redis_failure`` setting).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Protocol
 
 REDIS_PREFIX = "tallygate:"
+# Connect and answer timeouts, one immediate retry (a pooled connection that died with a Redis
+# restart), no back-off: redis-py's defaults (5 s, ten retries) would hold a call for a minute.
+REDIS_TIMEOUT_S = 1.0
 
 _SLIDING_LOG = """
 local now = tonumber(ARGV[1])
@@ -56,6 +64,10 @@ return 1
 Loader = Callable[[], Awaitable[tuple[int, int]]]
 
 
+class CountersUnavailable(RuntimeError):
+    """The shared counters cannot be read or written now (Redis unreachable or failing)."""
+
+
 class Counters(Protocol):
     async def take_request(self, name: str, per_minute: int, now: float) -> float | None:
         """None if allowed (and counted); else seconds until a request would be allowed."""
@@ -70,6 +82,10 @@ class Counters(Protocol):
         first time."""
 
     async def add_period(self, name: str, period: str, tokens: int, cost_nano: int) -> None: ...
+
+    async def forget_periods(self) -> None:
+        """Drop every period's counters, so each is read from the ledger again (after an
+        outage during which calls could not be counted)."""
 
     async def close(self) -> None: ...
 
@@ -126,6 +142,9 @@ class MemoryCounters:
             entry[0] += tokens
             entry[1] += cost_nano
 
+    async def forget_periods(self) -> None:
+        self._periods.clear()
+
     async def close(self) -> None:
         return None
 
@@ -135,46 +154,76 @@ class RedisCounters:
 
     def __init__(self, url: str) -> None:
         import redis.asyncio as redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+        from redis.exceptions import RedisError
 
-        self._redis = redis.Redis.from_url(url, decode_responses=True)
+        self._errors = (RedisError, OSError, TimeoutError)
+        self._redis = redis.Redis.from_url(
+            url, decode_responses=True, socket_connect_timeout=REDIS_TIMEOUT_S,
+            socket_timeout=REDIS_TIMEOUT_S, retry=Retry(NoBackoff(), 1))
         self._sliding_log = self._redis.register_script(_SLIDING_LOG)
         self._add_tokens = self._redis.register_script(_ADD_TOKENS)
         self._period_init = self._redis.register_script(_PERIOD_INIT)
         self._period_add = self._redis.register_script(_PERIOD_ADD)
 
+    @contextlib.contextmanager
+    def _unavailable_on_error(self) -> Iterator[None]:
+        try:
+            yield
+        except self._errors as exc:
+            first_line = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise CountersUnavailable(f"Redis: {exc.__class__.__name__}: {first_line}") \
+                from exc
+
     async def ping(self) -> None:
-        await self._redis.ping()
+        with self._unavailable_on_error():
+            await self._redis.ping()
 
     async def take_request(self, name: str, per_minute: int, now: float) -> float | None:
-        allowed, wait = await self._sliding_log(keys=[f"{REDIS_PREFIX}rpm:{name}"],
-                                                args=[repr(now), per_minute, uuid.uuid4().hex])
+        with self._unavailable_on_error():
+            allowed, wait = await self._sliding_log(
+                keys=[f"{REDIS_PREFIX}rpm:{name}"],
+                args=[repr(now), per_minute, uuid.uuid4().hex])
         return None if int(allowed) == 1 else float(wait)
 
     async def window_tokens(self, name: str, now: float) -> float:
         minute = int(now // 60)
-        current, previous = await self._redis.mget(f"{REDIS_PREFIX}tpm:{name}:{minute}",
-                                                   f"{REDIS_PREFIX}tpm:{name}:{minute - 1}")
+        with self._unavailable_on_error():
+            current, previous = await self._redis.mget(
+                f"{REDIS_PREFIX}tpm:{name}:{minute}", f"{REDIS_PREFIX}tpm:{name}:{minute - 1}")
         return _weighted(int(current or 0), int(previous or 0), now)
 
     async def add_tokens(self, name: str, tokens: int, now: float) -> None:
-        await self._add_tokens(keys=[f"{REDIS_PREFIX}tpm:{name}:{int(now // 60)}"],
-                               args=[tokens])
+        with self._unavailable_on_error():
+            await self._add_tokens(keys=[f"{REDIS_PREFIX}tpm:{name}:{int(now // 60)}"],
+                                   args=[tokens])
 
     async def period_used(self, name: str, period: str, ttl_s: int,
                           load: Loader) -> tuple[int, int]:
         tokens_key = f"{REDIS_PREFIX}quota:{name}:{period}:tokens"
         cost_key = f"{REDIS_PREFIX}quota:{name}:{period}:cost"
-        tokens, cost = await self._redis.mget(tokens_key, cost_key)
+        with self._unavailable_on_error():
+            tokens, cost = await self._redis.mget(tokens_key, cost_key)
         if tokens is None or cost is None:
             loaded_tokens, loaded_cost = await load()
-            tokens, cost = await self._period_init(keys=[tokens_key, cost_key],
-                                                   args=[loaded_tokens, loaded_cost, ttl_s])
+            with self._unavailable_on_error():
+                tokens, cost = await self._period_init(
+                    keys=[tokens_key, cost_key], args=[loaded_tokens, loaded_cost, ttl_s])
         return int(tokens), int(cost)
 
     async def add_period(self, name: str, period: str, tokens: int, cost_nano: int) -> None:
-        await self._period_add(keys=[f"{REDIS_PREFIX}quota:{name}:{period}:tokens",
-                                     f"{REDIS_PREFIX}quota:{name}:{period}:cost"],
-                               args=[tokens, cost_nano])
+        with self._unavailable_on_error():
+            await self._period_add(keys=[f"{REDIS_PREFIX}quota:{name}:{period}:tokens",
+                                         f"{REDIS_PREFIX}quota:{name}:{period}:cost"],
+                                   args=[tokens, cost_nano])
+
+    async def forget_periods(self) -> None:
+        with self._unavailable_on_error():
+            names = [name async for name in self._redis.scan_iter(
+                match=f"{REDIS_PREFIX}quota:*", count=1000)]
+            for start in range(0, len(names), 1000):
+                await self._redis.delete(*names[start:start + 1000])
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -5,17 +5,25 @@ budget. The first that fails decides the answer. Quota periods are calendar peri
 (``daily`` from 00:00 UTC, ``monthly`` from the 1st). A quota or budget can be overshot by the
 calls already in flight when it is reached (their tokens are not known until they finish);
 see docs/gateway.md.
+
+When the counters cannot be reached (Redis down), a key with counted limits gets what
+``redis_failure`` says: ``open`` lets the call through unchecked, ``closed`` refuses it with
+503. The counters are then left alone for ``COUNTERS_RETRY_S`` before one call tries them
+again, so an outage costs each call nothing; once they answer, every quota period is re-read
+from the ledger (the calls of the outage were not counted).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import math
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from tallygate.gateway.counters import Counters
+from tallygate.gateway.counters import Counters, CountersUnavailable
 from tallygate.keys.service import effective_status
 from tallygate.ledger.service import Ledger
 from tallygate.store.keys import StoredKey
@@ -23,6 +31,8 @@ from tallygate.store.usage import Aggregate, CallFilter, aggregate
 
 US = 1_000_000
 _PERIOD_TTL_S = {"daily": 2 * 86400, "monthly": 35 * 86400, "total": 7 * 86400}
+COUNTERS_RETRY_S = 1.0
+log = logging.getLogger("tallygate.gateway")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,13 +85,42 @@ def ip_allowed(allowed: list[str] | None, client_ip: str | None) -> bool:
     return any(address in ipaddress.ip_network(net, strict=False) for net in allowed)
 
 
+def has_counted_limits(key: StoredKey) -> bool:
+    return (key.rpm_limit is not None or key.tpm_limit is not None
+            or key.quota_tokens is not None or key.budget_nano is not None)
+
+
 class Limits:
-    def __init__(self, counters: Counters, ledger: Ledger) -> None:
+    def __init__(self, counters: Counters, ledger: Ledger, *,
+                 redis_failure: str = "open") -> None:
         self.counters = counters
         self.ledger = ledger
+        self.redis_failure = redis_failure  # "open" or "closed"
+        self.unchecked_calls = 0  # let through while the counters were unreachable
+        self._down_since: float | None = None  # monotonic; None while the counters answer
+        self._retry_at = 0.0
+        self._probing = False
 
     async def check(self, key: StoredKey, model: str, client_ip: str | None,
                     now: float) -> Refusal | None:
+        """Why this call may not go upstream, or None."""
+        refusal = self._check_key(key, model, client_ip, now)
+        if refusal is not None or not has_counted_limits(key):
+            return refusal
+        if not self._counters_usable(probe=True):
+            return self._counters_unavailable()
+        try:
+            refusal = await self._check_counted(key, now)
+        except CountersUnavailable as exc:
+            self._counters_failed(exc)
+            return self._counters_unavailable()
+        finally:
+            self._probing = False
+        await self._counters_answered()
+        return refusal
+
+    def _check_key(self, key: StoredKey, model: str, client_ip: str | None,
+                   now: float) -> Refusal | None:
         status = effective_status(key, int(now * US))
         if status != "active":
             return Refusal(403, f"key_{status}", f"This API key is {status}.")
@@ -91,6 +130,9 @@ class Limits:
         if not ip_allowed(key.allowed_ips, client_ip):
             return Refusal(403, "ip_not_allowed", "This API key may not be used from this "
                                                   "address.")
+        return None
+
+    async def _check_counted(self, key: StoredKey, now: float) -> Refusal | None:
         if key.tpm_limit is not None:
             used = await self.counters.window_tokens(key.id, now)
             if used >= key.tpm_limit:
@@ -129,13 +171,65 @@ class Limits:
     async def _ledger_usage(self, key_id: str, start_us: int, now: float) -> tuple[int, int]:
         spec = Aggregate(start_us, int(now + 86400) * US, CallFilter(api_key_ids=(key_id,)),
                          measures=("total_tokens", "cost_nano"))
-        rows = await asyncio.to_thread(aggregate, self.ledger.db, spec)
+        try:
+            rows = await asyncio.to_thread(aggregate, self.ledger.db, spec)
+        except Exception as exc:  # the database is away: the quota cannot be known either
+            raise CountersUnavailable(f"the ledger could not be read to start the quota "
+                                      f"counter ({exc.__class__.__name__})") from exc
         return sum(r[2] for r in rows), sum(r[3] for r in rows)
 
     async def count(self, key: StoredKey, tokens: int, cost_nano: int, now: float) -> None:
-        """Add a finished call's usage to the key's windows and periods."""
-        if key.tpm_limit is not None and tokens:
-            await self.counters.add_tokens(key.id, tokens, now)
-        if key.quota_tokens is not None or key.budget_nano is not None:
-            period, _ = period_of(key.quota_period, now)
-            await self.counters.add_period(key.id, period, tokens, cost_nano)
+        """Add a finished call's usage to the key's windows and periods (not while the
+        counters are unreachable: they are re-read from the ledger once they answer)."""
+        if not has_counted_limits(key) or not self._counters_usable(probe=False):
+            return
+        try:
+            if key.tpm_limit is not None and tokens:
+                await self.counters.add_tokens(key.id, tokens, now)
+            if key.quota_tokens is not None or key.budget_nano is not None:
+                period, _ = period_of(key.quota_period, now)
+                await self.counters.add_period(key.id, period, tokens, cost_nano)
+        except CountersUnavailable as exc:
+            self._counters_failed(exc)
+
+    # -- when the counters cannot be reached -----------------------------------------------
+
+    def _counters_usable(self, *, probe: bool) -> bool:
+        """True while the counters answer; after a failure, once every ``COUNTERS_RETRY_S``
+        for one probing call (other calls meanwhile do not wait on an unreachable Redis)."""
+        if self._down_since is None:
+            return True
+        if probe and not self._probing and time.monotonic() >= self._retry_at:
+            self._probing = True
+            return True
+        return False
+
+    def _counters_unavailable(self) -> Refusal | None:
+        if self.redis_failure == "open":
+            self.unchecked_calls += 1
+            return None
+        return Refusal(503, "limits_unavailable",
+                       "This API key's limits cannot be checked right now; try again shortly.",
+                       retry_after_s=max(1, math.ceil(COUNTERS_RETRY_S)))
+
+    def _counters_failed(self, exc: CountersUnavailable) -> None:
+        self._retry_at = time.monotonic() + COUNTERS_RETRY_S
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            what = ("calls of keys with limits go through unchecked" if
+                    self.redis_failure == "open" else
+                    "calls of keys with limits are refused with 503")
+            log.warning("limit counters unavailable (%s): %s until they answer "
+                        "(redis_failure = %s)", exc, what, self.redis_failure)
+
+    async def _counters_answered(self) -> None:
+        if self._down_since is None:
+            return
+        log.warning("limit counters answer again after %.1f s (%d calls went through "
+                    "unchecked); quota periods are re-read from the ledger",
+                    time.monotonic() - self._down_since, self.unchecked_calls)
+        self._down_since = None
+        try:
+            await self.counters.forget_periods()
+        except CountersUnavailable as exc:
+            self._counters_failed(exc)

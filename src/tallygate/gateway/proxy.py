@@ -4,22 +4,27 @@ The request body is parsed once, for the few fields the gateway needs (model, st
 stream_options); it is forwarded byte for byte unless the model name must be rewritten or the
 upstream asked for its usage, so fields the gateway has never heard of keep working. Streams
 are passed through event by event.
+
+The endpoints speak raw ASGI (scope, receive, send) rather than through Starlette's request
+and response objects: on a call that the gateway only relays, building those objects (the
+URL, the header mappings, the streaming response's task group) was a measurable share of the
+time it adds (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import anyio
 import orjson
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Message, Receive, Scope, Send
 
 from tallygate.api.errors import error_body
 from tallygate.gateway.keycache import KeyCache
@@ -119,27 +124,31 @@ class Gateway:
 
     # -- endpoints ---------------------------------------------------------------------------
 
-    async def models(self, request: Request) -> Response:
+    async def models(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = _request_id()
         try:
-            key = await self._authenticate(request)
+            key = await self._authenticate(_headers_of(scope).authorization)
         except GatewayError as exc:
-            return _error(exc, request_id)
+            await _send_error(send, exc, request_id)
+            return
         data = [{"id": name, "object": "model", "created": 0,
                  "owned_by": upstream.route.kind}
                 for name, upstream in sorted(self.upstreams.items())
                 if key.allowed_models is None or name in key.allowed_models]
-        return JSONResponse({"object": "list", "data": data},
-                            headers={"x-request-id": request_id})
+        await _send_whole(send, 200, orjson.dumps({"object": "list", "data": data}),
+                          JSON, request_id)
 
-    async def forward(self, request: Request) -> Response:
+    async def forward(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = _request_id()
         started = time.perf_counter()
         ts_us = now_us()
-        endpoint = request.url.path
+        endpoint: str = scope["path"]
+        headers = _headers_of(scope)
         try:
-            key = await self._authenticate(request)
-            raw = await _read_body(request)
+            key = await self._authenticate(headers.authorization)
+            raw = await _read_body(receive, headers.content_length)
+            if raw is None:
+                return  # the client went away before its request was complete
             body = _parse_body(raw)
             model = body.get("model")
             if not isinstance(model, str) or not model:
@@ -150,74 +159,87 @@ class Gateway:
                 raise GatewayError(404, "model_not_found",
                                    f"The model {model!r} does not exist or is not routed "
                                    "here.", "model")
-            tags = parse_tags(request.headers.get("x-tallygate-tags"))
+            tags = parse_tags(headers.tags)
         except GatewayError as exc:
-            return _error(exc, request_id)
+            await _send_error(send, exc, request_id)
+            return
         call = Call(request_id, started, ts_us, endpoint, key, upstream, body, tags)
-        client_ip = request.client.host if request.client else None
-        refusal = await self.limits.check(key, model, client_ip, time.time())
+        client = scope.get("client")
+        refusal = await self.limits.check(key, model, client[0] if client else None,
+                                          time.time())
         if refusal is not None:
             await self._record(call, refusal.status, None)
-            return _refused(refusal, request_id)
+            await _send_refusal(send, refusal, request_id)
+            return
         stream = body.get("stream") is True and endpoint != "/v1/embeddings"
         client_wants_usage = _wants_usage(body)
         forwarded = _upstream_body(raw, body, upstream, stream, client_wants_usage)
-        url = upstream.url(ENDPOINTS[endpoint])
+        url = upstream.endpoint_url(ENDPOINTS[endpoint])
         if stream:
-            return await self._stream(call, url, forwarded, drop_usage=not client_wants_usage)
-        return await self._plain(call, url, forwarded)
+            await self._stream(call, url, forwarded, receive, send,
+                               drop_usage=not client_wants_usage)
+        else:
+            await self._plain(call, url, forwarded, send)
 
     # -- forwarding --------------------------------------------------------------------------
 
-    async def _plain(self, call: Call, url: str, body: bytes) -> Response:
+    async def _plain(self, call: Call, url: Any, body: bytes, send: Send) -> None:
         try:
             async with self.client.post(url, data=body,
-                                        headers=call.upstream.headers()) as response:
+                                        headers=call.upstream.request_headers) as response:
                 content = await response.read()
                 status = response.status
-                media_type = response.headers.get("content-type", "application/json")
+                content_type = response.headers.get("content-type")
         except UPSTREAM_ERRORS as exc:
-            return await self._upstream_failed(call, exc)
+            await self._upstream_failed(call, exc, send)
+            return
         usage = _usage_of_body(content, call.body) if status < 400 else None
         await self._record(call, status, usage)
-        return Response(content, status_code=status, media_type=media_type,
-                        headers={"x-request-id": call.request_id})
+        await _send_whole(send, status, content, _content_type(content_type, JSON),
+                          call.request_id)
 
-    async def _upstream_failed(self, call: Call, exc: BaseException) -> Response:
+    async def _upstream_failed(self, call: Call, exc: BaseException, send: Send) -> None:
         if isinstance(exc, TimeoutError):
             await self._record(call, 504, None)
-            return _error(GatewayError(504, "upstream_timeout",
-                                       "The upstream did not answer in time."), call.request_id)
+            await _send_error(send, GatewayError(504, "upstream_timeout",
+                                                 "The upstream did not answer in time."),
+                              call.request_id)
+            return
         log.warning("upstream %s failed: %s", call.upstream.model, exc.__class__.__name__)
         await self._record(call, 502, None)
-        return _error(GatewayError(502, "upstream_error",
-                                   "The upstream could not be reached."), call.request_id)
+        await _send_error(send, GatewayError(502, "upstream_error",
+                                             "The upstream could not be reached."),
+                          call.request_id)
 
-    async def _stream(self, call: Call, url: str, body: bytes, *, drop_usage: bool) -> Response:
+    async def _stream(self, call: Call, url: Any, body: bytes, receive: Receive, send: Send,
+                      *, drop_usage: bool) -> None:
         try:
-            response = await self.client.post(url, data=body, headers=call.upstream.headers())
+            response = await self.client.post(url, data=body,
+                                              headers=call.upstream.request_headers)
         except UPSTREAM_ERRORS as exc:
-            return await self._upstream_failed(call, exc)
+            await self._upstream_failed(call, exc, send)
+            return
+        content_type = response.headers.get("content-type")
         if response.status >= 400:
             try:
                 content = await response.read()
             except UPSTREAM_ERRORS as exc:
-                return await self._upstream_failed(call, exc)
+                await self._upstream_failed(call, exc, send)
+                return
             finally:
                 response.release()
             await self._record(call, response.status, None)
-            return Response(content, status_code=response.status,
-                            media_type=response.headers.get("content-type", "application/json"),
-                            headers={"x-request-id": call.request_id})
-        return StreamingResponse(
-            self._relay(call, response, StreamWatcher(drop_usage_chunk=drop_usage)),
-            status_code=response.status,
-            media_type=response.headers.get("content-type", "text/event-stream"),
-            headers={"x-request-id": call.request_id, "cache-control": "no-cache"},
-        )
+            await _send_whole(send, response.status, content,
+                              _content_type(content_type, JSON), call.request_id)
+            return
+        headers = [(b"content-type", _content_type(content_type, EVENT_STREAM)),
+                   (b"x-request-id", call.request_id.encode()),
+                   (b"cache-control", b"no-cache")]
+        relay = self._relay(call, response, StreamWatcher(drop_usage_chunk=drop_usage))
+        await _send_stream(receive, send, response.status, headers, relay)
 
     async def _relay(self, call: Call, response: aiohttp.ClientResponse,
-                     watcher: StreamWatcher) -> AsyncIterator[bytes]:
+                     watcher: StreamWatcher) -> AsyncGenerator[bytes, None]:
         status = CLIENT_CLOSED  # until the stream ends normally or fails upstream
         ttft_ms: int | None = None
         held = b""  # strict durability: the last piece waits for the commit
@@ -261,9 +283,9 @@ class Gateway:
                      ttft_ms: int | None = None) -> CallRecord:
         usage = usage or Usage()
         model = call.upstream.model
-        cost = self.ledger.prices().cost_nano(model, call.ts_us, usage.input_tokens,
-                                              usage.cached_input_tokens, usage.output_tokens,
-                                              status)
+        cost = self.ledger.cost_of(model, call.ts_us, usage.input_tokens,
+                                   usage.cached_input_tokens, usage.output_tokens, status,
+                                   call.key.id)
         return CallRecord(
             id=new_call_id(), ts_us=call.ts_us, model=model,
             call_type="internal" if call.key.internal else call.upstream.route.kind,
@@ -289,8 +311,7 @@ class Gateway:
             await self.limits.count(call.key, record.total_tokens, record.cost_nano,
                                     time.time())
 
-    async def _authenticate(self, request: Request) -> StoredKey:
-        header = request.headers.get("authorization", "")
+    async def _authenticate(self, header: str) -> StoredKey:
         scheme, _, secret = header.partition(" ")
         if scheme.lower() != "bearer" or not secret.strip():
             raise GatewayError(401, "missing_api_key", "You didn't provide an API key. Send "
@@ -305,18 +326,52 @@ def _request_id() -> str:
     return f"req_{random.getrandbits(128):032x}"
 
 
-async def _read_body(request: Request) -> bytes:
-    declared = request.headers.get("content-length")
+@dataclass(slots=True)
+class RequestHeaders:
+    """The few request headers the gateway reads, found in one pass over the ASGI list."""
+
+    authorization: str = ""
+    content_length: str | None = None
+    tags: str | None = None
+
+
+def _headers_of(scope: Scope) -> RequestHeaders:
+    found = RequestHeaders()
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            found.authorization = value.decode("latin-1")
+        elif name == b"content-length":
+            found.content_length = value.decode("latin-1")
+        elif name == b"x-tallygate-tags":
+            found.tags = value.decode("latin-1")
+    return found
+
+
+async def _read_body(receive: Receive, declared: str | None) -> bytes | None:
+    """The whole request body, or None if the client disconnected first."""
     if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise GatewayError(413, "request_too_large",
                            f"The request body is larger than {MAX_BODY_BYTES} bytes.")
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        return None
+    first: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        if len(first) > MAX_BODY_BYTES:
+            raise GatewayError(413, "request_too_large",
+                               f"The request body is larger than {MAX_BODY_BYTES} bytes.")
+        return first
+    body = bytearray(first)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        body.extend(message.get("body", b""))
         if len(body) > MAX_BODY_BYTES:
             raise GatewayError(413, "request_too_large",
                                f"The request body is larger than {MAX_BODY_BYTES} bytes.")
-    return bytes(body)
+        if not message.get("more_body", False):
+            return bytes(body)
 
 
 def _parse_body(raw: bytes) -> dict[str, Any]:
@@ -381,14 +436,75 @@ def _estimate(body: dict[str, Any], output_chars: int) -> Usage:
                  estimated=True)
 
 
-def _error(exc: GatewayError, request_id: str) -> JSONResponse:
-    return JSONResponse(error_body(exc.status, exc.message, exc.code, exc.param),
-                        status_code=exc.status,
-                        headers={"x-request-id": request_id, **exc.headers})
+JSON = b"application/json"
+EVENT_STREAM = b"text/event-stream; charset=utf-8"
 
 
-def _refused(refusal: Refusal, request_id: str) -> JSONResponse:
+def _content_type(upstream_value: str | None, default: bytes) -> bytes:
+    """The upstream's content type, with a charset for text types (as Starlette did)."""
+    if not upstream_value:
+        return default
+    if upstream_value.startswith("text/") and "charset=" not in upstream_value.lower():
+        upstream_value += "; charset=utf-8"
+    return upstream_value.encode("latin-1")
+
+
+async def _send_whole(send: Send, status: int, body: bytes, content_type: bytes,
+                      request_id: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    headers = [(b"content-length", str(len(body)).encode()), (b"content-type", content_type),
+               (b"x-request-id", request_id.encode())]
+    if extra:
+        headers += extra
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_error(send: Send, exc: GatewayError, request_id: str) -> None:
+    body = orjson.dumps(error_body(exc.status, exc.message, exc.code, exc.param))
+    extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items()]
+    await _send_whole(send, exc.status, body, JSON, request_id, extra)
+
+
+async def _send_refusal(send: Send, refusal: Refusal, request_id: str) -> None:
     headers = {} if refusal.retry_after_s is None else {
         "retry-after": str(refusal.retry_after_s)}
-    return _error(GatewayError(refusal.status, refusal.code, refusal.message, refusal.param,
-                               headers), request_id)
+    await _send_error(send, GatewayError(refusal.status, refusal.code, refusal.message,
+                                         refusal.param, headers), request_id)
+
+
+async def _send_stream(receive: Receive, send: Send, status: int,
+                       headers: list[tuple[bytes, bytes]],
+                       chunks: AsyncGenerator[bytes, None]) -> None:
+    """Send each piece as it comes. A client that goes away cancels the relay at once (not
+    at the next piece, which may be a long time coming), so the upstream call ends too and
+    the record says 499."""
+    task = asyncio.current_task()
+    finished = False
+    gone = False
+
+    async def watch_for_disconnect() -> None:
+        nonlocal gone
+        message: Message = await receive()
+        while message["type"] != "http.disconnect":
+            message = await receive()
+        if not finished and task is not None:
+            gone = True
+            task.cancel()
+
+    watcher = asyncio.create_task(watch_for_disconnect())
+    try:
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        async for chunk in chunks:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        finished = True
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except asyncio.CancelledError:
+        if not gone or task is None:
+            raise
+        task.uncancel()  # our own cancellation: the client left; nothing more to send
+    except OSError:
+        pass  # a server that reports the disconnect on send (ASGI 2.4): the same
+    finally:
+        finished = True
+        watcher.cancel()
+        await chunks.aclose()  # runs the relay's ``finally`` now: the record is made

@@ -78,17 +78,25 @@ def _last_separator_end(data: bytes) -> int:
 
 
 def _split_events(data: bytes) -> list[bytes]:
+    """Complete events, each with its separator. Linear: the next position of each
+    separator is looked up again only once it has been passed (a stream that never uses
+    ``\r\n\r\n`` must not rescan the rest of the chunk for it after every event)."""
     events = []
     start = 0
-    while start < len(data):
-        positions = [(data.find(sep, start), sep) for sep in _SEPARATORS]
-        positions = [(pos, sep) for pos, sep in positions if pos >= 0]
-        if not positions:
+    size = len(data)
+    lf = data.find(b"\n\n")
+    crlf = data.find(b"\r\n\r\n")
+    while start < size:
+        if 0 <= lf < start:
+            lf = data.find(b"\n\n", start)
+        if 0 <= crlf < start:
+            crlf = data.find(b"\r\n\r\n", start)
+        if lf < 0 and crlf < 0:
             events.append(data[start:])
             break
-        pos, sep = min(positions)
-        events.append(data[start:pos + len(sep)])
-        start = pos + len(sep)
+        end = lf + 2 if crlf < 0 or 0 <= lf < crlf else crlf + 4
+        events.append(data[start:end])
+        start = end
     return events
 
 

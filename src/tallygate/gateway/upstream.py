@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from tallygate.config import Route
 from tallygate.ledger.categories import category_for_endpoint
@@ -21,6 +23,16 @@ class Upstream:
 
     route: Route
     credential: str | None
+    # Built once: parsing a URL and building a header mapping per call is measurable.
+    request_headers: CIMultiDictProxy[str] = field(init=False, repr=False, compare=False)
+    _urls: dict[str, URL] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        headers = CIMultiDict({"content-type": "application/json"})
+        if self.credential:
+            headers["authorization"] = f"Bearer {self.credential}"
+        object.__setattr__(self, "request_headers", CIMultiDictProxy(headers))
+        object.__setattr__(self, "_urls", {})
 
     @property
     def model(self) -> str:
@@ -33,14 +45,14 @@ class Upstream:
     def url(self, suffix: str) -> str:
         return self.route.base_url.rstrip("/") + suffix
 
+    def endpoint_url(self, suffix: str) -> URL:
+        url = self._urls.get(suffix)
+        if url is None:
+            url = self._urls[suffix] = URL(self.url(suffix))
+        return url
+
     def category(self, endpoint: str) -> str:
         return self.route.category or category_for_endpoint(endpoint)
-
-    def headers(self) -> dict[str, str]:
-        headers = {"content-type": "application/json"}
-        if self.credential:
-            headers["authorization"] = f"Bearer {self.credential}"
-        return headers
 
     def __repr__(self) -> str:  # never show the credential
         return f"Upstream(model={self.model!r}, base_url={self.route.base_url!r})"
@@ -61,12 +73,18 @@ def resolve_upstreams(routes: list[Route]) -> dict[str, Upstream]:
 
 def make_client(connect_timeout_s: float, read_timeout_s: float) -> aiohttp.ClientSession:
     """aiohttp rather than httpx: measured here, it forwards about ten times the requests per
-    second of httpx on one core (docs/benchmarks.md), and the client is the hot path."""
+    second of httpx on one core (docs/benchmarks.md), and the client is the hot path.
+
+    No cookie jar: one client serves every API key, so a cookie an upstream set for one
+    caller must never ride along on another's call. No ``Accept-Encoding``: bodies are
+    passed through undecoded, so the upstream must not compress them (the client would get
+    gzip bytes without the header saying so, and the usage could not be read)."""
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=2000, limit_per_host=0, keepalive_timeout=30,
                                        ttl_dns_cache=300),
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s,
                                       sock_read=read_timeout_s),
         auto_decompress=False,
-        skip_auto_headers=("User-Agent",),
+        skip_auto_headers=("User-Agent", "Accept-Encoding"),
+        cookie_jar=aiohttp.DummyCookieJar(),
     )

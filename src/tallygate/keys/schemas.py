@@ -58,6 +58,9 @@ class KeyFields(BaseModel):
     quota_tokens: Limit | None = None
     budget: Decimal | None = Field(None, gt=0, le=Decimal(10**9))
     quota_period: QuotaPeriod = "total"
+    discount_percent: Decimal | None = Field(
+        None, ge=0, le=100, description="A percentage off the price table for this key's "
+        "calls, from now on (past calls keep the cost they were made at); null or 0: none.")
 
     _ips = field_validator("allowed_ips")(_check_ips)
     _aware = field_validator("expires_at")(_check_aware)
@@ -79,6 +82,28 @@ class KeyUpdate(KeyFields):
     quota_period: QuotaPeriod | None = None  # type: ignore[assignment]
 
 
+class KeyUsage(BaseModel):
+    """What a key used in its current quota period, and when it runs out at its rate."""
+
+    period: QuotaPeriod
+    period_start: datetime | None = Field(
+        description="Start of the current period (UTC calendar day or month); null for a "
+        "total quota, counted over the key's whole life.")
+    period_end: datetime | None = Field(description="When the period resets; null for total.")
+    tokens: int = Field(description="Tokens used in the current period.")
+    cost: str = Field(description="Cost in the current period, an exact decimal string.")
+    window_hours: int = Field(description="The trailing window the rates are measured over.")
+    tokens_per_hour: float
+    cost_per_hour: str
+    quota_used: float | None = Field(description="Share of quota_tokens used (0-1+).")
+    budget_used: float | None = Field(description="Share of the budget used (0-1+).")
+    exhausted: bool = Field(description="The quota or the budget is used up.")
+    runs_out_at: datetime | None = Field(
+        description="When the quota or budget runs out at the trailing rate, if before the "
+        "period resets; null when it does not (or there is no limit, or no recent use).")
+    runs_out_of: Literal["quota", "budget"] | None
+
+
 class KeyOut(BaseModel):
     id: str
     name: str
@@ -97,6 +122,16 @@ class KeyOut(BaseModel):
     quota_tokens: int | None
     budget: str | None
     quota_period: QuotaPeriod
+    discount_percent: str | None = Field(
+        None, description="The discount in force, a percentage; null: never had one.")
+    usage: KeyUsage | None = Field(None, description="Live figures of the current period.")
+    near_limit: bool = Field(
+        False, description="At least 80 % of the quota or budget used, or forecast to run "
+        "out before the period resets (within 7 days for a total quota).")
+    near_expiry: bool = Field(False, description="Expires within 7 days.")
+    warnings: list[str] = Field(
+        default_factory=list, description="Why the key is flagged: quota_near, budget_near, "
+        "quota_exhausted, budget_exhausted, runs_out_soon, expires_soon.")
 
 
 class CreatedKey(KeyOut):

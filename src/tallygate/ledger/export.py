@@ -1,7 +1,10 @@
-"""Exports: the same figures as the API, as CSV, XLSX, JSON or NDJSON.
+"""Exports: the same figures as the API, as CSV, XLSX, JSON, NDJSON or Parquet.
 
 Call records are streamed page by page, so an export of millions of rows runs in flat
-memory; the other views are small tables.
+memory; the other views are small tables. XLSX and Parquet are written to a temporary file
+(their formats need the whole file before its first byte can be final) and streamed from it.
+Parquet needs pyarrow, an optional extra (``pip install 'tallygate[parquet]'``); its call
+records have typed columns: ``ts`` a UTC timestamp, ``cost`` an exact decimal(38, 9).
 """
 
 from __future__ import annotations
@@ -11,17 +14,22 @@ import io
 import json
 import tempfile
 from collections.abc import Iterable, Iterator
+from decimal import Decimal
 from typing import Any
 
 from tallygate.ledger.records import CallRecord
 
-FORMATS = ("csv", "xlsx", "json", "ndjson")
+FORMATS = ("csv", "xlsx", "json", "ndjson", "parquet")
+PARQUET_MISSING = ("parquet needs pyarrow, which is not installed: "
+                   "pip install 'tallygate[parquet]'")
+PARQUET_ROWS_PER_GROUP = 65_536
 VIEWS = ("summary", "trend", "breakdown", "calls")
 MEDIA_TYPES = {
     "csv": "text/csv; charset=utf-8",
     "json": "application/json",
     "ndjson": "application/x-ndjson",
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "parquet": "application/vnd.apache.parquet",
 }
 CALL_FIELDS = ("id", "ts", "api_key_id", "model", "model_category", "call_type", "endpoint",
                "status_code", "input_tokens", "output_tokens", "cached_input_tokens",
@@ -133,6 +141,112 @@ def xlsx_stream(sheet: str, header: list[str] | tuple[str, ...],
             yield chunk
 
 
+def parquet_available() -> bool:
+    try:
+        import pyarrow  # noqa: F401
+        import pyarrow.parquet  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _file_chunks(handle: Any) -> Iterator[bytes]:
+    handle.seek(0)
+    while chunk := handle.read(1 << 16):
+        yield chunk
+
+
+def _call_schema() -> Any:
+    import pyarrow as pa
+
+    text, count = pa.string(), pa.int64()
+    return pa.schema([
+        ("id", text), ("ts", pa.timestamp("us", tz="UTC")), ("api_key_id", text),
+        ("model", text), ("model_category", text), ("call_type", text), ("endpoint", text),
+        ("status_code", pa.int32()), ("input_tokens", count), ("output_tokens", count),
+        ("cached_input_tokens", count), ("reasoning_tokens", count), ("total_tokens", count),
+        ("cost", pa.decimal128(38, 9)), ("latency_ms", pa.int64()), ("ttft_ms", pa.int64()),
+        ("estimated", pa.bool_()), ("metadata", text),
+    ])
+
+
+_NANO_EXPONENT = Decimal("1e-9")
+
+
+def _call_columns(records: list[CallRecord]) -> dict[str, list[Any]]:
+    return {
+        "id": [r.id for r in records], "ts": [r.ts_us for r in records],
+        "api_key_id": [r.api_key_id for r in records], "model": [r.model for r in records],
+        "model_category": [r.model_category for r in records],
+        "call_type": [r.call_type for r in records], "endpoint": [r.endpoint for r in records],
+        "status_code": [r.status_code for r in records],
+        "input_tokens": [r.input_tokens for r in records],
+        "output_tokens": [r.output_tokens for r in records],
+        "cached_input_tokens": [r.cached_input_tokens for r in records],
+        "reasoning_tokens": [r.reasoning_tokens for r in records],
+        "total_tokens": [r.total_tokens for r in records],
+        "cost": [Decimal(r.cost_nano).scaleb(-9) for r in records],
+        "latency_ms": [r.latency_ms for r in records], "ttft_ms": [r.ttft_ms for r in records],
+        "estimated": [r.estimated for r in records],
+        "metadata": [None if r.metadata is None
+                     else json.dumps(r.metadata, separators=(",", ":")) for r in records],
+    }
+
+
+def parquet_calls_stream(records: Iterable[CallRecord]) -> Iterator[bytes]:
+    """Call records as Parquet, a row group at a time (memory: one group)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = _call_schema()
+    with tempfile.TemporaryFile() as handle:
+        with pq.ParquetWriter(handle, schema, compression="zstd") as writer:
+            group: list[CallRecord] = []
+            for record in records:
+                group.append(record)
+                if len(group) == PARQUET_ROWS_PER_GROUP:
+                    writer.write_table(pa.table(_call_columns(group), schema=schema))
+                    group = []
+            if group:
+                writer.write_table(pa.table(_call_columns(group), schema=schema))
+        yield from _file_chunks(handle)
+
+
+def parquet_table_stream(header: list[str] | tuple[str, ...],
+                         rows: Iterable[list[Any]]) -> Iterator[bytes]:
+    """A small table (summary, trend, breakdown) as Parquet; money stays a decimal string."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table_rows = list(rows)
+    columns = {name: [row[i] for row in table_rows] for i, name in enumerate(header)}
+    arrays = {}
+    for name, values in columns.items():
+        kind = _column_type(values)
+        if kind == pa.string():
+            values = [None if v is None else str(v) for v in values]
+        arrays[name] = pa.array(values, type=kind)
+    table = pa.table(arrays)
+    with tempfile.TemporaryFile() as handle:
+        pq.write_table(table, handle, compression="zstd")
+        yield from _file_chunks(handle)
+
+
+def _column_type(values: list[Any]) -> Any:
+    """Integers stay integers, ratios floats; a column mixing them (a summary's values)
+    becomes text, exactly as the CSV shows it."""
+    import pyarrow as pa
+
+    kinds = {type(v) for v in values if v is not None}
+    if kinds <= {bool}:
+        return pa.bool_()
+    if kinds <= {int}:
+        return pa.int64()
+    if kinds <= {int, float} and float in kinds:
+        return pa.float64()
+    return pa.string()
+
+
 def view_stream(what: str, fmt: str, view: dict[str, Any]) -> Iterator[bytes]:
     """A summary, trend or breakdown (as the API returns it) in ``fmt``."""
     tables = {"summary": summary_table, "trend": trend_table, "breakdown": breakdown_table}
@@ -143,6 +257,8 @@ def view_stream(what: str, fmt: str, view: dict[str, Any]) -> Iterator[bytes]:
         return ndjson_stream(dict(zip(header, row, strict=True)) for row in table)
     if fmt == "xlsx":
         return xlsx_stream(what, header, table)
+    if fmt == "parquet":
+        return parquet_table_stream(header, table)
     return csv_stream(header, table)
 
 
@@ -152,6 +268,8 @@ def calls_stream(fmt: str, records: Iterable[CallRecord]) -> Iterator[bytes]:
         return ndjson_stream(r.as_dict() for r in records)
     if fmt == "json":
         return json_array_stream(r.as_dict() for r in records)
+    if fmt == "parquet":
+        return parquet_calls_stream(records)
     rows = (call_row(r) for r in records)
     if fmt == "xlsx":
         return xlsx_stream("calls", CALL_FIELDS, rows)

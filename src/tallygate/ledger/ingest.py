@@ -57,8 +57,8 @@ def _first_error(exc: ValidationError) -> tuple[str | None, str]:
 
 def validate_events(ledger: Ledger, items: Sequence[Any],
                     first_index: int = 0) -> tuple[list[CallRecord], list[ItemError]]:
-    """Valid items become records (priced when they carry no cost); the others, errors."""
-    prices = ledger.prices()
+    """Valid items become records (priced, with the key's discount, when they carry no
+    cost); the others, errors."""
     records: list[CallRecord] = []
     errors: list[ItemError] = []
     for offset, item in enumerate(items):
@@ -89,9 +89,9 @@ def validate_events(ledger: Ledger, items: Sequence[Any],
             continue
         record = event.to_record(0)
         if event.cost is None:
-            cost = prices.cost_nano(record.model, record.ts_us, record.input_tokens,
-                                    record.cached_input_tokens, record.output_tokens,
-                                    record.status_code)
+            cost = ledger.cost_of(record.model, record.ts_us, record.input_tokens,
+                                  record.cached_input_tokens, record.output_tokens,
+                                  record.status_code, record.api_key_id)
             record = event.to_record(cost)
         records.append(record)
     return records, errors

@@ -1,4 +1,8 @@
-"""Prices in force over time, and the cost of one call."""
+"""Prices in force over time, per-key discounts, and the cost of one call.
+
+Every step is exact: prices are decimals, the amount of a call is a decimal, and only the
+final amount (after the key's discount) is rounded, half to even, to the ledger's nano-unit.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ from decimal import Decimal
 from tallygate.ledger.money import to_nano
 
 MILLION = Decimal(1_000_000)
+HUNDRED = Decimal(100)
+ZERO = Decimal(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,21 +27,37 @@ class Price:
     input_per_million: Decimal
     output_per_million: Decimal
     cached_input_per_million: Decimal | None = None
-    per_call: Decimal = Decimal(0)
+    per_call: Decimal = ZERO
     currency: str = "USD"
 
-    def cost_nano(self, input_tokens: int, cached_input_tokens: int, output_tokens: int,
-                  succeeded: bool = True) -> int:
-        """Tokens are charged whatever the outcome (a stream cut short was still generated);
-        the per-call price only for a call that succeeded."""
+    def amount(self, input_tokens: int, cached_input_tokens: int, output_tokens: int,
+               succeeded: bool = True) -> Decimal:
+        """The exact list price of a call. Tokens are charged whatever the outcome (a stream
+        cut short was still generated); the per-call price only for a call that succeeded."""
         cached_price = (self.input_per_million if self.cached_input_per_million is None
                         else self.cached_input_per_million)
-        amount = (
+        return (
             (input_tokens - cached_input_tokens) * self.input_per_million
             + cached_input_tokens * cached_price
             + output_tokens * self.output_per_million
         ) / MILLION + (self.per_call if succeeded else 0)
-        return to_nano(amount)
+
+    def cost_nano(self, input_tokens: int, cached_input_tokens: int, output_tokens: int,
+                  succeeded: bool = True) -> int:
+        return to_nano(self.amount(input_tokens, cached_input_tokens, output_tokens, succeeded))
+
+
+@dataclass(frozen=True, slots=True)
+class Discount:
+    """``percent`` off the price table for a key's calls from ``effective_from_us`` on."""
+
+    api_key_id: str
+    effective_from_us: int
+    percent: Decimal
+
+
+def discounted(amount: Decimal, percent: Decimal) -> Decimal:
+    return amount if not percent else amount * (HUNDRED - percent) / HUNDRED
 
 
 class PriceTable:
@@ -56,13 +78,50 @@ class PriceTable:
         return history[index] if index >= 0 else None
 
     def cost_nano(self, model: str, ts_us: int, input_tokens: int, cached_input_tokens: int,
-                  output_tokens: int, status_code: int = 200) -> int:
+                  output_tokens: int, status_code: int = 200,
+                  discount_percent: Decimal = ZERO) -> int:
         """0 when the model has no price at that time (the call is still counted)."""
         price = self.price_at(model, ts_us)
         if price is None:
             return 0
-        return price.cost_nano(input_tokens, cached_input_tokens, output_tokens,
-                               succeeded=status_code < 400)
+        amount = price.amount(input_tokens, cached_input_tokens, output_tokens,
+                              succeeded=status_code < 400)
+        return to_nano(discounted(amount, discount_percent))
 
     def all_prices(self) -> list[Price]:
         return [price for history in self._by_model.values() for price in history]
+
+    def history(self, model: str) -> list[Price]:
+        return list(self._by_model.get(model, ()))
+
+
+class DiscountTable:
+    """Each key's discount over time; 0 for a key without any."""
+
+    def __init__(self, discounts: Iterable[Discount]) -> None:
+        self._by_key: dict[str, list[Discount]] = {}
+        for discount in sorted(discounts, key=lambda d: (d.api_key_id, d.effective_from_us)):
+            self._by_key.setdefault(discount.api_key_id, []).append(discount)
+        self._starts = {key: [d.effective_from_us for d in history]
+                        for key, history in self._by_key.items()}
+
+    def __bool__(self) -> bool:
+        return bool(self._by_key)
+
+    def percent_at(self, api_key_id: str | None, ts_us: int) -> Decimal:
+        if api_key_id is None:
+            return ZERO
+        history = self._by_key.get(api_key_id)
+        if not history:
+            return ZERO
+        index = bisect.bisect_right(self._starts[api_key_id], ts_us) - 1
+        return history[index].percent if index >= 0 else ZERO
+
+    def current(self, api_key_id: str, now_us: int) -> Decimal | None:
+        """The discount in force now, or None when the key never had one."""
+        if api_key_id not in self._by_key:
+            return None
+        return self.percent_at(api_key_id, now_us)
+
+    def all_discounts(self) -> list[Discount]:
+        return [d for history in self._by_key.values() for d in history]

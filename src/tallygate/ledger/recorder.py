@@ -3,8 +3,10 @@
 ``record`` only appends to a list, so it costs the request path next to nothing; a
 background task writes what has gathered every ``flush_interval`` (or as soon as
 ``max_batch`` records wait) in a worker thread. ``record_and_commit`` waits for the write, for
-``durability = "strict"``. A failed write is retried with back-off and nothing is dropped;
-``stop`` writes everything still waiting.
+``durability = "strict"``. Given a spool, a batch the database refuses goes to local disk
+instead and is replayed once the database answers again (``ledger/spool.py``); without one, a
+failed write is retried with back-off in memory. Nothing is dropped; ``stop`` writes
+everything still waiting.
 """
 
 from __future__ import annotations
@@ -13,10 +15,14 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from tallygate.ledger.records import CallRecord
 from tallygate.ledger.service import Ledger
+from tallygate.ledger.spool import Spool, SpoolingStore
+from tallygate.store.calls import InsertResult
 
 log = logging.getLogger("tallygate.recorder")
 
@@ -30,10 +36,22 @@ class RecorderStats:
     last_flush_seconds: float = 0.0
 
 
+class RecorderObserver(Protocol):
+    """Told of every committed batch (in the writing thread) and every flush: metrics."""
+
+    def records_stored(self, records: Sequence[CallRecord]) -> None: ...
+
+    def flushed(self, seconds: float) -> None: ...
+
+    def flush_failed(self) -> None: ...
+
+
 class Recorder:
     def __init__(self, ledger: Ledger, *, flush_interval_s: float = 0.05,
-                 max_batch: int = 2000) -> None:
+                 max_batch: int = 2000, observer: RecorderObserver | None = None,
+                 spool: Spool | None = None) -> None:
         self.ledger = ledger
+        self.observer = observer
         self.flush_interval_s = flush_interval_s
         self.max_batch = max_batch
         self.stats = RecorderStats()
@@ -45,6 +63,10 @@ class Recorder:
         self._writing = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        # The way a batch is written: straight to the database, or through the spool.
+        self.spooler = None if spool is None else SpoolingStore(self._store, spool,
+                                                                batch_size=max_batch)
+        self._write = self._store if self.spooler is None else self.spooler.store
 
     @property
     def queue_depth(self) -> int:
@@ -62,6 +84,9 @@ class Recorder:
         if self._task is not None:
             await self._task
             self._task = None
+        if self.spooler is not None:
+            await asyncio.to_thread(self.spooler.replay)  # one last try; else the next start
+            self.spooler.close()
 
     def record(self, record: CallRecord) -> None:
         self._pending.append(record)
@@ -94,11 +119,15 @@ class Recorder:
                 backoff = self.flush_interval_s
             except Exception:
                 self.stats.failures += 1
+                if self.observer is not None:
+                    self.observer.flush_failed()
                 log.exception("writing %d call records failed; retrying in %.2fs",
                               len(self._pending), backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
+            if self.spooler is not None and self.spooler.replay_due():
+                await asyncio.to_thread(self.spooler.replay)
             if self._stopping and not self._pending:
                 return
 
@@ -107,10 +136,23 @@ class Recorder:
             if self._pending:
                 await self._write_locked()
 
+    def _store(self, batch: Sequence[CallRecord]) -> InsertResult:
+        """Write a batch, then tell the observer what was new in it (in this worker thread,
+        off the event loop); a record already stored is not counted twice."""
+        result = self.ledger.store(batch)
+        if self.observer is not None and result.accepted:
+            accepted = result.accepted_ids
+            try:
+                self.observer.records_stored(
+                    batch if accepted is None else [r for r in batch if r.id in accepted])
+            except Exception:  # the batch is committed: a metrics failure must not retry it
+                log.exception("counting %d stored records in the metrics failed", len(batch))
+        return result
+
     async def _write_locked(self) -> None:
         batch = self._pending[: self.max_batch]
         started = time.perf_counter()
-        result = await asyncio.to_thread(self.ledger.store, batch)
+        result = await asyncio.to_thread(self._write, batch)
         # Only now that the batch is committed does it leave the pending list.
         del self._pending[: len(batch)]
         self._written_seq += len(batch)
@@ -118,6 +160,8 @@ class Recorder:
         self.stats.records_written += result.accepted
         self.stats.duplicates += result.duplicates
         self.stats.last_flush_seconds = time.perf_counter() - started
+        if self.observer is not None:
+            self.observer.flushed(self.stats.last_flush_seconds)
         still_waiting = []
         for seq, future in self._waiters:
             if seq <= self._written_seq:

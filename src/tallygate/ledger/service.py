@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from tallygate.ledger.pricing import Price, PriceTable
+from tallygate.ledger.pricing import DiscountTable, Price, PriceTable
 from tallygate.ledger.records import CallRecord, now_us
 from tallygate.store import prices as price_store
 from tallygate.store.calls import InsertResult, insert_calls
@@ -25,6 +25,7 @@ class Ledger:
     raw_retention_days: int = 0
     prices_ttl_s: float = 10.0
     _prices: PriceTable | None = field(default=None, repr=False)
+    _discounts: DiscountTable | None = field(default=None, repr=False)
     _prices_loaded: float = field(default=0.0, repr=False)
 
     def minute_floor_s(self, now_s: float | None = None) -> int:
@@ -40,12 +41,52 @@ class Ledger:
         """The price table, re-read every ``prices_ttl_s`` so a price set by another process
         (or the CLI) is used within that time."""
         if self._prices is None or time.monotonic() - self._prices_loaded > self.prices_ttl_s:
-            self._prices = PriceTable(price_store.list_prices(self.db))
-            self._prices_loaded = time.monotonic()
+            self._reload_prices()
+        assert self._prices is not None
         return self._prices
+
+    def discounts(self) -> DiscountTable:
+        """Every key's discount over time, re-read with the price table."""
+        if self._discounts is None or time.monotonic() - self._prices_loaded > self.prices_ttl_s:
+            self._reload_prices()
+        assert self._discounts is not None
+        return self._discounts
+
+    def _reload_prices(self) -> None:
+        self._prices = PriceTable(price_store.list_prices(self.db))
+        self._discounts = DiscountTable(price_store.list_discounts(self.db))
+        self._prices_loaded = time.monotonic()
 
     def prices_changed(self) -> None:
         self._prices = None
+        self._discounts = None
+
+    def cost_of(self, model: str, ts_us: int, input_tokens: int, cached_input_tokens: int,
+                output_tokens: int, status_code: int = 200,
+                api_key_id: str | None = None) -> int:
+        """A call's cost in nano-units: the model's price in force at ``ts_us``, less the
+        key's discount in force then. 0 for a model without a price. The one way the gateway,
+        ingest and ``pricing recompute`` price a call."""
+        prices = self.prices()
+        discounts = self._discounts
+        assert discounts is not None
+        return prices.cost_nano(model, ts_us, input_tokens, cached_input_tokens, output_tokens,
+                                status_code, discounts.percent_at(api_key_id, ts_us))
+
+    def set_price(self, price: Price) -> None:
+        """Put ``price`` in the table from its ``effective_from_us`` on. Calls already stored
+        keep their cost until ``reprice`` (``tallygate pricing recompute``) is run."""
+        if price.currency != self.currency:
+            raise ValueError(f"currency: the ledger counts in {self.currency}, not "
+                             f"{price.currency}")
+        for name in ("input_per_million", "output_per_million", "cached_input_per_million",
+                     "per_call"):
+            value = getattr(price, name)
+            if value is not None and (not value.is_finite() or value < 0
+                                      or len(str(value)) > 40):
+                raise ValueError(f"{name}: must be a non-negative decimal")
+        price_store.set_price(self.db, price)
+        self.prices_changed()
 
     def sync_route_prices(self, routes: Sequence[Route]) -> list[str]:
         """Put each route's configured price in the price table when it differs from the

@@ -1,16 +1,23 @@
-"""Writing call records: raw rows and both rollup grains in one transaction, once per id."""
+"""Writing call records: raw rows and both rollup grains in one transaction, once per id.
+
+The database sums the rollup deltas itself, from exactly the rows the transaction inserted:
+on SQLite the rows past the largest rowid before the insert, on PostgreSQL the rows of the
+batch's temporary table that the insert did not skip. Python does no per-record arithmetic,
+and a retried or concurrent batch adds each call to the rollups once.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import BigInteger, Boolean, Column, Integer, String, Text, delete
 
 from tallygate.ledger.records import CallRecord
-from tallygate.ledger.rollups import GRAIN_1M, GRAIN_15M, rollup_deltas
+from tallygate.ledger.rollups import GRAIN_1M, GRAIN_15M
 from tallygate.store.database import Database
 from tallygate.store.schema import (
     ROLLUP_DIMENSIONS,
@@ -21,7 +28,52 @@ from tallygate.store.schema import (
 )
 
 CALL_COLUMNS = tuple(column.name for column in calls.columns)
-_SQLITE_MAX_VARIABLES = 32766
+# The CallRecord attribute stored in each column, in CALL_COLUMNS order.
+_RECORD_FIELDS = ("id", "ts_us", "api_key_id", "model", "model_category", "call_type",
+                  "endpoint", "status_code", "input_tokens", "output_tokens",
+                  "cached_input_tokens", "reasoning_tokens", "total_tokens", "cost_nano",
+                  "latency_ms", "ttft_ms", "estimated", "metadata")
+assert len(_RECORD_FIELDS) == len(CALL_COLUMNS) and CALL_COLUMNS[-1] == "metadata"
+_record_values = attrgetter(*_RECORD_FIELDS)
+_record_id = attrgetter("id")
+_record_ts = attrgetter("ts_us")
+US = 1_000_000
+
+
+def _copy_type(column: Column[Any]) -> str:
+    """The PostgreSQL type whose binary format a column takes (varchar's is text's)."""
+    if isinstance(column.type, Boolean):
+        return "bool"
+    if isinstance(column.type, BigInteger):
+        return "int8"
+    if isinstance(column.type, Integer):
+        return "int4"
+    assert isinstance(column.type, String | Text), column
+    return "text"
+
+
+_COPY_TYPES = [_copy_type(column) for column in calls.columns]
+
+# What one raw row adds to each rollup measure (ROLLUP_MEASURES order). The status classes
+# are those of ``ledger.rollups.status_class``: < 400 success, 429 rate limited, else failed.
+_MEASURE_SUMS = (
+    "count(*)",
+    "sum(CASE WHEN status_code < 400 THEN 1 ELSE 0 END)",
+    "sum(CASE WHEN status_code >= 400 AND status_code <> 429 THEN 1 ELSE 0 END)",
+    "sum(CASE WHEN status_code = 429 THEN 1 ELSE 0 END)",
+    "sum(input_tokens)",
+    "sum(output_tokens)",
+    "sum(cached_input_tokens)",
+    "sum(reasoning_tokens)",
+    "sum(total_tokens)",
+    "sum(cost_nano)",
+    "coalesce(sum(latency_ms), 0)",
+    "count(latency_ms)",
+    "coalesce(sum(ttft_ms), 0)",
+    "count(ttft_ms)",
+    "sum(CASE WHEN estimated THEN 1 ELSE 0 END)",
+)
+assert len(_MEASURE_SUMS) == len(ROLLUP_MEASURES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,14 +83,25 @@ class InsertResult:
     accepted_ids: frozenset[str] | None = None  # None: every record offered was accepted
 
 
+def _metadata_json(metadata: dict[str, Any]) -> str:
+    return json.dumps(metadata, separators=(",", ":"))
+
+
 def record_row(r: CallRecord) -> tuple[Any, ...]:
     """The record as a row of ``calls``, in ``CALL_COLUMNS`` order."""
-    return (
-        r.id, r.ts_us, r.api_key_id, r.model, r.model_category, r.call_type, r.endpoint,
-        r.status_code, r.input_tokens, r.output_tokens, r.cached_input_tokens,
-        r.reasoning_tokens, r.total_tokens, r.cost_nano, r.latency_ms, r.ttft_ms, r.estimated,
-        None if r.metadata is None else json.dumps(r.metadata, separators=(",", ":")),
-    )
+    row: tuple[Any, ...] = _record_values(r)
+    return row if r.metadata is None else (*row[:-1], _metadata_json(r.metadata))
+
+
+def record_rows(records: Sequence[CallRecord]) -> Iterator[tuple[Any, ...]]:
+    """``record_row`` of each record, made one at a time.
+
+    Streaming the rows (each freed once bound) keeps the garbage collector from running
+    over the whole process several times per batch; most records have no metadata, so their
+    row is the attribute getter's tuple itself.
+    """
+    return (row if row[-1] is None else (*row[:-1], _metadata_json(row[-1]))
+            for row in map(_record_values, records))
 
 
 def insert_calls(db: Database, records: Sequence[CallRecord], *,
@@ -46,25 +109,41 @@ def insert_calls(db: Database, records: Sequence[CallRecord], *,
     """Store ``records`` and their rollups atomically; ids already stored count as duplicates.
 
     Concurrent and retried batches are safe: a record's id is its idempotency key, and its
-    rollup contribution is added only by the transaction that inserted it.
+    rollup contribution is added only by the transaction that inserted it. Minute rollups
+    are not written for minutes before ``minute_cutoff_s`` (already past their retention).
     """
+    batch = _unique_by_id(records)
+    if not batch:
+        return InsertResult(0, len(records))
+    minute_from_us = 0
+    if minute_cutoff_s is not None:
+        # A minute bucket is >= the cutoff exactly when its calls are >= the cutoff rounded up.
+        minute_from_us = -(-minute_cutoff_s // GRAIN_1M) * GRAIN_1M * US
+    minutes = minute_cutoff_s is None or max(map(_record_ts, batch)) >= minute_from_us
+    with db.write() as conn:
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        if db.is_sqlite:
+            skipped = _insert_sqlite(raw, batch, minute_from_us if minutes else None)
+        else:
+            skipped = _insert_postgres(raw, batch, minute_from_us if minutes else None)
+    accepted = len(batch) - len(skipped)
+    if accepted == len(records):
+        return InsertResult(accepted, 0)
+    return InsertResult(accepted, len(records) - accepted,
+                        frozenset(r.id for r in batch if r.id not in skipped))
+
+
+def _unique_by_id(records: Sequence[CallRecord]) -> list[CallRecord]:
+    """The first record of each id, sorted by id: every writer takes its locks in the same
+    order (no deadlocks on PostgreSQL), and time-ordered ids append to the index."""
+    ids = list(map(_record_id, records))
+    if len(set(ids)) == len(ids):
+        return sorted(records, key=_record_id)
     unique: dict[str, CallRecord] = {}
     for record in records:
         unique.setdefault(record.id, record)
-    # Sorted ids give every writer the same lock order (no deadlocks on PostgreSQL).
-    batch = sorted(unique.values(), key=lambda r: r.id)
-    if not batch:
-        return InsertResult(0, len(records))
-    with db.write() as conn:
-        if db.is_sqlite:
-            inserted = _insert_raw_sqlite(conn, batch)
-        else:
-            inserted = _insert_raw_postgres(conn, batch)
-        new = batch if inserted is None else [r for r in batch if r.id in inserted]
-        _add_rollups(db, conn, new, minute_cutoff_s)
-    accepted = len(new)
-    return InsertResult(accepted, len(records) - accepted,
-                        None if accepted == len(records) else frozenset(r.id for r in new))
+    return sorted(unique.values(), key=_record_id)
 
 
 def _insert_sql(db_paramstyle: str) -> str:
@@ -73,66 +152,82 @@ def _insert_sql(db_paramstyle: str) -> str:
             "ON CONFLICT (id) DO NOTHING")
 
 
-def _insert_raw_sqlite(conn: Connection, batch: list[CallRecord]) -> set[str] | None:
-    """Returns the inserted ids, or None when all were inserted (the common case)."""
-    raw = conn.connection.driver_connection
-    assert raw is not None
+def _rollup_sql(table: str, grain_s: int, source: str, where: str) -> str:
+    """Add the sums of ``source``'s rows matching ``where`` to the rollup ``table``.
+
+    Rows come in key order, the lock order every writer shares. ``ts`` is never negative,
+    so integer division is the floor that ``ledger.rollups`` buckets with.
+    """
+    keys = ("bucket", *ROLLUP_DIMENSIONS)
+    updates = ", ".join(f"{m} = {table}.{m} + excluded.{m}" for m in ROLLUP_MEASURES)
+    return (
+        f"INSERT INTO {table} ({', '.join((*keys, *ROLLUP_MEASURES))}) "
+        f"SELECT ts / {grain_s * US} * {grain_s}, coalesce(api_key_id, ''), model, "
+        f"model_category, call_type, {', '.join(_MEASURE_SUMS)} "
+        f"FROM {source} WHERE {where} GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5 "
+        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
+    )
+
+
+def _insert_sqlite(raw: Any, batch: list[CallRecord], minute_from_us: int | None) -> set[str]:
+    """Insert, then roll up the new rows; returns the ids that were already stored.
+
+    The write lock is held (BEGIN IMMEDIATE) and SQLite gives each new row a rowid past the
+    largest one (it only picks others once that reaches 2**63 - 1), so the rows with a rowid
+    above ``before`` are exactly this insert's.
+    """
     cursor = raw.cursor()
-    before = raw.total_changes
-    cursor.execute("SAVEPOINT tallygate_ingest")
-    sql = _insert_sql(db_paramstyle="?")
-    cursor.executemany(sql, [record_row(r) for r in batch])
-    if raw.total_changes - before == len(batch):
-        cursor.execute("RELEASE tallygate_ingest")
-        return None
-    # Some ids were already stored: undo and insert exactly the new ones.
-    cursor.execute("ROLLBACK TO tallygate_ingest")
-    cursor.execute("RELEASE tallygate_ingest")
-    existing: set[str] = set()
-    ids = [r.id for r in batch]
-    for start in range(0, len(ids), _SQLITE_MAX_VARIABLES):
-        chunk = ids[start:start + _SQLITE_MAX_VARIABLES]
-        existing.update(conn.execute(select(calls.c.id).where(calls.c.id.in_(chunk))).scalars())
-    fresh = [r for r in batch if r.id not in existing]
-    cursor.executemany(sql, [record_row(r) for r in fresh])
-    return {r.id for r in fresh}
+    try:
+        before = cursor.execute("SELECT coalesce(max(rowid), 0) FROM calls").fetchone()[0]
+        changes = raw.total_changes
+        cursor.executemany(_insert_sql("?"), record_rows(batch))
+        inserted = raw.total_changes - changes
+        skipped: set[str] = set()
+        if inserted < len(batch):
+            fresh = {row[0] for row in cursor.execute("SELECT id FROM calls WHERE rowid > ?",
+                                                      (before,))}
+            skipped = {r.id for r in batch} - fresh
+        if inserted:
+            cursor.execute(_rollup_sql(rollup_15m.name, GRAIN_15M, "calls", "rowid > ?"),
+                           (before,))
+            if minute_from_us is not None:
+                cursor.execute(_rollup_sql(rollup_1m.name, GRAIN_1M, "calls",
+                                           "rowid > ? AND ts >= ?"), (before, minute_from_us))
+        return skipped
+    finally:
+        cursor.close()
 
 
+def _insert_postgres(raw: Any, batch: list[CallRecord], minute_from_us: int | None) -> set[str]:
+    """COPY (binary: nothing to parse) into a temporary table, INSERT … ON CONFLICT DO
+    NOTHING from it, roll it up.
 
-def _insert_raw_postgres(conn: Connection, batch: list[CallRecord]) -> set[str] | None:
-    """COPY into a temporary table, then one INSERT … ON CONFLICT DO NOTHING RETURNING id."""
-    raw = conn.connection.driver_connection
-    assert raw is not None
+    When the insert skipped some ids, the temporary table first loses every row that this
+    transaction did not insert itself (``xmin`` is the inserting transaction).
+    """
     columns = ", ".join(CALL_COLUMNS)
     with raw.cursor() as cursor:
         cursor.execute("CREATE TEMPORARY TABLE IF NOT EXISTS tallygate_batch "
                        "(LIKE calls INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
-        with cursor.copy(f"COPY tallygate_batch ({columns}) FROM STDIN") as copy:
-            for r in batch:
-                copy.write_row(record_row(r))
+        with cursor.copy(f"COPY tallygate_batch ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(_COPY_TYPES)
+            for row in record_rows(batch):
+                copy.write_row(row)
         cursor.execute(f"INSERT INTO calls ({columns}) SELECT {columns} FROM tallygate_batch "
-                       "ORDER BY id ON CONFLICT (id) DO NOTHING RETURNING id")
-        inserted = {row[0] for row in cursor.fetchall()}
-    return None if len(inserted) == len(batch) else inserted
-
-
-def _add_rollups(db: Database, conn: Connection, records: Sequence[CallRecord],
-                 minute_cutoff_s: int | None) -> None:
-    if not records:
-        return
-    for table, grain, cutoff in ((rollup_15m, GRAIN_15M, None),
-                                 (rollup_1m, GRAIN_1M, minute_cutoff_s)):
-        deltas = rollup_deltas(records, grain, cutoff)
-        if not deltas:
-            continue
-        rows = [(*key, *measures) for key, measures in sorted(deltas.items())]
-        raw = conn.connection.driver_connection
-        assert raw is not None
-        cursor = raw.cursor()
-        try:
-            cursor.executemany(upsert_sql(db, table.name), rows)
-        finally:
-            cursor.close()
+                       "ORDER BY id ON CONFLICT (id) DO NOTHING")
+        inserted = cursor.rowcount
+        skipped: set[str] = set()
+        if inserted < len(batch):
+            cursor.execute("DELETE FROM tallygate_batch b WHERE NOT EXISTS (SELECT 1 FROM calls c "
+                           "WHERE c.id = b.id AND c.xmin = pg_current_xact_id()::xid) "
+                           "RETURNING b.id")
+            skipped = {row[0] for row in cursor.fetchall()}
+        if inserted:
+            cursor.execute(_rollup_sql(rollup_15m.name, GRAIN_15M, "tallygate_batch", "true"))
+            if minute_from_us is not None:
+                cursor.execute(_rollup_sql(rollup_1m.name, GRAIN_1M, "tallygate_batch",
+                                           "ts >= %s"), (minute_from_us,))
+    return skipped
 
 
 def upsert_sql(db: Database, table: str, *, replace: bool = False) -> str:
@@ -157,5 +252,3 @@ def purge_before(db: Database, *, raw_before_us: int | None,
             raw_deleted = conn.execute(delete(calls).where(calls.c.ts < raw_before_us)).rowcount
         minutes = conn.execute(delete(rollup_1m).where(rollup_1m.c.bucket < minute_before_s))
         return raw_deleted, minutes.rowcount
-
-

@@ -1,4 +1,4 @@
-"""The price table."""
+"""The price table and the per-key discounts, each a history of values with start times."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from decimal import Decimal
 
 from sqlalchemy import select
 
-from tallygate.ledger.pricing import Price
+from tallygate.ledger.pricing import Discount, Price
 from tallygate.store.database import Database
-from tallygate.store.schema import prices
+from tallygate.store.schema import key_discounts, prices
 
 
 def list_prices(db: Database) -> list[Price]:
@@ -50,3 +50,25 @@ def set_price(db: Database, price: Price) -> None:
         else:
             conn.execute(prices.insert().values(model=price.model,
                                                 effective_from=price.effective_from_us, **values))
+
+
+def list_discounts(db: Database) -> list[Discount]:
+    with db.read() as conn:
+        rows = conn.execute(select(key_discounts).order_by(key_discounts.c.api_key_id,
+                                                           key_discounts.c.effective_from))
+        return [Discount(row.api_key_id, row.effective_from, Decimal(row.percent))
+                for row in rows]
+
+
+def set_discount(db: Database, discount: Discount) -> None:
+    """A key's discount from ``effective_from_us`` on (replacing one with the same start)."""
+    with db.write() as conn:
+        where = (key_discounts.c.api_key_id == discount.api_key_id,
+                 key_discounts.c.effective_from == discount.effective_from_us)
+        if conn.execute(select(key_discounts.c.api_key_id).where(*where)).first():
+            conn.execute(key_discounts.update().where(*where)
+                         .values(percent=str(discount.percent)))
+        else:
+            conn.execute(key_discounts.insert().values(
+                api_key_id=discount.api_key_id, effective_from=discount.effective_from_us,
+                percent=str(discount.percent)))

@@ -153,3 +153,32 @@ sessions = Table(
     Column("expires_at", BigInteger, nullable=False),
     Index("ix_sessions_expires_at", "expires_at"),
 )
+
+key_discounts = Table(
+    "key_discounts",
+    metadata,
+    # A key's discount (a percentage off the price table) from ``effective_from`` (µs) on,
+    # until its next row: a call is discounted as it was when it was made.
+    Column("api_key_id", String(64), primary_key=True),
+    Column("effective_from", BigInteger, primary_key=True),
+    Column("percent", String(20), nullable=False),  # a decimal string, exact
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    # One row per anomaly sent: its id is the anomaly's, so each is sent once, by whichever
+    # process claims it first. The URL and the secret are settings, never stored.
+    Column("id", String(64), primary_key=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("event", String(50), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("status", String(10), nullable=False),  # pending, delivered, failed
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", BigInteger),
+    Column("last_attempt_at", BigInteger),
+    Column("response_status", Integer),
+    Column("last_error", Text),
+    Column("delivered_at", BigInteger),
+    Index("ix_webhook_deliveries_status", "status", "next_attempt_at"),
+)

@@ -21,6 +21,7 @@ export class TrendChart {
     this.box = box;
     this.message = message;
     this.trend = null;
+    this.anomalies = [];
     this.chart = echarts.init(el, null, { renderer: "canvas" });
     new ResizeObserver(() => this.chart.resize()).observe(el);
   }
@@ -45,6 +46,54 @@ export class TrendChart {
     return Object.entries(legend?.selected ?? {}).filter(([, on]) => !on).map(([name]) => name);
   }
 
+  /** Mark these spikes (from GET /api/v1/anomalies) on the chart; [] removes the marks. */
+  setAnomalies(anomalies) {
+    this.anomalies = anomalies ?? [];
+    if (this.trend && this.trend.series.length) this.render(this.trend, this.options);
+  }
+
+  /** The bucket index an anomaly starts in, or -1. */
+  bucketIndex(anomaly) {
+    const { buckets, granularity } = this.trend;
+    if (anomaly.granularity !== granularity) return -1;
+    if (granularity === "day") return buckets.indexOf(anomaly.start.slice(0, 10));
+    const at = Date.parse(anomaly.start);
+    return buckets.findIndex((b) => Date.parse(b) === at);
+  }
+
+  anomalyText(a) {
+    const who = a.scope === "model" ? a.model : (a.api_key_name ?? a.api_key_id);
+    const value = fmt.integer(Math.round(a.value));
+    const baseline = fmt.integer(Math.round(a.baseline));
+    return t("anomaly.tip", {
+      kind: t(`anomaly.kind.${a.kind}`), who, metric: t(`metric.${a.metric}`),
+      gran: t(`gran.${a.granularity}`), value, baseline,
+      times: (a.baseline > 0 ? a.value / a.baseline : 0).toFixed(1), score: a.score.toFixed(1),
+    });
+  }
+
+  /** markPoint data per series id (spikes of a model) and markLine data (spikes of a key). */
+  anomalyMarks() {
+    const points = {};
+    const lines = [];
+    if (!this.trend) return { points, lines };
+    for (const a of this.anomalies) {
+      if (a.kind !== "spike" || a.metric !== this.trend.metric) continue;
+      const index = this.bucketIndex(a);
+      if (index < 0) continue;
+      const text = this.anomalyText(a);
+      const series = a.scope === "model" ? this.trend.series.find((s) => s.name === a.model) : null;
+      if (series && series.values[index] !== null) {
+        (points[series.name] ??= []).push({
+          coord: [index, Number(series.values[index])], value: "!", name: text, anomalyId: a.id,
+        });
+      } else {
+        lines.push({ xAxis: index, name: text, anomalyId: a.id });
+      }
+    }
+    return { points, lines };
+  }
+
   render(trend, { chartType, currency }) {
     const hidden = this.hiddenSeries();
     this.trend = trend;
@@ -56,6 +105,7 @@ export class TrendChart {
     }
     this.setState("ready");
     const bar = chartType === "bar";
+    const marks = this.anomalyMarks();
     const selected = Object.fromEntries(hidden.map((name) => [name, false]));
     this.chart.setOption({
       animationDuration: 300,
@@ -76,13 +126,33 @@ export class TrendChart {
         type: "value",
         axisLabel: { formatter: (v) => (trend.metric === "cost" ? v : fmt.compact(v)) },
       },
-      series: trend.series.map((s) => ({
+      series: trend.series.map((s, i) => ({
+        ...this.markOptions(marks, s.name, i === 0),
         id: s.name, name: s.label, type: bar ? "bar" : "line", stack: bar ? "total" : undefined,
         data: s.values.map((v) => (v === null ? EMPTY : Number(v))),
         connectNulls: false, showSymbol: true, symbolSize: trend.buckets.length > 200 ? 2 : 5,
         emphasis: { focus: "series" }, barMaxWidth: 36,
       })),
     }, { notMerge: true });
+  }
+
+  markOptions(marks, name, first) {
+    const tooltip = { trigger: "item", confine: true, formatter: (p) => escapeHtml(p.name) };
+    const options = {};
+    if (marks.points[name]) {
+      options.markPoint = {
+        symbol: "pin", symbolSize: 38, itemStyle: { color: "#dc2626" },
+        label: { color: "#fff", fontWeight: "bold" }, tooltip, data: marks.points[name],
+      };
+    }
+    if (first && marks.lines.length) {
+      options.markLine = {
+        symbol: "none", silent: false, tooltip,
+        lineStyle: { color: "#dc2626", type: "dashed", width: 2 },
+        label: { formatter: "!", color: "#dc2626", fontWeight: "bold" }, data: marks.lines,
+      };
+    }
+    return options;
   }
 
   tooltip(params) {

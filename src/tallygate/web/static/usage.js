@@ -153,17 +153,70 @@ async function loadSummary(g, fields) {
   }
 }
 
+const ANOMALY_METRICS = ["requests", "total_tokens"];
+const ANOMALY_GRANULARITIES = ["hour", "day"];
+
+/** The spikes for the chart's filters, metric and granularity; [] when the chart cannot show
+ * them, and [] (logged) when the call fails: the chart must not suffer for it. */
+async function fetchAnomalies(granularity) {
+  if (!ANOMALY_METRICS.includes(state.metric) || !ANOMALY_GRANULARITIES.includes(granularity)) {
+    return [];
+  }
+  const params = { ...st.filterFields(state), kind: "spike", granularity, metric: state.metric };
+  try {
+    return (await getJSON("/api/v1/anomalies", searchParams(params))).data ?? [];
+  } catch (error) {
+    console.error("anomalies could not be loaded:", error);
+    return [];
+  }
+}
+
 async function loadTrend(g = generation) {
   chart.loading();
-  const params = { ...st.filterFields(state), metric: state.metric,
-    granularity: st.effectiveGranularity(state), group_by: "model" };
+  const granularity = st.effectiveGranularity(state);
+  const params = { ...st.filterFields(state), metric: state.metric, granularity, group_by: "model" };
+  const anomalies = fetchAnomalies(granularity);
   try {
     const trend = await getJSON("/api/v1/usage/trend", searchParams(params));
     if (g !== generation) return;
     last.trend = trend;
+    chart.anomalies = [];
     chart.render(trend, { chartType: state.chart, currency: last.summary?.currency ?? "USD" });
   } catch (error) {
     if (g === generation) chart.failed(error, show);
+    return;
+  }
+  const found = await anomalies;
+  if (g === generation) chart.setAnomalies(found);
+}
+
+/** For the admin: a notice naming the keys near a limit or their expiry, linking to /keys. */
+async function loadKeyWarnings() {
+  const box = $("key-warnings");
+  if (!box || document.body.dataset.admin !== "true") return;
+  try {
+    const answer = await getJSON("/api/v1/keys");
+    const flagged = (answer.data ?? answer).filter((k) => k.near_limit || k.near_expiry
+      || (k.warnings ?? []).length);
+    box.replaceChildren();
+    if (!flagged.length) {
+      box.hidden = true;
+      return;
+    }
+    box.append(`${t("usage.keyWarnings")} `);
+    flagged.forEach((key, i) => {
+      const link = document.createElement("a");
+      link.href = "/keys";
+      link.dataset.keyId = key.id;
+      link.textContent = key.name;
+      const why = (key.warnings ?? []).map((w) => t(`keys.warn.${w}`));
+      if (key.near_expiry && !(key.warnings ?? []).includes("expires_soon")) why.push(t("keys.warn.expires_soon"));
+      box.append(...(i ? [", "] : []), link, ...(why.length ? [` (${why.join(", ")})`] : []));
+    });
+    box.hidden = false;
+  } catch (error) {
+    console.error("keys could not be loaded:", error);
+    box.hidden = true;
   }
 }
 
@@ -292,6 +345,7 @@ function rerender() {
     $("range-text").textContent = rangeText(last.summary);
   }
   if (last.trend) chart.render(last.trend, { chartType: state.chart, currency });
+  loadKeyWarnings();
   if (last.breakdown) table.render(last.breakdown, { onSort, onDrill, onCalls });
   calls.reload();
 }
@@ -314,7 +368,7 @@ async function start() {
   showState();
   wireControls();
   dimensionsReady = loadDimensions();
-  await loadAll();
+  await Promise.all([loadAll(), loadKeyWarnings()]);
   document.body.dataset.ready = "true";
 }
 

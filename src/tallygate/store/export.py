@@ -1,0 +1,71 @@
+"""Reading every call record of a range for an export: one query, streamed, flat memory.
+
+``iter_calls`` pages with a new query per 5 000 rows on pooled connections, each of which
+keeps its own page cache (128 MiB on SQLite), so a scan of millions of rows would leave up to
+that much memory behind per connection. An export instead reads on one connection, in one
+read transaction (so it is one consistent snapshot of the ledger), fetching a batch at a time:
+on SQLite with a small page cache for the scan, restored afterwards; on PostgreSQL through a
+server-side cursor.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+from sqlalchemy import ColumnElement, select
+
+from tallygate.ledger.records import CallRecord
+from tallygate.store.database import Database
+from tallygate.store.schema import calls
+from tallygate.store.usage import CallFilter
+
+SCAN_CACHE_KIB = 8192  # SQLite page cache of the exporting connection
+
+
+def call_conditions(f: CallFilter) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if f.api_key_ids:
+        conditions.append(calls.c.api_key_id.in_(f.api_key_ids))
+    if f.models:
+        conditions.append(calls.c.model.in_(f.models))
+    if f.call_types:
+        conditions.append(calls.c.call_type.in_(f.call_types))
+    if f.model_categories:
+        conditions.append(calls.c.model_category.in_(f.model_categories))
+    return conditions
+
+
+def stream_calls(db: Database, f: CallFilter, start_us: int, end_us: int,
+                 batch_size: int = 5000) -> Iterator[CallRecord]:
+    """The records of ``[start_us, end_us)`` matching ``f``, newest first (the order of
+    ``GET /api/v1/usage/calls``)."""
+    query = (select(calls).where(calls.c.ts >= start_us, calls.c.ts < end_us,
+                                 *call_conditions(f))
+             .order_by(calls.c.ts.desc(), calls.c.id.desc()))
+    with db.read() as conn:
+        previous_cache = None
+        if db.is_sqlite:
+            previous_cache = conn.exec_driver_sql("PRAGMA cache_size").scalar()
+            conn.exec_driver_sql(f"PRAGMA cache_size = -{SCAN_CACHE_KIB}")
+        try:
+            result = conn.execution_options(stream_results=True,
+                                            yield_per=batch_size).execute(query)
+            for rows in result.partitions():
+                for row in rows:
+                    yield CallRecord(
+                        id=row.id, ts_us=row.ts, api_key_id=row.api_key_id, model=row.model,
+                        model_category=row.model_category, call_type=row.call_type,
+                        endpoint=row.endpoint, status_code=row.status_code,
+                        input_tokens=row.input_tokens, output_tokens=row.output_tokens,
+                        cached_input_tokens=row.cached_input_tokens,
+                        reasoning_tokens=row.reasoning_tokens, total_tokens=row.total_tokens,
+                        cost_nano=row.cost_nano, latency_ms=row.latency_ms,
+                        ttft_ms=row.ttft_ms, estimated=bool(row.estimated),
+                        metadata=None if row.metadata is None else json.loads(row.metadata),
+                    )
+        finally:
+            if previous_cache is not None:
+                # Shrinking the cache frees the scan's pages; the dashboard's queries get
+                # their large cache back.
+                conn.exec_driver_sql(f"PRAGMA cache_size = {int(previous_cache)}")

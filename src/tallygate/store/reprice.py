@@ -1,0 +1,115 @@
+"""Repricing stored calls: new costs on raw records and the same change on their rollups,
+in one transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, select, tuple_, update
+
+from tallygate.ledger.rollups import GRAIN_1M, GRAIN_15M
+from tallygate.store.database import Database
+from tallygate.store.export import call_conditions
+from tallygate.store.schema import calls, rollup_1m, rollup_15m
+from tallygate.store.usage import CallFilter
+
+US = 1_000_000
+BATCH = 5000
+
+# What the new cost of one call is computed from (a raw row's columns, in this order).
+PRICED_COLUMNS = ("id", "ts", "api_key_id", "model", "model_category", "call_type",
+                  "status_code", "input_tokens", "cached_input_tokens", "output_tokens",
+                  "cost_nano")
+NewCost = Callable[[Any], int | None]  # a row → its new cost, or None to leave it alone
+
+
+@dataclass(slots=True)
+class RepriceCounts:
+    examined: int = 0
+    changed: int = 0
+    skipped: int = 0  # rows ``new_cost`` left alone (no price in force)
+    before_nano: int = 0  # the examined calls' cost before
+    after_nano: int = 0  # and after
+    by_model: dict[str, list[int]] = field(default_factory=dict)  # model → [changed, before, after]
+
+
+def reprice_calls(db: Database, start_us: int, end_us: int, call_filter: CallFilter,
+                  new_cost: NewCost, *, write: bool) -> RepriceCounts:
+    """Give each raw call in ``[start_us, end_us)`` matching ``call_filter`` the cost
+    ``new_cost`` says, and move both rollup grains' cost by the same amounts, all in one
+    transaction (or, without ``write``, only count what would change)."""
+    counts = RepriceCounts()
+    deltas: dict[str, dict[tuple[int, str, str, str, str], int]] = {
+        rollup_15m.name: {}, rollup_1m.name: {}}
+    if not write:
+        with db.read() as conn:
+            _walk(conn, start_us, end_us, call_filter, new_cost, counts, deltas, write=False)
+        return counts
+    with db.write() as conn:
+        _walk(conn, start_us, end_us, call_filter, new_cost, counts, deltas, write=True)
+        for table, grain_deltas in ((rollup_15m, deltas[rollup_15m.name]),
+                                    (rollup_1m, deltas[rollup_1m.name])):
+            changes = [{"b_bucket": key[0], "b_key": key[1], "b_model": key[2],
+                        "b_category": key[3], "b_type": key[4], "b_delta": delta}
+                       for key, delta in sorted(grain_deltas.items()) if delta]
+            if changes:
+                # A minute row already past its retention is simply not there to update.
+                conn.execute(
+                    update(table).where(
+                        table.c.bucket == bindparam("b_bucket"),
+                        table.c.api_key_id == bindparam("b_key"),
+                        table.c.model == bindparam("b_model"),
+                        table.c.model_category == bindparam("b_category"),
+                        table.c.call_type == bindparam("b_type"))
+                    .values(cost_nano=table.c.cost_nano + bindparam("b_delta")),
+                    changes)
+    return counts
+
+
+def _walk(conn: Connection, start_us: int, end_us: int, call_filter: CallFilter,
+          new_cost: NewCost, counts: RepriceCounts,
+          deltas: dict[str, dict[tuple[int, str, str, str, str], int]], *, write: bool) -> None:
+    columns = [calls.c[name] for name in PRICED_COLUMNS]
+    after: tuple[int, str] | None = None
+    fine, coarse = deltas[rollup_1m.name], deltas[rollup_15m.name]
+    set_cost = (update(calls).where(calls.c.id == bindparam("b_id"))
+                .values(cost_nano=bindparam("b_cost")))
+    while True:
+        conditions = [calls.c.ts >= start_us, calls.c.ts < end_us,
+                      *call_conditions(call_filter)]
+        if after is not None:
+            conditions.append(tuple_(calls.c.ts, calls.c.id) > tuple_(*after))
+        rows = conn.execute(select(*columns).where(*conditions)
+                            .order_by(calls.c.ts, calls.c.id).limit(BATCH)).all()
+        changed = []
+        for row in rows:
+            cost = new_cost(row)
+            counts.examined += 1
+            counts.before_nano += row.cost_nano
+            if cost is None:
+                counts.skipped += 1
+                counts.after_nano += row.cost_nano
+                continue
+            counts.after_nano += cost
+            delta = cost - row.cost_nano
+            if not delta:
+                continue
+            counts.changed += 1
+            per_model = counts.by_model.setdefault(row.model, [0, 0, 0])
+            per_model[0] += 1
+            per_model[1] += row.cost_nano
+            per_model[2] += cost
+            changed.append({"b_id": row.id, "b_cost": cost})
+            dims = (row.api_key_id or "", row.model, row.model_category, row.call_type)
+            key15 = (row.ts // (GRAIN_15M * US) * GRAIN_15M, *dims)
+            key1 = (row.ts // (GRAIN_1M * US) * GRAIN_1M, *dims)
+            coarse[key15] = coarse.get(key15, 0) + delta
+            fine[key1] = fine.get(key1, 0) + delta
+        if write and changed:
+            conn.execute(set_cost, changed)
+        if len(rows) < BATCH:
+            return
+        after = (rows[-1].ts, rows[-1].id)
+

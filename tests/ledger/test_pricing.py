@@ -1,0 +1,114 @@
+"""Prices over time and key discounts: exact decimal money, the price in force at each call."""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_EVEN, Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tallygate.ledger.ingest import ingest_events
+from tallygate.ledger.pricing import Discount, DiscountTable, Price, PriceTable
+from tallygate.ledger.service import Ledger
+from tallygate.store import prices as price_store
+
+US = 1_000_000
+T0 = 1_700_000_000 * US
+
+
+def _price(model: str = "m", start: int = 0, **fields: str) -> Price:
+    values = {"input_per_million": "0.50", "output_per_million": "2.00",
+              "cached_input_per_million": "0.10", "per_call": "0"} | fields
+    return Price(model, start, Decimal(values["input_per_million"]),
+                 Decimal(values["output_per_million"]),
+                 None if values["cached_input_per_million"] is None
+                 else Decimal(values["cached_input_per_million"]),
+                 Decimal(values["per_call"]))
+
+
+def test_a_call_is_priced_at_the_price_in_force_when_it_was_made() -> None:
+    table = PriceTable([_price(start=T0, input_per_million="1"), _price(start=0),
+                        _price(start=T0 + 10 * US, input_per_million="3")])
+    assert table.cost_nano("m", T0 - 1, 1_000_000, 0, 0) == 500_000_000
+    assert table.cost_nano("m", T0, 1_000_000, 0, 0) == 1_000_000_000
+    assert table.cost_nano("m", T0 + 10 * US, 1_000_000, 0, 0) == 3_000_000_000
+    assert table.cost_nano("unpriced", T0, 1_000_000, 0, 0) == 0
+    assert [p.effective_from_us for p in table.history("m")] == [0, T0, T0 + 10 * US]
+
+
+def test_cached_tokens_and_the_per_call_price() -> None:
+    service = _price(per_call="0.0015", cached_input_per_million=None)
+    # 1000 input of which 400 cached at the input price (no cached price), 0 output.
+    assert service.cost_nano(1000, 400, 0) == 500_000 + 1_500_000
+    assert service.cost_nano(1000, 400, 0, succeeded=False) == 500_000  # no call fee
+    chat = _price()
+    assert chat.cost_nano(1000, 400, 100) == (600 * 500 + 400 * 100 + 100 * 2000)
+
+
+def test_discounts_apply_from_their_start_per_key() -> None:
+    table = PriceTable([_price(input_per_million="1")])
+    discounts = DiscountTable([Discount("k", T0, Decimal("12.5")),
+                               Discount("k", T0 + US, Decimal(0)),
+                               Discount("other", 0, Decimal(100))])
+    assert discounts.percent_at("k", T0 - 1) == 0
+    assert discounts.percent_at("k", T0) == Decimal("12.5")
+    assert discounts.percent_at("k", T0 + US) == 0
+    assert discounts.percent_at(None, T0) == 0
+    assert discounts.current("k", T0 + US) == 0 and discounts.current("nobody", T0) is None
+    cost = table.cost_nano("m", T0, 3, 0, 0, discount_percent=discounts.percent_at("k", T0))
+    # 3 tokens at 1 per million = 3000 nano; 12.5 % off = 2625 exactly.
+    assert cost == 2625
+    assert table.cost_nano("m", T0, 3, 0, 0, discount_percent=Decimal(100)) == 0
+
+
+prices_st = st.decimals(min_value=0, max_value=100, places=6, allow_nan=False)
+
+
+@given(inputs=st.integers(0, 10**7), cached_share=st.floats(0, 1),
+       outputs=st.integers(0, 10**7), input_price=prices_st, cached_price=prices_st,
+       output_price=prices_st, per_call=st.decimals(0, 1, places=6), status=st.sampled_from(
+           [200, 201, 400, 429, 500]), percent=st.decimals(0, 100, places=3))
+def test_cost_is_the_exact_decimal_rounded_once(inputs: int, cached_share: float,
+                                                outputs: int, input_price: Decimal,
+                                                cached_price: Decimal, output_price: Decimal,
+                                                per_call: Decimal, status: int,
+                                                percent: Decimal) -> None:
+    cached = int(inputs * cached_share)
+    price = Price("m", 0, input_price, output_price, cached_price, per_call)
+    expected = ((inputs - cached) * input_price + cached * cached_price
+                + outputs * output_price) / Decimal(10**6)
+    if status < 400:
+        expected += per_call
+    expected = expected * (100 - percent) / 100
+    nano = int((expected * 10**9).to_integral_value(rounding=ROUND_HALF_EVEN))
+    assert PriceTable([price]).cost_nano("m", 5, inputs, cached, outputs, status,
+                                         percent) == nano
+
+
+def test_ledger_cost_of_uses_the_stored_prices_and_discounts(ledger: Ledger) -> None:
+    price_store.set_price(ledger.db, _price(input_per_million="2"))
+    price_store.set_discount(ledger.db, Discount("k", T0, Decimal(25)))
+    ledger.prices_changed()
+    assert ledger.cost_of("m", T0, 1000, 0, 0, 200, "k") == 1_500_000
+    assert ledger.cost_of("m", T0 - 1, 1000, 0, 0, 200, "k") == 2_000_000
+    assert ledger.cost_of("m", T0, 1000, 0, 0, 200, None) == 2_000_000
+    # Ingested events without a cost are priced the same way, discount included.
+    result = ingest_events(ledger, [
+        {"id": "e1", "ts": T0 / US, "model": "m", "api_key_id": "k", "input_tokens": 1000},
+        {"id": "e2", "ts": T0 / US, "model": "m", "api_key_id": "k", "input_tokens": 1000,
+         "cost": "0.5"}])
+    assert result.accepted == 2
+    from tallygate.store.usage import CallFilter, iter_calls
+
+    costs = {r.id: r.cost_nano for r in iter_calls(ledger.db, CallFilter(), 0, 2**62)}
+    assert costs == {"e1": 1_500_000, "e2": 500_000_000}  # a reported cost is kept as it is
+
+
+def test_set_price_checks_currency_and_amounts(ledger: Ledger) -> None:
+    with pytest.raises(ValueError, match="currency"):
+        ledger.set_price(Price("m", 0, Decimal(1), Decimal(1), currency="EUR"))
+    with pytest.raises(ValueError, match="input_per_million"):
+        ledger.set_price(Price("m", 0, Decimal(-1), Decimal(1)))
+    ledger.set_price(Price("m", 0, Decimal("0.1"), Decimal(1)))
+    assert ledger.prices().price_at("m", 1) == Price("m", 0, Decimal("0.1"), Decimal(1))
