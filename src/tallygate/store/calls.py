@@ -55,7 +55,7 @@ def _copy_type(column: Column[Any]) -> str:
 _COPY_TYPES = [_copy_type(column) for column in calls.columns]
 
 # What one raw row adds to each rollup measure (ROLLUP_MEASURES order). The status classes
-# are those of ``ledger.rollups.status_class``: < 400 success, 429 rate limited, else failed.
+# are those of ``store.usage.raw_measure``: < 400 success, 429 rate limited, else failed.
 _MEASURE_SUMS = (
     "count(*)",
     "sum(CASE WHEN status_code < 400 THEN 1 ELSE 0 END)",
