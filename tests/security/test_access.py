@@ -103,12 +103,10 @@ def test_the_pages_need_a_session_and_keys_needs_the_admin(
     assert client.get("/api/v1/keys").status_code == 403
     # ...and ends with the key: disabled, its session no longer opens any data.
     KeyService(client.app.state.db).set_status(seeded.alpha_id, "disabled", "test")  # type: ignore[attr-defined]
-    assert client.get("/api/v1/usage/summary").status_code == 403
+    ended = client.get("/api/v1/usage/summary")
+    assert ended.status_code == 401 and ended.json()["error"]["code"] == "session_expired"
 
 
-@pytest.mark.xfail(strict=True, reason="minor: a disabled key's page session still gets the "
-                   "page shell (its data calls are refused): web/pages.py _session does not "
-                   "check the key, and disabling does not end the key's sessions")
 def test_disabling_a_key_ends_its_page_sessions(running: tuple[TestClient, Seeded]) -> None:
     client, seeded = running
     sign_in(client, seeded.alpha)

@@ -168,7 +168,7 @@ async def ingest(request: Request,
                            code="body_too_large")
     try:
         payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ApiError(400, f"The body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("events"), list):
         raise ApiError(400, 'The body must be {"events": [record, ...]}', param="events")

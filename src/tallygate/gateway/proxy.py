@@ -295,7 +295,7 @@ class Gateway:
             reasoning_tokens=usage.reasoning_tokens,
             total_tokens=usage.input_tokens + usage.output_tokens, cost_nano=cost,
             latency_ms=call.elapsed_ms(), ttft_ms=ttft_ms, estimated=usage.estimated,
-            metadata=({"request_id": call.request_id} | (call.tags or {})),
+            metadata=(call.tags or {}) | {"request_id": call.request_id},
         )
 
     async def _record(self, call: Call, status: int, usage: Usage | None) -> None:

@@ -36,6 +36,13 @@ def _check_no_nul(value: str | list[str] | None) -> str | list[str] | None:
     return value
 
 
+def _only_text_times(value: object) -> object:
+    """An expiry is an RFC 3339 time: a bare number (0 = 1970) is refused, not guessed at."""
+    if value is not None and not isinstance(value, str | datetime):
+        raise ValueError("must be an RFC 3339 time such as 2027-01-01T00:00:00Z")
+    return value
+
+
 def _check_aware(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         raise ValueError("must carry a time-zone offset (e.g. 2027-01-01T00:00:00Z)")
@@ -63,6 +70,7 @@ class KeyFields(BaseModel):
         "calls, from now on (past calls keep the cost they were made at); null or 0: none.")
 
     _ips = field_validator("allowed_ips")(_check_ips)
+    _text_time = field_validator("expires_at", mode="before")(_only_text_times)
     _aware = field_validator("expires_at")(_check_aware)
     _no_nul = field_validator("name", "owner", "tags", "allowed_models",
                               check_fields=False)(_check_no_nul)

@@ -178,6 +178,8 @@ class KeyService:
         stored = key_store.update_key(self.db, key_id, values)
         if stored is None:
             raise KeyNotFound(key_id)
+        if values.get("status") == "disabled":
+            delete_sessions_of_key(self.db, key_id)
         audited = {k: (str(v) if k == "budget_nano" else v) for k, v in values.items()
                    if k != "updated_at"}
         self._changed(actor, "key.update", key_id, audited)

@@ -13,6 +13,7 @@ from fastapi.templating import Jinja2Templates
 from tallygate import __version__
 from tallygate.keys.secrets import hash_secret, same_hash
 from tallygate.keys.service import KeyService, effective_status
+from tallygate.store.keys import get_key
 from tallygate.web.sessions import COOKIE, Session, Sessions, SignInBrake
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
@@ -25,7 +26,14 @@ def _session(request: Request) -> tuple[str, Session] | None:
         return None
     sessions: Sessions = request.app.state.sessions
     session = sessions.find(token)
-    return None if session is None else (token, session)
+    if session is None:
+        return None
+    if session.api_key_id is not None:
+        key = get_key(request.app.state.db, session.api_key_id)
+        if key is None or effective_status(key) != "active":
+            sessions.end(token)  # the key was disabled, expired or deleted
+            return None
+    return token, session
 
 
 def _page(request: Request, template: str, session: Session, **context: Any) -> HTMLResponse:
