@@ -68,7 +68,10 @@ def test_anomalies_list(db: Database, cli: Run) -> None:
                              api_key_id="k") for i in range(60)]
                  + [CallRecord(id="n", ts_us=int(now.timestamp()) * US - hour, model="m2",
                                call_type="model", api_key_id="k")])
-    out = json.loads(cli("anomalies", "list", "--period", "1d", "--json").output)
+    # The last two hours, not "today": near midnight UTC today has not lasted an hour yet.
+    window = ("--start", (now - timedelta(hours=2)).isoformat(),
+              "--end", (now + timedelta(minutes=1)).isoformat())
+    out = json.loads(cli("anomalies", "list", *window, "--json").output)
     assert [(a["kind"], a["model"]) for a in out["data"]] == [("new_model", "m2")]
     table = cli("anomalies", "list", "--period", "3d", "--kind", "new_model")
     assert table.exit_code == 0 and "first time" in table.output
