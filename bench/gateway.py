@@ -135,11 +135,12 @@ def main(argv: list[str] | None = None) -> int:
         _wait_quiet(args.wait_quiet)
     load_before = _uptime()
     console.print(f"[bold]gateway benchmark[/bold]  load before: {load_before}")
-    litellm_version = None if args.skip_litellm else ensure_litellm(console.print)
+    litellm_version = None if args.skip_litellm else ensure_litellm(
+        lambda text: console.print(text, markup=False))
     if litellm_version:
         console.print(f"LiteLLM proxy {litellm_version} (pinned: litellm[proxy]=="
                       f"{LITELLM_VERSION})", markup=False)
-    workdir = Path(tempfile.mkdtemp(prefix="tallygate-bench-"))
+    workdir = Path(tempfile.mkdtemp(prefix="tallygate-gateway-bench-"))
     servers: list[Server] = []
     started = time.perf_counter()
     cpu_before = _machine_cpu()
@@ -263,26 +264,31 @@ def check_answers(targets: list[Target]) -> None:
 
 
 def overhead(plan: Plan, workdir: Path, targets: list[Target]) -> list[dict[str, Any]]:
+    """Each rate twice: as the brief's ``hey -c N -q R/N`` (N workers whose tickers start
+    together, so the calls come in bursts of N every N/R seconds) and as ``hey -c 1 -q R``
+    (one worker: evenly spaced calls, while each takes less than 1/R)."""
     rows = []
     for index, (rate, workers, per_worker) in enumerate(RATES):
         body = workdir / f"body-rate-{rate}.json"
         body.write_bytes(chat_body(100 + index))
-        row: dict[str, Any] = {"rate": rate, "hey": f"-c {workers} -q {per_worker}"}
-        for target in targets:
-            hey(target.url, body, target.headers, concurrency=workers,
-                rate_per_worker=per_worker, duration_s=plan.warmup_s)
-            cpu_before = cpu_seconds(target.pid)
-            measured = hey(target.url, body, target.headers, concurrency=workers,
-                           rate_per_worker=per_worker, duration_s=plan.duration_s)
-            row[target.name] = _hey_figures(measured, cpu_seconds(target.pid) - cpu_before)
-            console.print(f"  {rate}/s {target.name:9} p50 {measured.p50_ms:6.2f} ms  "
-                          f"p99 {measured.p99_ms:6.2f} ms  {measured.rps:7.1f}/s  "
-                          f"ok {measured.success_pct:.1f} %")
-        for name in ("tallygate", "litellm"):
-            if name in row:
-                row[name]["overhead_p50_ms"] = row[name]["p50_ms"] - row["direct"]["p50_ms"]
-                row[name]["overhead_p99_ms"] = row[name]["p99_ms"] - row["direct"]["p99_ms"]
-        rows.append(row)
+        for arrivals, c, q in (("bursts", workers, per_worker), ("even", 1, rate)):
+            row: dict[str, Any] = {"rate": rate, "arrivals": arrivals, "hey": f"-c {c} -q {q}"}
+            for target in targets:
+                hey(target.url, body, target.headers, concurrency=c, rate_per_worker=q,
+                    duration_s=plan.warmup_s)
+                cpu_before = cpu_seconds(target.pid)
+                measured = hey(target.url, body, target.headers, concurrency=c,
+                               rate_per_worker=q, duration_s=plan.duration_s)
+                row[target.name] = _hey_figures(measured,
+                                                cpu_seconds(target.pid) - cpu_before)
+                console.print(f"  {rate}/s {arrivals:6} {target.name:9} p50 "
+                              f"{measured.p50_ms:6.2f} ms  p99 {measured.p99_ms:6.2f} ms  "
+                              f"{measured.rps:7.1f}/s  ok {measured.success_pct:.1f} %")
+            for name in ("tallygate", "litellm"):
+                if name in row:
+                    row[name]["overhead_p50_ms"] = row[name]["p50_ms"] - row["direct"]["p50_ms"]
+                    row[name]["overhead_p99_ms"] = row[name]["p99_ms"] - row["direct"]["p99_ms"]
+            rows.append(row)
     return rows
 
 
@@ -412,8 +418,11 @@ def judge(results: dict[str, Any], *, with_litellm: bool) -> list[Bar]:
     bars: list[Bar] = []
     for row in results["overhead"]:
         tg = row["tallygate"]
-        bars.append(Bar(f"overhead p50 at {row['rate']}/s", tg["overhead_p50_ms"], "ms", 1.0))
-        bars.append(Bar(f"overhead p99 at {row['rate']}/s", tg["overhead_p99_ms"], "ms", 5.0))
+        shape = {"bursts": "in bursts", "even": "evenly spaced"}[row.get("arrivals", "bursts")]
+        bars.append(Bar(f"overhead p50 at {row['rate']}/s, {shape}", tg["overhead_p50_ms"],
+                        "ms", 1.0))
+        bars.append(Bar(f"overhead p99 at {row['rate']}/s, {shape}", tg["overhead_p99_ms"],
+                        "ms", 5.0))
     c16 = results["throughput"][0]
     bars.append(Bar("throughput c=16: success", c16["tallygate"]["success_pct"], "%", 100.0,
                     at_most=False))

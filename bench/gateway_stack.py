@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LITELLM_VERSION = "1.100.5"  # PRODUCT.md's anchor
-LITELLM_VENV = Path("/tmp/tallygate-bench-litellm")
+# Not under a "tallygate-bench-*" name: another benchmark cleans those up.
+LITELLM_VENV = Path("/tmp/tallygate-gateway-litellm")
 MODEL = "bench-model"
 TALLYGATE = Path(sys.executable).parent / "tallygate"
 

@@ -89,7 +89,8 @@ class Minute:
     plain_p50_ms: float = 0.0
     rss_mb: float = 0.0
     open_files: int = 0
-    cpu_pct: float = 0.0
+    gateway_cores: float = 0.0
+    other_cores: float = 0.0  # busy with work that is not this benchmark's
 
 
 @dataclass(slots=True)
@@ -175,6 +176,32 @@ def ledger_request_ids(database: Path) -> list[str]:
 
 # -- the soak ------------------------------------------------------------------------------
 
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """The gateway's memory and files, and CPU seconds so far: the machine's (all cores), the
+    gateway's, and the soak's own (this load generator and the fake upstream)."""
+
+    at: float
+    rss_mb: float
+    open_files: int
+    gateway_cpu: float
+    soak_cpu: float
+    machine_cpu: float
+
+    @classmethod
+    def take(cls, gateway: Server, upstream: Server) -> Sample:
+        times = os.times()
+        return cls(time.monotonic(), rss_mb(gateway.pid), open_files(gateway.pid),
+                   cpu_seconds(gateway.pid),
+                   times.user + times.system + cpu_seconds(upstream.pid), machine_busy())
+
+
+def machine_busy() -> float:
+    """CPU seconds all cores have been busy since boot."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def run_soak(workdir: Path, minutes: float, rate: float, stream_share: float,
              say: Any) -> dict[str, Any]:
     upstream = start_fake_upstream(workdir)
@@ -182,15 +209,12 @@ def run_soak(workdir: Path, minutes: float, rate: float, stream_share: float,
     gateway = start_tallygate(workdir, setup, "soak-tallygate.log")
     trace = load_trace()["conv"].token_pairs
     bodies = Bodies(list(trace), stream_share)
-    samples: dict[int, tuple[float, int, float, float]] = {}
-    started = time.monotonic()
-    samples[0] = (rss_mb(gateway.pid), open_files(gateway.pid), cpu_seconds(gateway.pid),
-                  started)
+    samples = {0: Sample.take(gateway, upstream)}
 
     def sample(minute: int) -> None:
-        samples[minute] = (rss_mb(gateway.pid), open_files(gateway.pid),
-                           cpu_seconds(gateway.pid), time.monotonic())
-        say(f"  minute {minute}: gateway RSS {samples[minute][0]:.1f} MB")
+        samples[minute] = Sample.take(gateway, upstream)
+        say(f"  minute {minute}: gateway RSS {samples[minute].rss_mb:.1f} MB, "
+            f"{samples[minute].open_files} open files")
 
     monitor = LoadMonitor()
     try:
@@ -198,6 +222,10 @@ def run_soak(workdir: Path, minutes: float, rate: float, stream_share: float,
         calls = asyncio.run(steady_load(gateway.base_url, setup.api_key, bodies, rate,
                                         minutes * 60, sample))
         load = monitor.finish()
+        # Idle past every keep-alive (the gateway's upstream pool keeps one 30 s): what is
+        # still held now is held for good.
+        time.sleep(35)
+        idle = Sample.take(gateway, upstream)
     finally:
         gateway.stop()
         upstream.stop()
@@ -210,18 +238,24 @@ def run_soak(workdir: Path, minutes: float, rate: float, stream_share: float,
             "calls": len(calls), "answered": len(answered),
             "failed": len(calls) - len(answered), "missing_from_ledger": len(missing),
             "stored_twice": len(stored) - len(set(stored)), "per_minute": rows,
+            "before": {"rss_mb": round(samples[0].rss_mb, 1),
+                       "open_files": samples[0].open_files},
+            "idle_after": {"rss_mb": round(idle.rss_mb, 1), "open_files": idle.open_files},
             "drift": drift(rows), "load": load}
 
 
 def per_minute(calls: list[Call], first_due: float,
-               samples: dict[int, tuple[float, int, float, float]]) -> list[dict[str, Any]]:
+               samples: dict[int, Sample]) -> list[dict[str, Any]]:
     rows = []
     for minute in sorted(m for m in samples if m > 0):
         these = [c for c in calls if minute - 1 <= (c.due - first_due) / 60 < minute]
         if not these:
             continue
-        rss, files, cpu, at = samples[minute]
-        _, _, cpu_before, at_before = samples[minute - 1]
+        now, before = samples[minute], samples[minute - 1]
+        wall = max(now.at - before.at, 1e-9)
+        gateway = (now.gateway_cpu - before.gateway_cpu) / wall
+        soak = (now.soak_cpu - before.soak_cpu) / wall
+        busy = (now.machine_cpu - before.machine_cpu) / wall
 
         def p50(selected: list[Call]) -> float:
             return round(percentile([c.latency_ms for c in selected if c.ok], 50), 1)
@@ -231,8 +265,9 @@ def per_minute(calls: list[Call], first_due: float,
             p99_ms=round(percentile([c.latency_ms for c in these if c.ok], 99), 1),
             stream_p50_ms=p50([c for c in these if c.stream]),
             plain_p50_ms=p50([c for c in these if not c.stream]),
-            rss_mb=round(rss, 1), open_files=files,
-            cpu_pct=round(100 * (cpu - cpu_before) / max(at - at_before, 1e-9), 1))))
+            rss_mb=round(now.rss_mb, 1), open_files=now.open_files,
+            gateway_cores=round(gateway, 2),
+            other_cores=round(max(busy - gateway - soak, 0.0), 2))))
     return rows
 
 
@@ -326,25 +361,30 @@ def markdown(result: dict[str, Any]) -> str:
             f"process (SQLite, batched durability), {soak['stream_share']:.0%} of them "
             "streamed, bodies shaped by the Azure LLM trace; the fake upstream answers after "
             "20 ms, streams in 2–32 chunks 5 ms apart. Latency is end to end, from the moment "
-            "a call was due. The machine was shared: on average "
-            f"{load['cores_busy']:g} of 2 cores busy, {load['cores_other']:g} of them by "
-            f"other work (load average {load['loadavg_1m_before']:g} before, "
-            f"{load['loadavg_1m_after']:g} after).", "",
+            "a call was due. The machine was shared with other work (other benchmarks): its "
+            "cores are in the last column; the load average was "
+            f"{load['loadavg_1m_before']:g} before and {load['loadavg_1m_after']:g} after.",
+            "",
             markdown_table(
                 ["minute", "calls", "answered", "p50 ms", "p99 ms", "plain p50", "stream p50",
-                 "RSS MB", "open files", "gateway CPU"],
+                 "RSS MB", "open files", "gateway cores", "other work, cores"],
                 [[str(r["minute"]), str(r["calls"]), str(r["ok"]), f"{r['p50_ms']:g}",
                   f"{r['p99_ms']:g}", f"{r['plain_p50_ms']:g}", f"{r['stream_p50_ms']:g}",
-                  f"{r['rss_mb']:g}", str(r["open_files"]), f"{r['cpu_pct']:g} %"]
+                  f"{r['rss_mb']:g}", str(r["open_files"]), f"{r['gateway_cores']:g}",
+                  f"{r['other_cores']:g}"]
                  for r in soak["per_minute"]]), ""]
         d = soak["drift"]
+        before, idle = soak["before"], soak["idle_after"]
         lines += [
             f"**Drift**, minute {d['to_minute']} against minute {d['from_minute']}: p50 "
             f"{d['p50_ms']:+g} ms, p99 {d['p99_ms']:+g} ms, RSS {d['rss_mb']:+g} MB "
             f"({d['rss_mb_per_minute']:+g} MB/min by least squares), open files "
-            f"{d['open_files']:+d}. **Ledger**: {soak['answered']:,} calls answered, "
-            f"{soak['missing_from_ledger']} missing from the ledger, {soak['stored_twice']} "
-            f"stored twice; {soak['failed']} calls failed.", ""]
+            f"{d['open_files']:+d}. **Idle 35 s after the load** (past every keep-alive): RSS "
+            f"{idle['rss_mb']:g} MB, {idle['open_files']} open files (before the load: "
+            f"{before['rss_mb']:g} MB, {before['open_files']}). **Ledger**: "
+            f"{soak['answered']:,} calls answered, {soak['missing_from_ledger']} missing from "
+            f"the ledger, {soak['stored_twice']} stored twice; {soak['failed']} calls "
+            "failed.", ""]
     kills = result.get("kills")
     if kills:
         rows = []

@@ -72,8 +72,8 @@ def resolve_upstreams(routes: list[Route]) -> dict[str, Upstream]:
 
 
 def make_client(connect_timeout_s: float, read_timeout_s: float) -> aiohttp.ClientSession:
-    """aiohttp rather than httpx: measured here, it forwards about ten times the requests per
-    second of httpx on one core (docs/benchmarks.md), and the client is the hot path.
+    """aiohttp rather than httpx: its client costs far less CPU per call, and the client is
+    the hot path (about a quarter of what a relayed call costs, docs/benchmarks.md).
 
     No cookie jar: one client serves every API key, so a cookie an upstream set for one
     caller must never ride along on another's call. No ``Accept-Encoding``: bodies are
