@@ -18,22 +18,14 @@ from sqlalchemy import ColumnElement, select
 from tallygate.ledger.records import CallRecord
 from tallygate.store.database import Database
 from tallygate.store.schema import calls
-from tallygate.store.usage import CallFilter
+from tallygate.store.usage import CallFilter, filter_conditions
 
 SCAN_CACHE_KIB = 8192  # SQLite page cache of the exporting connection
 
 
 def call_conditions(f: CallFilter) -> list[ColumnElement[bool]]:
-    conditions: list[ColumnElement[bool]] = []
-    if f.api_key_ids:
-        conditions.append(calls.c.api_key_id.in_(f.api_key_ids))
-    if f.models:
-        conditions.append(calls.c.model.in_(f.models))
-    if f.call_types:
-        conditions.append(calls.c.call_type.in_(f.call_types))
-    if f.model_categories:
-        conditions.append(calls.c.model_category.in_(f.model_categories))
-    return conditions
+    """The filter's conditions on raw calls: the same ones every usage query applies."""
+    return filter_conditions(calls, f)
 
 
 def stream_calls(db: Database, f: CallFilter, start_us: int, end_us: int,

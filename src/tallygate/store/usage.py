@@ -155,7 +155,8 @@ def _bucket_columns(spec: Aggregate, t: ColumnElement[Any]) -> list[ColumnElemen
     return [bucket, shown_offset.label("o")]
 
 
-def _filters(table: Table, f: CallFilter) -> list[ColumnElement[bool]]:
+def filter_conditions(table: Table, f: CallFilter) -> list[ColumnElement[bool]]:
+    """The conditions of a filter on the raw ``calls`` table or on a rollup table."""
     conditions: list[ColumnElement[bool]] = []
     if f.api_key_ids:
         conditions.append(table.c.api_key_id.in_(f.api_key_ids))
@@ -174,7 +175,7 @@ def _rollup_select(table: Table, spec: Aggregate, start_s: int, end_s: int) -> S
         *_bucket_columns(spec, t),
         *(table.c[d] for d in spec.dimensions),
         *(table.c[m] for m in spec.measures),
-    ).where(t >= start_s, t < end_s, *_filters(table, spec.filter))
+    ).where(t >= start_s, t < end_s, *filter_conditions(table, spec.filter))
     return _grouped(spec, inner)
 
 
@@ -205,7 +206,7 @@ def _raw_select(spec: Aggregate, edges: list[tuple[int, int]]) -> Select[Any]:
         *_bucket_columns(spec, t),
         *dims,
         *(raw_measure(m) for m in spec.measures),
-    ).where(in_edges, *_filters(calls, spec.filter))
+    ).where(in_edges, *filter_conditions(calls, spec.filter))
     return _grouped(spec, inner)
 
 
@@ -252,7 +253,7 @@ def iter_calls(db: Database, f: CallFilter, start_us: int, end_us: int, *,
     while remaining is None or remaining > 0:
         size = batch_size if remaining is None else min(batch_size, remaining)
         conditions = [calls.c.ts >= start_us, calls.c.ts < end_us,
-                      *_filters(calls, f)]
+                      *filter_conditions(calls, f)]
         if cursor is not None:
             conditions.append(tuple_(calls.c.ts, calls.c.id) < tuple_(*cursor))
         query = (select(calls).where(*conditions)
