@@ -60,6 +60,17 @@ WHY_MISSED: dict[str, str] = {
         "buffer, flow-controlled at 128 KB) and written through uvicorn's 64 KB write "
         "buffer; the allocator keeps the pages those blocks used. The rounds after it do not "
         "grow."),
+    "stream: RSS growth over": (
+        "The allocator's high-water mark can still rise a little when a later round's "
+        "buffers land on other pages; it does not track the chunks streamed (earlier runs of "
+        "this benchmark, 2026-11-27 23:26 and 2026-11-28 00:16 UTC: +0.91 and −0.02 MB)."),
+    "freshness": (
+        "The ledger's side, not the gateway's: a call is written within the recorder's "
+        "50 ms flush, and the probe then needs a summary answer that includes it; each "
+        "summary query took the time in the *summary query* row (SQL over the rollups, on "
+        "cores shared with other work), so a call is seen up to two queries after its "
+        "write. The run of 2026-11-28 00:16 UTC, with 0.30 cores of other work, measured "
+        "p99 153 ms with 14 ms queries."),
     "idle RSS": (
         "Imports, before any gateway code runs (measured on a quiet machine): uvloop + "
         "uvicorn 17.5 MB, aiohttp 11.5 MB, pydantic + pydantic-settings 10.6 MB, FastAPI "
