@@ -124,13 +124,21 @@ def start_gateway(tmp_path: Path, database_url: str, upstream_url: str, *,
 
 
 @contextmanager
-def gateway_in_process(database_url: str, routes: list[Route], **settings: Any
-                       ) -> Iterator[str]:
-    """The app in this process (a thread), for faults that need no signal: its base URL."""
+def app_in_process(database_url: str, routes: list[Route], **settings: Any
+                   ) -> Iterator[tuple[Any, str]]:
+    """The app in this process (a thread), for faults that need no signal: the app (its
+    parts are on ``app.state`` once started) and its base URL."""
     app = create_app(load_settings(database_url=database_url, admin_token=ADMIN, routes=routes,
                                    **({"flush_interval_ms": 10, "key_cache_seconds": 0}
                                       | settings)))
     with serve_app(app) as url:
+        yield app, url
+
+
+@contextmanager
+def gateway_in_process(database_url: str, routes: list[Route], **settings: Any
+                       ) -> Iterator[str]:
+    with app_in_process(database_url, routes, **settings) as (_, url):
         yield url
 
 

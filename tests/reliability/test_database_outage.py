@@ -88,6 +88,8 @@ def run_outage(postgres_db: Database, upstream: str, tmp_path: Path, *, outage_s
         # Serving went on: calls were answered all through the outage, none with a 5xx.
         assert sum(o.status == 200 and o.complete for o in during) >= 20, during[-5:]
         assert not [o for o in during if o.status is None or o.status >= 500], during[-5:]
+        # Back: the spool is replayed (within the back-off, 5 s at most) while calls go on.
+        wait_until(lambda: not _spooled_segments(spool), timeout=30)
         answered_by = len(load.outcomes)
         wait_until(lambda: len(load.outcomes) > answered_by + 30, timeout=30)
     finally:

@@ -10,6 +10,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from tallygate.ledger.recorder import Recorder
@@ -186,6 +187,27 @@ def test_writes_go_to_the_spool_while_the_database_is_away(tmp_path: Path) -> No
     store.store(batches[4])  # straight to the database again
     assert collector.seen == [r for batch in batches for r in batch]
     assert store.spool.segments() == []
+
+
+def test_a_full_disk_in_an_outage_keeps_records_in_memory_until_one_takes_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    collector = Collector()
+    store = SpoolingStore(collector, Spool(tmp_path))
+    collector.down = True
+    store.store(records(2, prefix="a"))  # spooled
+    monkeypatch.setattr(store.spool, "append", _disk_full)
+    with pytest.raises(ConnectionRefusedError):
+        store.store(records(2, prefix="b"))  # neither takes them: the caller keeps them
+    collector.down = False
+    assert store.store(records(2, prefix="b")).accepted == 2  # straight in, disk still full
+    monkeypatch.undo()
+    assert store.replay() == 2
+    assert sorted(r.id for r in collector.seen) == [r.id for r in records(2, "a")
+                                                    + records(2, "b")]
+
+
+def _disk_full(records: object) -> None:
+    raise OSError(28, "No space left on device")
 
 
 def test_the_recorder_serves_through_an_outage_and_the_ledger_ends_exact(

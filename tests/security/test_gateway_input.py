@@ -8,6 +8,7 @@ fields, absurd values on ingest), then hypothesis fuzzing the fields the gateway
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -131,7 +132,9 @@ JSON_VALUES = st.recursive(
        stream=st.booleans() | JSON_VALUES, options=JSON_VALUES, max_tokens=JSON_VALUES,
        messages=JSON_VALUES, extra=st.dictionaries(st.text(max_size=10), JSON_VALUES,
                                                     max_size=3))
-@settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=int(os.environ.get("TALLYGATE_FUZZ_EXAMPLES", "120")), deadline=None,
+          derandomize="TALLYGATE_FUZZ_EXAMPLES" not in os.environ,
+          suppress_health_check=list(HealthCheck))
 def test_fuzzed_fields_get_an_answer_and_every_call_a_record(
         served: tuple[str, str], model: Any, stream: Any, options: Any, max_tokens: Any,
         messages: Any, extra: dict[str, Any]) -> None:
@@ -178,6 +181,18 @@ def test_absurd_ingest_values_are_rejected_one_by_one(served: tuple[str, str]) -
     assert (answer["accepted"], answer["rejected"]) == (1, len(ABSURD_EVENTS))
     assert sorted(e["index"] for e in answer["errors"]) == list(range(len(ABSURD_EVENTS)))
     assert all(e["message"] for e in answer["errors"])
+
+
+@pytest.mark.xfail(strict=True, reason="bug: a superscript digit in start or end is a 500 "
+                   "on every usage endpoint: api/filters.py checked_range takes "
+                   "value[:4].isdigit() (true for '¹') and then int() raises")
+@pytest.mark.parametrize("value", ["¹", "²０２６-01-01"])
+def test_unicode_digits_in_a_date_are_400(served: tuple[str, str], value: str) -> None:
+    for name in ("start", "end"):
+        response = httpx.get(f"{served[0]}/api/v1/usage/summary", params={name: value},
+                             headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30)
+        assert response.status_code == 400, (name, value, response.text)
+        assert error_of(response)["param"] == name
 
 
 @pytest.mark.parametrize("body", [b"", b"{", b"\xff\xfe", b"[]", b'{"events": "x"}',

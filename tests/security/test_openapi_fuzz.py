@@ -3,10 +3,12 @@ the admin token, gets generated valid and invalid input; no answer is a 5xx, and
 conforms to the document (status, content type, headers, body schema).
 
 About 50 examples an operation keep the whole run under a minute on the 2-core machine.
+The examples are the same on every run (``TALLYGATE_FUZZ_EXAMPLES`` for more, and fresh ones).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,7 +29,10 @@ from tallygate.store.database import Database
 from tests.servers import serve_app
 
 ADMIN = "tga-schemathesis-admin"
-EXAMPLES = 50
+# The same examples on every run, so CI's verdict is reproducible; for a deeper search with
+# fresh examples: TALLYGATE_FUZZ_EXAMPLES=2000 .venv/bin/pytest tests/security/test_openapi_fuzz.py
+EXAMPLES = int(os.environ.get("TALLYGATE_FUZZ_EXAMPLES", "50"))
+DERANDOMIZE = "TALLYGATE_FUZZ_EXAMPLES" not in os.environ
 
 
 def seed(db: Database) -> None:
@@ -74,15 +79,11 @@ EXCLUDED = [checks.positive_data_acceptance, checks.allow_header_conformance]
 # query values are not negative at all; the filters check their values themselves (400).
 EXCLUDED_FOR_QUERIES = [checks.negative_data_rejection]
 # Known deviations of one operation, until fixed (see the final report of issue 6):
-KNOWN = {
-    # expires_at accepts a number of seconds, where the document says an RFC 3339 string.
-    "POST /api/v1/keys": [checks.negative_data_rejection],
-    "PATCH /api/v1/keys/{key_id}": [checks.negative_data_rejection],
-}
+KNOWN: dict[str, list[Any]] = {}
 
 
 def openai_error_shape(ctx: Any, response: Any, case: Any) -> bool | None:
-    """Every error answer, documented or not, is OpenAI's error shape."""
+    """Every error answer of the app, documented or not, is OpenAI's error shape."""
     if 400 <= response.status_code < 500 and response.status_code != 405:
         body = response.json()
         assert set(body) == {"error"}, body
@@ -90,11 +91,21 @@ def openai_error_shape(ctx: Any, response: Any, case: Any) -> bool | None:
     return None
 
 
+# The HTTP server's own answer to a request it cannot parse (a query string of 100 KB):
+# given before the app sees the request, so neither the app nor its document has a say.
+UNPARSEABLE = "Invalid HTTP request received."
+
+
 @schema.parametrize()
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=DERANDOMIZE,
+          suppress_health_check=list(HealthCheck))
 def test_every_api_operation_conforms(case: Any, base_url: str) -> None:
     label = f"{case.method.upper()} {case.path}"
     excluded = EXCLUDED + KNOWN.get(label, []) + (
         EXCLUDED_FOR_QUERIES if case.method.upper() == "GET" else [])
-    case.call_and_validate(base_url=base_url, headers={"Authorization": f"Bearer {ADMIN}"},
-                           excluded_checks=excluded, additional_checks=[openai_error_shape])
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    response = case.call(base_url=base_url, headers=headers)
+    if response.status_code == 400 and response.text == UNPARSEABLE:
+        return
+    case.validate_response(response, headers=headers, excluded_checks=excluded,
+                           additional_checks=[openai_error_shape])

@@ -85,7 +85,8 @@ class Recorder:
             await self._task
             self._task = None
         if self.spooler is not None:
-            await asyncio.to_thread(self.spooler.replay)  # one last try; else the next start
+            if self.spooler.spooling:  # one last try, whatever the back-off; else next start
+                await asyncio.to_thread(self.spooler.replay)
             self.spooler.close()
 
     def record(self, record: CallRecord) -> None:

@@ -278,6 +278,8 @@ class SpoolingStore:
         return self._spooling
 
     def store(self, records: list[CallRecord]) -> InsertResult:
+        """Write ``records`` to the database or, while it is away, to the spool. Raises only
+        if neither takes them (the recorder then keeps them in memory and tries again)."""
         with self._lock:
             if not self._spooling:
                 try:
@@ -286,7 +288,12 @@ class SpoolingStore:
                     self._spooling = True
                     self.stats.outages += 1
                     self._schedule_retry(exc, first=True)
-            self.spool.append(records)
+            try:
+                self.spool.append(records)
+            except OSError:
+                # The disk refuses too (full?): the database may be back by now. If it is,
+                # these records go in ahead of the spooled ones, which is harmless.
+                return self._store(records)
             self.stats.spooled += len(records)
             return InsertResult(0, 0)
 
