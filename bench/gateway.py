@@ -19,6 +19,7 @@ import os
 import platform
 import resource
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -117,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
                         help="first wait up to this long for the 1-minute load average to "
                              "fall below 1.0 (others may share the machine)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the run's temporary directory (server logs, ledger)")
     parser.add_argument("--render-only", action="store_true",
                         help="measure nothing: rewrite the docs section from "
                              "bench/results/gateway.json (after editing the notes)")
@@ -150,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         for server in reversed(servers):
             server.stop()
     others = _others_cores(cpu_before, _machine_cpu(), time.perf_counter() - started)
+    if not args.keep:  # a failed run keeps it, for its logs
+        shutil.rmtree(workdir, ignore_errors=True)
     load_after = _uptime()
     bars = judge(results, with_litellm=not args.skip_litellm)
     report: dict[str, Any] = {

@@ -24,8 +24,8 @@ WHY_MISSED: dict[str, str] = {
         "With `-c N -q R/N`, hey's N workers tick together: the calls arrive in bursts of N "
         "(5, 10, 25) every N/R seconds, and one worker process serves a burst one call after "
         "another. The overhead is then mostly queueing: about N/2 × (the gateway's CPU per "
-        "call − the upstream's), 0.69 − 0.14 ms at 100/s, 0.34 − 0.08 ms at 500/s (the CPU "
-        "column). Evenly spaced, the same rates meet the bar (the *evenly spaced* rows). "
+        "call − the upstream's) from the CPU column. Evenly spaced, the same rates meet "
+        "the bar (the *evenly spaced* rows). "
         "The CPU of a relayed call: about 1.3 million instructions (callgrind); py-spy puts "
         "30 % of it in the four socket writes (to the upstream, and uvicorn's separate writes "
         "of the response head and body), 25 % in aiohttp's client, 10–15 % in the recorder's "
@@ -50,10 +50,11 @@ WHY_MISSED: dict[str, str] = {
         "(authentication, limits, the upstream request through aiohttp, the response "
         "head), and the same two extra hops."),
     "stream: each chunk": (
-        "A chunk's arrival includes the call's own start (the first-token figure) and, per "
-        "event, a read from the upstream socket, the usage scan of the event and a write to "
-        "the client: two more process wake-ups per chunk, each waiting for a core while "
-        "other work holds both."),
+        "A chunk's arrival includes the call's own start (the first-token figure) and the "
+        "relay of each event: a read from the upstream socket, the usage scan of the event, "
+        "a write to the client and two more process wake-ups. The 4 streams' chunks leave "
+        "the upstream on the same timer tick, so the one gateway process relays them one "
+        "after another."),
     "stream: RSS growth 10": (
         "A one-off high-water mark, not accumulation: 20 concurrent streams that the "
         "upstream sends as fast as it can are read in blocks of up to 64 KB (aiohttp's read "
@@ -280,10 +281,12 @@ def section(report: dict[str, Any], bars: list[Any]) -> str:
         f"- **Machine**: {m['cpu']}, {m['cores']} cores, {m['ram_gb']} GB RAM, {m['os']}, "
         f"Python {m['python']}",
         f"- **Load**: `uptime` before: `{load['before']}`; after: `{load['after']}`. Work "
-        f"that was not this benchmark's (other developers' test runs) used "
-        f"{load.get('others_cores', float('nan')):.2f} of the {m['cores']} cores on average "
-        "during the run, so the load tool, the upstream and both gateways competed with it "
-        "for the cores; latencies are the most affected.",
+        f"that was not this benchmark's (other developers' test runs on this shared machine) "
+        f"used {load.get('others_cores', float('nan')):.2f} of the {m['cores']} cores on "
+        "average during the run" + (
+            ": the machine was otherwise idle." if load.get("others_cores", 1.0) < 0.1 else
+            ", so the load tool, the upstream and both gateways competed with it for the "
+            "cores; latencies are the most affected."),
         f"- **Versions**: tallygate {v['tallygate']} (aiohttp {v['aiohttp']}, uvicorn "
         f"{v['uvicorn']}, uvloop {v['uvloop']}, httptools {v['httptools']}, starlette "
         f"{v['starlette']}, fastapi {v['fastapi']}); "
