@@ -10,7 +10,6 @@ server-side cursor.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
 from sqlalchemy import ColumnElement, select
@@ -18,7 +17,7 @@ from sqlalchemy import ColumnElement, select
 from tallygate.ledger.records import CallRecord
 from tallygate.store.database import Database
 from tallygate.store.schema import calls
-from tallygate.store.usage import CallFilter, filter_conditions
+from tallygate.store.usage import CallFilter, filter_conditions, record_from_row
 
 SCAN_CACHE_KIB = 8192  # SQLite page cache of the exporting connection
 
@@ -44,18 +43,7 @@ def stream_calls(db: Database, f: CallFilter, start_us: int, end_us: int,
             result = conn.execution_options(stream_results=True,
                                             yield_per=batch_size).execute(query)
             for rows in result.partitions():
-                for row in rows:
-                    yield CallRecord(
-                        id=row.id, ts_us=row.ts, api_key_id=row.api_key_id, model=row.model,
-                        model_category=row.model_category, call_type=row.call_type,
-                        endpoint=row.endpoint, status_code=row.status_code,
-                        input_tokens=row.input_tokens, output_tokens=row.output_tokens,
-                        cached_input_tokens=row.cached_input_tokens,
-                        reasoning_tokens=row.reasoning_tokens, total_tokens=row.total_tokens,
-                        cost_nano=row.cost_nano, latency_ms=row.latency_ms,
-                        ttft_ms=row.ttft_ms, estimated=bool(row.estimated),
-                        metadata=None if row.metadata is None else json.loads(row.metadata),
-                    )
+                yield from (record_from_row(row) for row in rows)
         finally:
             if previous_cache is not None:
                 # Shrinking the cache frees the scan's pages; the dashboard's queries get

@@ -8,6 +8,7 @@ The two answers are summed, so every figure equals the brute-force sum over raw 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -242,11 +243,25 @@ def peak_per_minute(db: Database, spec: Aggregate) -> dict[tuple[Any, ...], tupl
     return peaks
 
 
+def record_from_row(row: Any) -> CallRecord:
+    """A row of ``calls`` as the record it stores."""
+    return CallRecord(
+        id=row.id, ts_us=row.ts, api_key_id=row.api_key_id, model=row.model,
+        model_category=row.model_category, call_type=row.call_type,
+        endpoint=row.endpoint, status_code=row.status_code,
+        input_tokens=row.input_tokens, output_tokens=row.output_tokens,
+        cached_input_tokens=row.cached_input_tokens,
+        reasoning_tokens=row.reasoning_tokens, total_tokens=row.total_tokens,
+        cost_nano=row.cost_nano, latency_ms=row.latency_ms, ttft_ms=row.ttft_ms,
+        estimated=bool(row.estimated),
+        metadata=None if row.metadata is None else json.loads(row.metadata),
+    )
+
+
 def iter_calls(db: Database, f: CallFilter, start_us: int, end_us: int, *,
                before: tuple[int, str] | None = None, limit: int | None = None,
                batch_size: int = 5000) -> Iterator[CallRecord]:
     """Raw records, newest first, from ``before`` (exclusive) on; streamed in batches."""
-    import json
 
     cursor = before
     remaining = limit
@@ -260,18 +275,7 @@ def iter_calls(db: Database, f: CallFilter, start_us: int, end_us: int, *,
                  .order_by(calls.c.ts.desc(), calls.c.id.desc()).limit(size))
         with db.read() as conn:
             rows = conn.execute(query).all()
-        for row in rows:
-            yield CallRecord(
-                id=row.id, ts_us=row.ts, api_key_id=row.api_key_id, model=row.model,
-                model_category=row.model_category, call_type=row.call_type,
-                endpoint=row.endpoint, status_code=row.status_code,
-                input_tokens=row.input_tokens, output_tokens=row.output_tokens,
-                cached_input_tokens=row.cached_input_tokens,
-                reasoning_tokens=row.reasoning_tokens, total_tokens=row.total_tokens,
-                cost_nano=row.cost_nano, latency_ms=row.latency_ms, ttft_ms=row.ttft_ms,
-                estimated=bool(row.estimated),
-                metadata=None if row.metadata is None else json.loads(row.metadata),
-            )
+        yield from (record_from_row(row) for row in rows)
         if len(rows) < size:
             return
         cursor = (rows[-1].ts, rows[-1].id)
