@@ -42,10 +42,10 @@ from ledger_traffic import (
 )
 from tallygate.ledger.service import Ledger
 from tallygate.ledger.statistics import UsageQuery, usage_summary, usage_trend
-from tallygate.ledger.timerange import resolve_range
+from tallygate.ledger.timerange import bucketing_for, resolve_range
 from tallygate.store.database import Database, engine_url
-from tallygate.store.schema import calls, rollup_1m, rollup_15m
-from tallygate.store.usage import CallFilter
+from tallygate.store.schema import TIERS, calls, rollup_15m
+from tallygate.store.usage import Aggregate, Bucketing, CallFilter, split_range
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 US = 1_000_000
@@ -177,7 +177,8 @@ class PostgresBackend(Backend):
         started = time.perf_counter()
         engine = create_engine(db.url, isolation_level="AUTOCOMMIT")
         with engine.connect() as conn:
-            conn.execute(text("VACUUM (ANALYZE) calls, rollup_15m, rollup_1m"))
+            conn.execute(text("VACUUM (ANALYZE) " + ", ".join(
+                ["calls", *(tier.name for tier in TIERS)])))
         engine.dispose()
         return time.perf_counter() - started
 
@@ -321,30 +322,36 @@ def measure_queries(db: Database, scenario: Scenario, key: str, now: datetime,
     return result
 
 
-def table_rows(db: Database, now: datetime) -> dict[str, int]:
-    """How much each table holds, and how many rollup rows one refresh of the all-keys
-    Asia/Shanghai dashboard reads (15-minute rows of both periods, minute rows of the
-    peak window)."""
+def table_rows(db: Database, now: datetime) -> dict[str, Any]:
+    """How much each table holds, and how many rows one refresh of the all-keys
+    Asia/Shanghai dashboard reads from each (cards of both periods, the per-day trend, the
+    peak), as ``store.usage.split_range`` cuts its ranges."""
     r = resolve_range("30d", None, None, "Asia/Shanghai", now=now)
-    minute_floor = Ledger(db).minute_floor_s()
+    floor = Ledger(db).minute_floor_s()
 
     def count(table: Any, *conditions: Any) -> int:
         with db.read() as conn:
             return int(conn.execute(select(func.count()).select_from(table)
                                     .where(*conditions)).scalar_one())
 
-    bucket = rollup_15m.c.bucket
-    return {
-        "calls": count(calls),
-        "rollup_15m": count(rollup_15m),
-        "rollup_1m": count(rollup_1m),
-        "rollup_15m_current_period": count(
-            rollup_15m, bucket >= r.start_us // US, bucket < r.end_us // US),
-        "rollup_15m_previous_period": count(
-            rollup_15m, bucket >= r.previous_start_us // US, bucket < r.previous_end_us // US),
-        "rollup_1m_peak_window": count(
-            rollup_1m, rollup_1m.c.bucket >= max(minute_floor, r.start_us // US)),
-    }
+    read: dict[str, int] = {}
+    specs = [Aggregate(r.start_us, r.end_us, minute_floor_s=floor),
+             Aggregate(r.previous_start_us, r.previous_end_us, minute_floor_s=floor),
+             Aggregate(r.start_us, r.end_us, dimensions=("model",),
+                       bucketing=bucketing_for("day", r), minute_floor_s=floor),
+             Aggregate(max(r.start_us, floor * US), r.end_us,
+                       bucketing=Bucketing(60, ((0, 0),)), minute_floor_s=floor)]
+    for spec in specs:
+        pieces, edges = split_range(spec)
+        for tier, lo, hi in pieces:
+            bucket = tier.table.c.bucket
+            read[tier.name] = read.get(tier.name, 0) + count(tier.table, bucket >= lo,
+                                                             bucket < hi)
+        for lo, hi in edges:
+            read["calls"] = read.get("calls", 0) + count(calls, calls.c.ts >= lo,
+                                                         calls.c.ts < hi)
+    return {"stored": {table.name: count(table) for table in (calls, *(t.table for t in TIERS))},
+            "read_per_refresh": read}
 
 
 def busiest_key(db: Database) -> str:

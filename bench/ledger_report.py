@@ -284,18 +284,18 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "### Rows behind the numbers",
         "",
-        "What one refresh of the all-keys, Asia/Shanghai view reads: the 15-minute rollup "
-        "rows of the 30 days and of the previous 30 days (the trend reads the first ones "
-        "again), and the minute rows of the peak window (the last 7 days).",
+        "Rows stored per table, and how many of them one refresh of the all-keys, "
+        "Asia/Shanghai view reads (cards of the 30 days and of the previous 30, the per-day "
+        "trend, the peak of the last 7 days): whole days come from the daily tier, the hours "
+        "left at either end from the hourly one, and so on down to raw records for the "
+        "partial minutes at the very edges.",
         "",
         markdown_table(
-            ["backend", "stored", "calls", "15-min rollup rows", "…in the 30 days",
-             "…in the previous 30", "1-min rollup rows", "…in the peak window"],
-            [[BACKEND_NAMES[r["backend"]], label(r["size"]), _num(r["rows"]["calls"]),
-              _num(r["rows"]["rollup_15m"]), _num(r["rows"]["rollup_15m_current_period"]),
-              _num(r["rows"]["rollup_15m_previous_period"]), _num(r["rows"]["rollup_1m"]),
-              _num(r["rows"]["rollup_1m_peak_window"])] for r in results["runs"]],
-            "llrrrrrr"),
+            ["backend", "stored", "table", "rows stored", "rows read per refresh"],
+            [[BACKEND_NAMES[r["backend"]], label(r["size"]), f"`{table}`", _num(stored),
+              _num(r["rows"]["read_per_refresh"].get(table, 0))]
+             for r in results["runs"] for table, stored in r["rows"]["stored"].items()],
+            "lllrr"),
         "",
         "Raw numbers, every sample included: `bench/results/ledger.json`.",
         *why_missed(results),
@@ -316,6 +316,10 @@ def markdown(results: dict[str, Any]) -> str:
         "the call records it stores are synthetic.",
     ]
     return "\n".join(lines)
+
+
+def _calls_per_rollup_row(stored: dict[str, int]) -> float:
+    return stored["calls"] / max(stored["rollup_15m"], 1)
 
 
 def why_missed(results: dict[str, Any]) -> list[str]:
@@ -345,7 +349,7 @@ def why_missed(results: dict[str, Any]) -> list[str]:
             "`api_key_id, ts` indexes) and upserts the rollups; at these volumes the rollups "
             "are sparse (each 15-minute row holds on average "
             + ", ".join(f"{BACKEND_NAMES[r['backend']]} {label(r['size'])}: "
-                        f"{r['rows']['calls'] / max(r['rows']['rollup_15m'], 1):.1f}"
+                        f"{_calls_per_rollup_row(r['rows']['stored']):.1f}"
                         for r in results["runs"])
             + " calls), so many calls also write a new rollup row, and in the last 7 days a "
             "new minute row as well.",
@@ -356,24 +360,12 @@ def why_missed(results: dict[str, Any]) -> list[str]:
                      f"({bar['bar']}).")
     if query_missed:
         largest = max(results["runs"], key=lambda r: r["size"])
-        rows = largest["rows"]
+        read = largest["rows"]["read_per_refresh"]
         lines += [
             "",
-            "  Each refresh sums rollup rows, not calls, but it sums *every* 15-minute row of "
-            "the range three times (the cards for the 30 days, the cards for the previous 30 "
-            "days, the trend) and every minute row of the last 7 days once (peak RPM/TPM). "
-            f"With {label(largest['size'])} calls from {results['settings']['keys']} keys × "
-            f"{len(results['settings']['models'])} models, one refresh reads "
-            f"{_num(rows['rollup_15m_current_period'] * 2 + rows['rollup_15m_previous_period'])}"
-            f" 15-minute rows and {_num(rows['rollup_1m_peak_window'])} minute rows: "
-            "a row per busy key × model × type per quarter-hour, and that number keeps "
-            "growing with traffic until every pair is busy in every quarter-hour, so the cost "
-            "is neither small nor flat from 1 M to 10 M. The *summary / trend* column shows "
-            "where the time goes. Summing a few hundred thousand rows several times takes "
-            "hundreds of milliseconds in either database; 50 ms needs far fewer rows per "
-            "query: coarser rollups (hourly and daily, and per model without the key for the "
-            "all-keys view) read for the whole days and hours of a range, with the 15-minute "
-            "and raw rows only at its edges. `bench/ledger_tiers.py` measures that design on a "
-            "database kept with `--keep`; tallygate does not implement it yet.",
+            "  One refresh reads "
+            + ", ".join(f"{_num(n)} rows of `{table}`" for table, n in read.items())
+            + f" at {label(largest['size'])} calls; the *summary / trend* column shows where "
+            "the time goes.",
         ]
     return lines

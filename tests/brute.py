@@ -277,15 +277,17 @@ ROLLUP_MEASURES = ("calls", "success_calls", "failed_calls", "rate_limited_calls
                    "ttft_count", "estimated_calls")
 
 
-def rollups(records: Iterable[CallRecord], grain_s: int,
-            min_bucket_s: int | None = None) -> dict[tuple[Any, ...], tuple[int, ...]]:
-    """``(bucket_s, key or "", model, category, call_type)`` → measures, as a rebuild sees it."""
+def rollups(records: Iterable[CallRecord], grain_s: int, min_bucket_s: int | None = None,
+            *, keyed: bool = True) -> dict[tuple[Any, ...], tuple[int, ...]]:
+    """``(bucket_s, key or "", model, category, call_type)`` → measures, as a rebuild sees it
+    (without the key when not ``keyed``)."""
     rows: dict[tuple[Any, ...], dict[str, int]] = {}
     for r in records:
         bucket = r.ts_us // US // grain_s * grain_s
         if min_bucket_s is not None and bucket < min_bucket_s:
             continue
-        key = (bucket, r.api_key_id or "", r.model, r.model_category, r.call_type)
+        key = (bucket, *((r.api_key_id or "",) if keyed else ()), r.model, r.model_category,
+               r.call_type)
         m = rows.setdefault(key, dict.fromkeys(ROLLUP_MEASURES, 0))
         m["calls"] += 1
         m["success_calls"] += is_success(r)

@@ -9,7 +9,7 @@ from sqlalchemy import delete, func, select, update
 
 from tallygate.ledger.service import Ledger
 from tallygate.store.database import Database
-from tallygate.store.schema import rollup_1m, rollup_15m
+from tallygate.store.schema import rollup_1d, rollup_1m
 from tests.api.support import recent_window, running_app, varied_records
 from tests.cli.conftest import Run, runner_for
 
@@ -54,16 +54,17 @@ def test_check_finds_a_corrupted_rollup_and_repair_fixes_it(db: Database, cli: R
     assert clean.exit_code == 0, clean.output
     assert "rollups match the raw records" in clean.stdout
 
+    # The daily tier is what a view of whole days reads.
     with db.write() as conn:
-        first = conn.execute(select(func.min(rollup_15m.c.bucket))).scalar_one()
-        changed = conn.execute(update(rollup_15m).where(rollup_15m.c.bucket == first)
-                               .values(calls=rollup_15m.c.calls + 1,
-                                       input_tokens=rollup_15m.c.input_tokens + 1000)).rowcount
+        first = conn.execute(select(func.min(rollup_1d.c.bucket))).scalar_one()
+        changed = conn.execute(update(rollup_1d).where(rollup_1d.c.bucket == first)
+                               .values(calls=rollup_1d.c.calls + 1,
+                                       input_tokens=rollup_1d.c.input_tokens + 1000)).rowcount
         newest = conn.execute(select(func.max(rollup_1m.c.bucket))).scalar_one()
         missing = conn.execute(delete(rollup_1m).where(rollup_1m.c.bucket == newest)).rowcount
-        conn.execute(rollup_15m.insert().values(
+        conn.execute(rollup_1d.insert().values(
             bucket=first, api_key_id="ghost", model="m", model_category="chat",
-            call_type="model", **{c.name: 1 for c in rollup_15m.columns
+            call_type="model", **{c.name: 1 for c in rollup_1d.columns
                                   if c.name not in ("bucket", "api_key_id", "model",
                                                     "model_category", "call_type")}))
     with running_app(db) as api:

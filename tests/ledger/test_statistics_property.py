@@ -35,7 +35,7 @@ from tallygate.ledger.statistics import (
 )
 from tallygate.ledger.timerange import resolve_range
 from tallygate.store.database import Database
-from tallygate.store.schema import calls, rollup_1m, rollup_15m
+from tallygate.store.schema import TIERS, calls
 from tallygate.store.usage import CallFilter
 from tests import brute
 
@@ -118,11 +118,11 @@ def _midnight_us(day: date, tz: ZoneInfo) -> int:
 
 
 def _grid_points(edges: tuple[int, ...]) -> tuple[int, ...]:
-    """The edges, and the 15-minute and minute boundaries on each side of them: where the
-    rollup-aligned middle of a range meets its raw edges."""
+    """The edges, and the day, hour, 15-minute and minute boundaries on each side of them:
+    where one rollup tier's piece of a range meets the next, or the raw edges."""
     points = set(edges)
     for edge in edges:
-        for grain in (900 * US, 60 * US):
+        for grain in (DAY_US, 3600 * US, 900 * US, 60 * US):
             points.update((edge // grain * grain, -(-edge // grain) * grain))
     return tuple(sorted(points))
 
@@ -281,7 +281,7 @@ def cases(draw: st.DrawFn, short: bool = False) -> Case:
 
 def _load(db: Database, case: Case) -> FixedClockLedger:
     with db.write() as conn:
-        for table in (calls, rollup_15m, rollup_1m):
+        for table in (calls, *(tier.table for tier in TIERS)):
             conn.execute(delete(table))
     ledger = FixedClockLedger(db, currency=CURRENCY, clock_s=case.clock_s,
                               minute_retention_days=case.minute_retention_days)

@@ -24,7 +24,7 @@ from sqlalchemy.exc import DBAPIError
 from tallygate.ledger.records import CallRecord
 from tallygate.store.calls import InsertResult, insert_calls
 from tallygate.store.database import Database
-from tallygate.store.schema import calls, rollup_1m, rollup_15m
+from tallygate.store.schema import TIERS, calls, rollup_1m
 from tests import brute
 
 US = 1_000_000
@@ -81,9 +81,10 @@ def stored_records(db: Database) -> list[CallRecord]:
 def stored_rollups(db: Database) -> dict[str, dict[tuple[Any, ...], tuple[int, ...]]]:
     tables = {}
     with db.read() as conn:
-        for table in (rollup_15m, rollup_1m):
-            tables[table.name] = {tuple(row[:5]): tuple(int(v) for v in row[5:])
-                                  for row in conn.execute(select(table))}
+        for tier in TIERS:
+            width = 1 + len(tier.dimensions)
+            tables[tier.name] = {tuple(row[:width]): tuple(int(v) for v in row[width:])
+                                 for row in conn.execute(select(tier.table))}
     return tables
 
 
@@ -99,8 +100,9 @@ def assert_ledger_holds(db: Database, expected: Sequence[CallRecord], *,
     by_id = {r.id: r for r in expected}
     assert all(r == by_id[r.id] and r.metadata == by_id[r.id].metadata for r in raw)
     assert stored_rollups(db) == {
-        "rollup_15m": brute.rollups(raw, 900),
-        "rollup_1m": brute.rollups(raw, 60, minute_cutoff_s),
+        tier.name: brute.rollups(raw, tier.grain_s, minute_cutoff_s if tier.windowed else None,
+                                 keyed=tier.keyed)
+        for tier in TIERS
     }
 
 
@@ -234,7 +236,7 @@ def test_concurrent_overlapping_batches_store_each_id_once(db: Database) -> None
 def test_any_sequence_of_batches_stores_each_id_once(
         db: Database, batches: list[list[int]], cutoff: int | None) -> None:
     with db.write() as conn:  # the db fixture lives across examples: start each one empty
-        for table in (calls, rollup_15m, rollup_1m):
+        for table in (calls, *(tier.table for tier in TIERS)):
             conn.execute(delete(table))
     seen: set[int] = set()
     for numbers in batches:

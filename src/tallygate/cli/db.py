@@ -52,7 +52,8 @@ def check(ctx: typer.Context, repair: Annotated[bool, typer.Option(
     for column in ("table", "bucket", "key", "model", "category", "type", "stored", "rebuilt"):
         table.add_column(column)
     for diff in report.differences[:show]:
-        table.add_row(diff.table, *(str(part) for part in diff.key),
+        key = diff.key if len(diff.key) == 5 else (diff.key[0], "(all keys)", *diff.key[1:])
+        table.add_row(diff.table, *(str(part) for part in key),
                       "missing" if diff.stored is None else f"{diff.stored[0]} calls",
                       "none" if diff.rebuilt is None else f"{diff.rebuilt[0]} calls")
     console.print(table)

@@ -6,7 +6,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tallygate.ledger.rollups import GRAIN_1M, GRAIN_15M
 from tallygate.ledger.service import Ledger
 from tallygate.store.calls import purge_before
 from tallygate.store.rollup_check import (
@@ -16,6 +15,7 @@ from tallygate.store.rollup_check import (
     stored_rollups,
     write_rollups,
 )
+from tallygate.store.schema import TIERS, rollup_15m
 
 DAY_S = 86400
 
@@ -28,7 +28,7 @@ class PurgeResult:
 
 def purge_expired(ledger: Ledger, now_s: float | None = None) -> PurgeResult:
     """Drop raw records past ``raw_retention_days`` (if set) and minute rollups past theirs.
-    The 15-minute rollups are never purged, so every figure outlives its raw records."""
+    The coarser tiers are never purged, so every figure outlives its raw records."""
     now = time.time() if now_s is None else now_s
     raw_before = None
     if ledger.raw_retention_days:
@@ -61,41 +61,48 @@ class CheckReport:
 
 def check_rollups(ledger: Ledger, *, repair: bool = False,
                   progress: Callable[[int, int], None] | None = None) -> CheckReport:
-    """Rebuild both rollup grains from the raw records, a day at a time, and compare.
+    """Rebuild every rollup tier from the raw records, a UTC day at a time, and compare.
 
-    Only buckets whose raw records are all still there are compared: from the first whole
-    bucket after the oldest raw record (retention may have cut into the one before) and, for
-    minutes, within the minute window. With ``repair`` the stored rows are replaced by the
-    rebuilt ones.
+    Only buckets whose raw records are all still there are compared: from each tier's first
+    whole bucket after the oldest raw record (retention may have cut into the one before)
+    and, for minutes, within the minute window. With ``repair`` the stored rows are
+    replaced by the rebuilt ones.
     """
     report = CheckReport()
     span = raw_time_span(ledger.db)
     if span is None:
         return report
     first_s, last_s = span
-    start = -(-first_s // GRAIN_15M) * GRAIN_15M if ledger.raw_retention_days else \
-        first_s // GRAIN_15M * GRAIN_15M
-    end = (last_s // GRAIN_15M + 1) * GRAIN_15M
-    report.checked_from_s, report.checked_until_s = start, end
     minute_floor = ledger.minute_floor_s()
-    days = max(1, -(-(end - start) // DAY_S))
+    windows: dict[str, tuple[int, int]] = {}
+    for tier in TIERS:
+        grain = tier.grain_s
+        start = -(-first_s // grain) * grain if ledger.raw_retention_days else \
+            first_s // grain * grain
+        if tier.windowed:
+            start = max(start, minute_floor)
+        windows[tier.name] = (start, (last_s // grain + 1) * grain)
+    report.checked_from_s, report.checked_until_s = windows[rollup_15m.name]
+    first_day = min(start for start, _ in windows.values()) // DAY_S
+    last_day = max(end for _, end in windows.values()) // DAY_S
+    days = max(1, last_day - first_day + 1)
     for day in range(days):
-        lo = start + day * DAY_S
-        hi = min(lo + DAY_S, end)
-        for table, grain in (("rollup_15m", GRAIN_15M), ("rollup_1m", GRAIN_1M)):
-            window_lo = lo if grain == GRAIN_15M else max(lo, minute_floor)
-            if window_lo >= hi:
+        day_lo = (first_day + day) * DAY_S
+        for tier in TIERS:
+            start, end = windows[tier.name]
+            lo, hi = max(day_lo, start), min(day_lo + DAY_S, end)
+            if lo >= hi:
                 continue
-            rebuilt = rollups_from_raw(ledger.db, grain, window_lo, hi)
-            stored = stored_rollups(ledger.db, table, window_lo, hi)
+            rebuilt = rollups_from_raw(ledger.db, tier.name, lo, hi)
+            stored = stored_rollups(ledger.db, tier.name, lo, hi)
             report.rows_compared += len(rebuilt.keys() | stored.keys())
             wrong = {key for key in rebuilt.keys() | stored.keys()
                      if rebuilt.get(key) != stored.get(key)}
             for key in sorted(wrong):
-                report.differences.append(Difference(table, key, stored.get(key),
+                report.differences.append(Difference(tier.name, key, stored.get(key),
                                                      rebuilt.get(key)))
             if repair and wrong:
-                report.repaired += write_rollups(ledger.db, table,
+                report.repaired += write_rollups(ledger.db, tier.name,
                                                  {key: rebuilt.get(key) for key in wrong})
         if progress is not None:
             progress(day + 1, days)

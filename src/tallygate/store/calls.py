@@ -1,9 +1,11 @@
-"""Writing call records: raw rows and both rollup grains in one transaction, once per id.
+"""Writing call records: raw rows and every rollup tier in one transaction, once per id.
 
 The database sums the rollup deltas itself, from exactly the rows the transaction inserted:
 on SQLite the rows past the largest rowid before the insert, on PostgreSQL the rows of the
-batch's temporary table that the insert did not skip. Python does no per-record arithmetic,
-and a retried or concurrent batch adds each call to the rollups once.
+batch's temporary table that the insert did not skip. Those rows are read once, into
+per-minute sums, and each tier adds up the minute sums (a handful of rows per minute).
+Python does no per-record arithmetic, and a retried or concurrent batch adds each call to
+the rollups once.
 """
 
 from __future__ import annotations
@@ -17,14 +19,14 @@ from typing import Any
 from sqlalchemy import BigInteger, Boolean, Column, Integer, String, Text, delete
 
 from tallygate.ledger.records import CallRecord
-from tallygate.ledger.rollups import GRAIN_1M, GRAIN_15M
+from tallygate.ledger.rollups import GRAIN_1M
 from tallygate.store.database import Database
 from tallygate.store.schema import (
     ROLLUP_DIMENSIONS,
     ROLLUP_MEASURES,
+    TIERS,
+    Tier,
     calls,
-    rollup_1m,
-    rollup_15m,
 )
 
 CALL_COLUMNS = tuple(column.name for column in calls.columns)
@@ -152,21 +154,56 @@ def _insert_sql(db_paramstyle: str) -> str:
             "ON CONFLICT (id) DO NOTHING")
 
 
-def _rollup_sql(table: str, grain_s: int, source: str, where: str) -> str:
-    """Add the sums of ``source``'s rows matching ``where`` to the rollup ``table``.
+_DELTA = "tallygate_delta"
+_DELTA_COLUMNS = ", ".join(["bucket", *ROLLUP_DIMENSIONS, *ROLLUP_MEASURES])
 
-    Rows come in key order, the lock order every writer shares. ``ts`` is never negative,
-    so integer division is the floor that ``ledger.rollups`` buckets with.
+
+def _delta_table_sql(*, postgres: bool) -> str:
+    """A per-connection scratch table for a batch's per-minute sums."""
+    columns = ", ".join(["bucket BIGINT", *(f"{d} TEXT" for d in ROLLUP_DIMENSIONS),
+                         *(f"{m} BIGINT" for m in ROLLUP_MEASURES)])
+    if postgres:
+        return f"CREATE TEMPORARY TABLE IF NOT EXISTS {_DELTA} ({columns}) ON COMMIT DELETE ROWS"
+    return f"CREATE TEMP TABLE IF NOT EXISTS {_DELTA} ({columns})"
+
+
+def _delta_sql(source: str, where: str) -> str:
+    """Sum ``source``'s rows matching ``where`` per minute and dimensions into the scratch
+    table: one pass over the new raw rows, however many tiers there are.
+
+    ``ts`` is never negative, so integer division is the floor the tiers bucket with.
     """
-    keys = ("bucket", *ROLLUP_DIMENSIONS)
-    updates = ", ".join(f"{m} = {table}.{m} + excluded.{m}" for m in ROLLUP_MEASURES)
+    return (f"INSERT INTO {_DELTA} ({_DELTA_COLUMNS}) "
+            f"SELECT ts / {GRAIN_1M * US} * {GRAIN_1M}, coalesce(api_key_id, ''), model, "
+            f"model_category, call_type, {', '.join(_MEASURE_SUMS)} "
+            f"FROM {source} WHERE {where} GROUP BY 1, 2, 3, 4, 5")
+
+
+def _tier_sql(tier: Tier, where: str) -> str:
+    """Add the scratch table's minute sums (those matching ``where``) to ``tier``.
+
+    Rows come in key order, the lock order every writer shares.
+    """
+    keys = ("bucket", *tier.dimensions)
+    groups = ", ".join(str(i + 1) for i in range(len(keys)))
+    updates = ", ".join(f"{m} = {tier.name}.{m} + excluded.{m}" for m in ROLLUP_MEASURES)
     return (
-        f"INSERT INTO {table} ({', '.join((*keys, *ROLLUP_MEASURES))}) "
-        f"SELECT ts / {grain_s * US} * {grain_s}, coalesce(api_key_id, ''), model, "
-        f"model_category, call_type, {', '.join(_MEASURE_SUMS)} "
-        f"FROM {source} WHERE {where} GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5 "
+        f"INSERT INTO {tier.name} ({', '.join((*keys, *ROLLUP_MEASURES))}) "
+        f"SELECT bucket / {tier.grain_s} * {tier.grain_s}, {', '.join(tier.dimensions)}, "
+        f"{', '.join(f'sum({m})' for m in ROLLUP_MEASURES)} FROM {_DELTA} WHERE {where} "
+        f"GROUP BY {groups} ORDER BY {groups} "
         f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
     )
+
+
+def _roll_up(cursor: Any, mark: str, minute_from_s: int | None) -> None:
+    """Add the scratch table to every tier; minute tiers only from ``minute_from_s`` on
+    (``None``: the batch has no minute still inside the window)."""
+    for tier in TIERS:
+        if not tier.windowed:
+            cursor.execute(_tier_sql(tier, "1 = 1"))
+        elif minute_from_s is not None:
+            cursor.execute(_tier_sql(tier, f"bucket >= {mark}"), (minute_from_s,))
 
 
 def _insert_sqlite(raw: Any, batch: list[CallRecord], minute_from_us: int | None) -> set[str]:
@@ -188,11 +225,11 @@ def _insert_sqlite(raw: Any, batch: list[CallRecord], minute_from_us: int | None
                                                       (before,))}
             skipped = {r.id for r in batch} - fresh
         if inserted:
-            cursor.execute(_rollup_sql(rollup_15m.name, GRAIN_15M, "calls", "rowid > ?"),
-                           (before,))
-            if minute_from_us is not None:
-                cursor.execute(_rollup_sql(rollup_1m.name, GRAIN_1M, "calls",
-                                           "rowid > ? AND ts >= ?"), (before, minute_from_us))
+            cursor.execute(_delta_table_sql(postgres=False))
+            cursor.execute(f"DELETE FROM {_DELTA}")
+            cursor.execute(_delta_sql("calls", "rowid > ?"), (before,))
+            _roll_up(cursor, "?", None if minute_from_us is None else minute_from_us // US)
+            cursor.execute(f"DELETE FROM {_DELTA}")
         return skipped
     finally:
         cursor.close()
@@ -223,32 +260,36 @@ def _insert_postgres(raw: Any, batch: list[CallRecord], minute_from_us: int | No
                            "RETURNING b.id")
             skipped = {row[0] for row in cursor.fetchall()}
         if inserted:
-            cursor.execute(_rollup_sql(rollup_15m.name, GRAIN_15M, "tallygate_batch", "true"))
-            if minute_from_us is not None:
-                cursor.execute(_rollup_sql(rollup_1m.name, GRAIN_1M, "tallygate_batch",
-                                           "ts >= %s"), (minute_from_us,))
+            cursor.execute(_delta_table_sql(postgres=True))
+            cursor.execute(_delta_sql("tallygate_batch", "true"))
+            _roll_up(cursor, "%s", None if minute_from_us is None else minute_from_us // US)
     return skipped
 
 
-def upsert_sql(db: Database, table: str, *, replace: bool = False) -> str:
-    """Add (or, with ``replace``, set) measures of a rollup row, creating it if needed."""
-    keys = ("bucket", *ROLLUP_DIMENSIONS)
+def upsert_sql(db: Database, tier: Tier, *, replace: bool = False) -> str:
+    """Add (or, with ``replace``, set) measures of a tier's row, creating it if needed."""
+    keys = ("bucket", *tier.dimensions)
     columns = (*keys, *ROLLUP_MEASURES)
     marks = ", ".join([db.paramstyle] * len(columns))
     updates = ", ".join(
-        f"{m} = excluded.{m}" if replace else f"{m} = {table}.{m} + excluded.{m}"
+        f"{m} = excluded.{m}" if replace else f"{m} = {tier.name}.{m} + excluded.{m}"
         for m in ROLLUP_MEASURES
     )
-    return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) "
+    return (f"INSERT INTO {tier.name} ({', '.join(columns)}) VALUES ({marks}) "
             f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}")
 
 
 def purge_before(db: Database, *, raw_before_us: int | None,
                  minute_before_s: int) -> tuple[int, int]:
-    """Delete raw records and minute rollups past their retention; 15-minute rollups stay."""
+    """Delete raw records and minute rollups past their retention; the other tiers stay."""
     with db.write() as conn:
         raw_deleted = 0
         if raw_before_us is not None:
             raw_deleted = conn.execute(delete(calls).where(calls.c.ts < raw_before_us)).rowcount
-        minutes = conn.execute(delete(rollup_1m).where(rollup_1m.c.bucket < minute_before_s))
-        return raw_deleted, minutes.rowcount
+        minute_rows = 0
+        for tier in TIERS:
+            if tier.windowed:
+                table = tier.table
+                minute_rows += conn.execute(
+                    delete(table).where(table.c.bucket < minute_before_s)).rowcount
+        return raw_deleted, minute_rows

@@ -9,10 +9,9 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, select, tuple_, update
 
-from tallygate.ledger.rollups import GRAIN_1M, GRAIN_15M
 from tallygate.store.database import Database
 from tallygate.store.export import call_conditions
-from tallygate.store.schema import calls, rollup_1m, rollup_15m
+from tallygate.store.schema import TIERS, calls
 from tallygate.store.usage import CallFilter
 
 US = 1_000_000
@@ -38,31 +37,26 @@ class RepriceCounts:
 def reprice_calls(db: Database, start_us: int, end_us: int, call_filter: CallFilter,
                   new_cost: NewCost, *, write: bool) -> RepriceCounts:
     """Give each raw call in ``[start_us, end_us)`` matching ``call_filter`` the cost
-    ``new_cost`` says, and move both rollup grains' cost by the same amounts, all in one
+    ``new_cost`` says, and move every rollup tier's cost by the same amounts, all in one
     transaction (or, without ``write``, only count what would change)."""
     counts = RepriceCounts()
-    deltas: dict[str, dict[tuple[int, str, str, str, str], int]] = {
-        rollup_15m.name: {}, rollup_1m.name: {}}
+    deltas: dict[str, dict[tuple[Any, ...], int]] = {tier.name: {} for tier in TIERS}
     if not write:
         with db.read() as conn:
             _walk(conn, start_us, end_us, call_filter, new_cost, counts, deltas, write=False)
         return counts
     with db.write() as conn:
         _walk(conn, start_us, end_us, call_filter, new_cost, counts, deltas, write=True)
-        for table, grain_deltas in ((rollup_15m, deltas[rollup_15m.name]),
-                                    (rollup_1m, deltas[rollup_1m.name])):
-            changes = [{"b_bucket": key[0], "b_key": key[1], "b_model": key[2],
-                        "b_category": key[3], "b_type": key[4], "b_delta": delta}
-                       for key, delta in sorted(grain_deltas.items()) if delta]
+        for tier in TIERS:
+            table = tier.table
+            names = ("bucket", *tier.dimensions)
+            changes = [{**{f"b_{n}": v for n, v in zip(names, key, strict=True)},
+                        "b_delta": delta}
+                       for key, delta in sorted(deltas[tier.name].items()) if delta]
             if changes:
                 # A minute row already past its retention is simply not there to update.
                 conn.execute(
-                    update(table).where(
-                        table.c.bucket == bindparam("b_bucket"),
-                        table.c.api_key_id == bindparam("b_key"),
-                        table.c.model == bindparam("b_model"),
-                        table.c.model_category == bindparam("b_category"),
-                        table.c.call_type == bindparam("b_type"))
+                    update(table).where(*(table.c[n] == bindparam(f"b_{n}") for n in names))
                     .values(cost_nano=table.c.cost_nano + bindparam("b_delta")),
                     changes)
     return counts
@@ -70,10 +64,9 @@ def reprice_calls(db: Database, start_us: int, end_us: int, call_filter: CallFil
 
 def _walk(conn: Connection, start_us: int, end_us: int, call_filter: CallFilter,
           new_cost: NewCost, counts: RepriceCounts,
-          deltas: dict[str, dict[tuple[int, str, str, str, str], int]], *, write: bool) -> None:
+          deltas: dict[str, dict[tuple[Any, ...], int]], *, write: bool) -> None:
     columns = [calls.c[name] for name in PRICED_COLUMNS]
     after: tuple[int, str] | None = None
-    fine, coarse = deltas[rollup_1m.name], deltas[rollup_15m.name]
     set_cost = (update(calls).where(calls.c.id == bindparam("b_id"))
                 .values(cost_nano=bindparam("b_cost")))
     while True:
@@ -102,11 +95,12 @@ def _walk(conn: Connection, start_us: int, end_us: int, call_filter: CallFilter,
             per_model[1] += row.cost_nano
             per_model[2] += cost
             changed.append({"b_id": row.id, "b_cost": cost})
-            dims = (row.api_key_id or "", row.model, row.model_category, row.call_type)
-            key15 = (row.ts // (GRAIN_15M * US) * GRAIN_15M, *dims)
-            key1 = (row.ts // (GRAIN_1M * US) * GRAIN_1M, *dims)
-            coarse[key15] = coarse.get(key15, 0) + delta
-            fine[key1] = fine.get(key1, 0) + delta
+            dims = (row.model, row.model_category, row.call_type)
+            for tier in TIERS:
+                key = (row.ts // (tier.grain_s * US) * tier.grain_s,
+                       *((row.api_key_id or "",) if tier.keyed else ()), *dims)
+                tier_deltas = deltas[tier.name]
+                tier_deltas[key] = tier_deltas.get(key, 0) + delta
         if write and changed:
             conn.execute(set_cost, changed)
         if len(rows) < BATCH:

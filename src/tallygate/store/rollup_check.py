@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import delete, func, select
 
 from tallygate.store.calls import upsert_sql
 from tallygate.store.database import Database
-from tallygate.store.schema import ROLLUP_MEASURES, calls, rollup_1m, rollup_15m
+from tallygate.store.schema import ROLLUP_MEASURES, TIER_BY_NAME, calls
 from tallygate.store.usage import raw_measure
 
-RollupKey = tuple[int, str, str, str, str]
-_TABLES = {"rollup_15m": rollup_15m, "rollup_1m": rollup_1m}
+RollupKey = tuple[Any, ...]  # (bucket, *the tier's dimensions)
 US = 1_000_000
 
 
@@ -21,48 +22,53 @@ def raw_time_span(db: Database) -> tuple[int, int] | None:
     return None if low is None else (int(low) // US, int(high) // US)
 
 
-def rollups_from_raw(db: Database, grain_s: int, start_s: int,
+def rollups_from_raw(db: Database, tier_name: str, start_s: int,
                      end_s: int) -> dict[RollupKey, tuple[int, ...]]:
-    bucket = (calls.c.ts // (grain_s * US) * grain_s).label("bucket")
+    """What ``tier_name`` should hold for ``[start_s, end_s)``, summed from raw records."""
+    tier = TIER_BY_NAME[tier_name]
+    grain = tier.grain_s
+    bucket = (calls.c.ts // (grain * US) * grain).label("bucket")
     key = func.coalesce(calls.c.api_key_id, "").label("api_key_id")
-    inner = select(bucket, key, calls.c.model, calls.c.model_category, calls.c.call_type,
-                   *(raw_measure(m) for m in ROLLUP_MEASURES)).where(
+    dims = [key if d == "api_key_id" else calls.c[d] for d in tier.dimensions]
+    inner = select(bucket, *dims, *(raw_measure(m) for m in ROLLUP_MEASURES)).where(
         calls.c.ts >= start_s * US, calls.c.ts < end_s * US).subquery()
-    groups = [inner.c.bucket, inner.c.api_key_id, inner.c.model, inner.c.model_category,
-              inner.c.call_type]
+    groups = [inner.c.bucket, *(inner.c[d] for d in tier.dimensions)]
     query = select(*groups, *(func.sum(inner.c[m]) for m in ROLLUP_MEASURES)).group_by(*groups)
+    width = len(groups)
     with db.read() as conn:
-        return {tuple(row[:5]): tuple(int(v) for v in row[5:])
+        return {tuple(row[:width]): tuple(int(v) for v in row[width:])
                 for row in conn.execute(query)}
 
 
-def stored_rollups(db: Database, table_name: str, start_s: int,
+def stored_rollups(db: Database, tier_name: str, start_s: int,
                    end_s: int) -> dict[RollupKey, tuple[int, ...]]:
-    table = _TABLES[table_name]
+    tier = TIER_BY_NAME[tier_name]
+    table = tier.table
+    width = 1 + len(tier.dimensions)
     query = select(table).where(table.c.bucket >= start_s, table.c.bucket < end_s)
     with db.read() as conn:
-        return {tuple(row[:5]): tuple(int(v) for v in row[5:])
+        return {tuple(row[:width]): tuple(int(v) for v in row[width:])
                 for row in conn.execute(query)}
 
 
-def write_rollups(db: Database, table_name: str,
+def write_rollups(db: Database, tier_name: str,
                   rows: dict[RollupKey, tuple[int, ...] | None]) -> int:
     """Set each row to the given measures; ``None`` deletes the row."""
-    table = _TABLES[table_name]
+    tier = TIER_BY_NAME[tier_name]
+    table = tier.table
+    key_columns = [table.c.bucket, *(table.c[d] for d in tier.dimensions)]
     with db.write() as conn:
         for key, measures in rows.items():
             if measures is None:
                 conn.execute(delete(table).where(
-                    table.c.bucket == key[0], table.c.api_key_id == key[1],
-                    table.c.model == key[2], table.c.model_category == key[3],
-                    table.c.call_type == key[4]))
+                    *(column == value for column, value in zip(key_columns, key, strict=True))))
         upserts = [(*key, *measures) for key, measures in rows.items() if measures is not None]
         if upserts:
             raw = conn.connection.driver_connection
             assert raw is not None
             cursor = raw.cursor()
             try:
-                cursor.executemany(upsert_sql(db, table_name, replace=True), upserts)
+                cursor.executemany(upsert_sql(db, tier, replace=True), upserts)
             finally:
                 cursor.close()
     return len(rows)

@@ -7,6 +7,8 @@ exactly and index compactly.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -46,7 +48,7 @@ calls = Table(
     Index("ix_calls_key_ts", "api_key_id", "ts"),
 )
 
-# Summable measures shared by both rollup grains. Order matters: the store writes them by
+# Summable measures shared by every rollup tier. Order matters: the store writes them by
 # position.
 ROLLUP_MEASURES = (
     "calls",
@@ -66,26 +68,71 @@ ROLLUP_MEASURES = (
     "estimated_calls",
 )
 ROLLUP_DIMENSIONS = ("api_key_id", "model", "model_category", "call_type")
+KEYLESS_DIMENSIONS = ROLLUP_DIMENSIONS[1:]
+_DIMENSION_WIDTHS = {"api_key_id": 64, "model": 200, "model_category": 20, "call_type": 10}
 
 
-def _rollup_table(name: str) -> Table:
+@dataclass(frozen=True, slots=True)
+class Tier:
+    """One rollup table: sums per UTC bucket of ``grain_s`` seconds and its dimensions.
+
+    Keyed tiers have ``api_key_id``; key-less ones sum every key's calls and answer the
+    views of all keys with a fraction of the rows. Minute tiers (``windowed``) are kept for
+    the minute window only; the others for ever.
+    """
+
+    table: Table
+    grain_s: int
+    keyed: bool
+
+    @property
+    def name(self) -> str:
+        return self.table.name
+
+    @property
+    def dimensions(self) -> tuple[str, ...]:
+        return ROLLUP_DIMENSIONS if self.keyed else KEYLESS_DIMENSIONS
+
+    @property
+    def windowed(self) -> bool:
+        return self.grain_s == 60
+
+
+def _rollup_table(name: str, *, keyed: bool = True) -> Table:
+    dimensions = ROLLUP_DIMENSIONS if keyed else KEYLESS_DIMENSIONS
     return Table(
         name,
         metadata,
         Column("bucket", BigInteger, primary_key=True),
-        # "" stands for "no key" so the primary key can include it on PostgreSQL.
-        Column("api_key_id", String(64), primary_key=True),
-        Column("model", String(200), primary_key=True),
-        Column("model_category", String(20), primary_key=True),
-        Column("call_type", String(10), primary_key=True),
+        # In keyed tiers "" stands for "no key", so the primary key can include it.
+        *(Column(d, String(_DIMENSION_WIDTHS[d]), primary_key=True) for d in dimensions),
         *(Column(measure, BigInteger, nullable=False) for measure in ROLLUP_MEASURES),
-        # Clustered by (bucket, ...) on SQLite: a time range is one contiguous scan.
+        # Clustered by (bucket, ...) on SQLite: a time range is one contiguous scan. The
+        # hourly and daily keyed tiers also find one key's rows without reading the others'.
+        *((Index(f"ix_{name}_key", "api_key_id", "bucket"),)
+          if keyed and name in ("rollup_1h", "rollup_1d") else ()),
         sqlite_with_rowid=False,
     )
 
 
-rollup_15m = _rollup_table("rollup_15m")
 rollup_1m = _rollup_table("rollup_1m")
+rollup_15m = _rollup_table("rollup_15m")
+rollup_1h = _rollup_table("rollup_1h")
+rollup_1d = _rollup_table("rollup_1d")
+rollup_1m_all = _rollup_table("rollup_1m_all", keyed=False)
+rollup_15m_all = _rollup_table("rollup_15m_all", keyed=False)
+rollup_1h_all = _rollup_table("rollup_1h_all", keyed=False)
+rollup_1d_all = _rollup_table("rollup_1d_all", keyed=False)
+
+# Finest first. Every grain divides the next (and a day), so a finer tier's buckets nest in
+# a coarser one's and each can be summed from the one before.
+TIERS = (
+    Tier(rollup_1m, 60, True), Tier(rollup_1m_all, 60, False),
+    Tier(rollup_15m, 900, True), Tier(rollup_15m_all, 900, False),
+    Tier(rollup_1h, 3600, True), Tier(rollup_1h_all, 3600, False),
+    Tier(rollup_1d, 86400, True), Tier(rollup_1d_all, 86400, False),
+)
+TIER_BY_NAME = {tier.name: tier for tier in TIERS}
 
 api_keys = Table(
     "api_keys",

@@ -1,9 +1,11 @@
 """Reading the ledger: sums over rollups, with the ragged edges of a range read from raw calls.
 
-A range ``[start, end)`` is split into the part aligned to the rollup grain, answered from the
-rollup table (its cost depends on the number of rollup rows, not of calls), and at most two
-partial-bucket edges, answered from raw records (at most one bucket's worth of calls each).
-The two answers are summed, so every figure equals the brute-force sum over raw records.
+A range ``[start, end)`` is split into pieces aligned to the rollup tiers — whole days in the
+middle, then whole hours, quarter-hours and minutes toward the ends — each answered from its
+tier (its cost depends on the number of rollup rows, not of calls), and at most two
+partial-bucket edges, answered from raw records (at most one minute's or quarter-hour's worth
+of calls each). The answers are summed, so every figure equals the brute-force sum over raw
+records.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from sqlalchemy import (
 
 from tallygate.ledger.records import CallRecord
 from tallygate.store.database import Database
-from tallygate.store.schema import ROLLUP_MEASURES, calls, rollup_1m, rollup_15m
+from tallygate.store.schema import ROLLUP_MEASURES, TIERS, Tier, calls
 
 DIMENSIONS = ("api_key_id", "model", "model_category", "call_type")
 US = 1_000_000
@@ -95,36 +97,68 @@ def aggregate(db: Database, spec: Aggregate) -> list[Row]:
 
 
 def _parts(spec: Aggregate) -> list[Select[Any]]:
-    """One grouped query for the rollup-aligned middle, one over raw calls for the edges."""
-    grain = _grain(spec)
-    parts: list[Select[Any]] = []
-    edges = [(spec.start_us, spec.end_us)]
-    if grain:
-        aligned_start = -(-spec.start_us // (grain * US)) * grain
-        aligned_end = spec.end_us // (grain * US) * grain
-        if aligned_start < aligned_end:
-            table = rollup_15m if grain == 900 else rollup_1m
-            parts.append(_rollup_select(table, spec, aligned_start, aligned_end))
-            edges = [(spec.start_us, aligned_start * US), (aligned_end * US, spec.end_us)]
-    edges = [(lo, hi) for lo, hi in edges if lo < hi]
+    """One grouped query per rollup piece of the range, one over raw calls for what is left."""
+    pieces, edges = split_range(spec)
+    parts = [_rollup_select(tier.table, spec, lo, hi) for tier, lo, hi in pieces]
     if edges:
         parts.append(_raw_select(spec, edges))
     return parts
 
 
-def _grain(spec: Aggregate) -> int:
-    """The coarsest rollup grain that buckets exactly, or 0: only raw records will do."""
-    if spec.bucketing is None:
-        return 900
-    offsets = spec.bucketing.offsets()
-    for grain in (900, 60):
-        if spec.bucketing.width_s % grain or any(offset % grain for offset in offsets):
+def usable_tiers(spec: Aggregate) -> list[Tier]:
+    """The tiers that sum exactly into ``spec``'s buckets, coarsest first.
+
+    Views that neither filter nor group by key read the key-less tiers. A tier fits a
+    bucketing when its grain divides the bucket width, every UTC offset of the zone and
+    every instant the offset changes, so none of its buckets straddles two local buckets.
+    """
+    keyed = bool(spec.filter.api_key_ids) or "api_key_id" in spec.dimensions
+    tiers = []
+    for tier in reversed(TIERS):
+        if tier.keyed != keyed:
             continue
-        if grain == 60 and (spec.minute_floor_s is None
-                            or spec.start_us < spec.minute_floor_s * US):
-            return 0
-        return grain
-    return 0
+        if tier.windowed and spec.minute_floor_s is None:
+            continue
+        if spec.bucketing is not None:
+            grain = tier.grain_s
+            b = spec.bucketing
+            if (b.width_s % grain or any(offset % grain for offset in b.offsets())
+                    or any(begin % grain for begin, _ in b.segments[1:])):
+                continue
+        tiers.append(tier)
+    return tiers
+
+
+def split_range(spec: Aggregate) -> tuple[list[tuple[Tier, int, int]], list[tuple[int, int]]]:
+    """``[start, end)`` as rollup pieces ``(tier, from_s, to_s)`` and raw edges (µs).
+
+    The coarsest tier takes the whole buckets of the middle, finer tiers the whole buckets
+    of what is left at either end, and raw records the partial minutes (or quarter-hours)
+    at the very edges. The minute tiers only reach back to ``spec.minute_floor_s``.
+    """
+    tiers = usable_tiers(spec)
+    pieces: list[tuple[Tier, int, int]] = []
+    edges: list[tuple[int, int]] = []
+
+    def split(lo: int, hi: int, level: int) -> None:
+        while lo < hi and level < len(tiers):
+            tier = tiers[level]
+            grain = tier.grain_s * US
+            first, last = -(-lo // grain) * grain, hi // grain * grain
+            if tier.windowed:
+                assert spec.minute_floor_s is not None
+                first = max(first, -(-spec.minute_floor_s * US // grain) * grain)
+            if first < last:
+                pieces.append((tier, first // US, last // US))
+                split(lo, first, level + 1)
+                split(last, hi, level + 1)
+                return
+            level += 1
+        if lo < hi:
+            edges.append((lo, hi))
+
+    split(spec.start_us, spec.end_us, 0)
+    return pieces, edges
 
 
 def _offset_expr(bucketing: Bucketing, t: ColumnElement[Any]) -> ColumnElement[Any]:
