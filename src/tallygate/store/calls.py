@@ -2,8 +2,9 @@
 
 The database sums the rollup deltas itself, from exactly the rows the transaction inserted:
 on SQLite the rows past the largest rowid before the insert, on PostgreSQL the rows of the
-batch's temporary table that the insert did not skip. Those rows are read once, into
-per-minute sums, and each tier adds up the minute sums (a handful of rows per minute).
+batch's temporary table that the insert did not skip. Those rows are read once into
+quarter-hour sums (and, inside the minute window, minute sums); each coarser tier's sums are
+added up from the next finer one's, a few rows per bucket.
 Python does no per-record arithmetic, and a retried or concurrent batch adds each call to
 the rollups once.
 """
@@ -22,7 +23,6 @@ from tallygate.ledger.records import CallRecord
 from tallygate.ledger.rollups import GRAIN_1M
 from tallygate.store.database import Database
 from tallygate.store.schema import (
-    ROLLUP_DIMENSIONS,
     ROLLUP_MEASURES,
     TIERS,
     Tier,
@@ -154,56 +154,87 @@ def _insert_sql(db_paramstyle: str) -> str:
             "ON CONFLICT (id) DO NOTHING")
 
 
-_DELTA = "tallygate_delta"
-_DELTA_COLUMNS = ", ".join(["bucket", *ROLLUP_DIMENSIONS, *ROLLUP_MEASURES])
+def _scratch(tier: Tier) -> str:
+    """The per-connection temporary table of a batch's sums at ``tier``'s grain."""
+    return f"tallygate_batch_{tier.name}"
 
 
-def _delta_table_sql(*, postgres: bool) -> str:
-    """A per-connection scratch table for a batch's per-minute sums."""
-    columns = ", ".join(["bucket BIGINT", *(f"{d} TEXT" for d in ROLLUP_DIMENSIONS),
+def _source(tier: Tier) -> Tier | None:
+    """The tier whose batch sums ``tier``'s are added up from (each is a few rows per bucket),
+    or ``None``: the batch's raw rows. Minute sums only cover the minute window, so only the
+    key-less minute tier is built on them."""
+    position = TIERS.index(tier)
+    if tier.windowed:
+        return None if tier.keyed else TIERS[position - 1]
+    finer = [t for t in TIERS[:position] if t.keyed == tier.keyed and not t.windowed]
+    if finer:
+        return finer[-1]
+    return None if tier.keyed else TIERS[position - 1]
+
+
+def _scratch_table_sql(tier: Tier, *, postgres: bool) -> str:
+    columns = ", ".join(["bucket BIGINT", *(f"{d} TEXT" for d in tier.dimensions),
                          *(f"{m} BIGINT" for m in ROLLUP_MEASURES)])
     if postgres:
-        return f"CREATE TEMPORARY TABLE IF NOT EXISTS {_DELTA} ({columns}) ON COMMIT DELETE ROWS"
-    return f"CREATE TEMP TABLE IF NOT EXISTS {_DELTA} ({columns})"
+        return (f"CREATE TEMPORARY TABLE IF NOT EXISTS {_scratch(tier)} ({columns}) "
+                "ON COMMIT DELETE ROWS")
+    return f"CREATE TEMP TABLE IF NOT EXISTS {_scratch(tier)} ({columns})"
 
 
-def _delta_sql(source: str, where: str) -> str:
-    """Sum ``source``'s rows matching ``where`` per minute and dimensions into the scratch
-    table: one pass over the new raw rows, however many tiers there are.
+def _scratch_sql(tier: Tier, raw_source: str, raw_where: str) -> str:
+    """Sum the batch per ``tier``'s bucket and dimensions into its scratch table: from the
+    raw rows (``raw_source`` matching ``raw_where``) or from a finer tier's scratch table.
 
     ``ts`` is never negative, so integer division is the floor the tiers bucket with.
     """
-    return (f"INSERT INTO {_DELTA} ({_DELTA_COLUMNS}) "
-            f"SELECT ts / {GRAIN_1M * US} * {GRAIN_1M}, coalesce(api_key_id, ''), model, "
-            f"model_category, call_type, {', '.join(_MEASURE_SUMS)} "
-            f"FROM {source} WHERE {where} GROUP BY 1, 2, 3, 4, 5")
+    source = _source(tier)
+    grain = tier.grain_s
+    groups = ", ".join(str(i + 1) for i in range(1 + len(tier.dimensions)))
+    columns = ", ".join(["bucket", *tier.dimensions, *ROLLUP_MEASURES])
+    if source is None:
+        dims = ", ".join("coalesce(api_key_id, '')" if d == "api_key_id" else d
+                         for d in tier.dimensions)
+        return (f"INSERT INTO {_scratch(tier)} ({columns}) "
+                f"SELECT ts / {grain * US} * {grain}, {dims}, {', '.join(_MEASURE_SUMS)} "
+                f"FROM {raw_source} WHERE {raw_where} GROUP BY {groups}")
+    sums = ", ".join(f"sum({m})" for m in ROLLUP_MEASURES)
+    return (f"INSERT INTO {_scratch(tier)} ({columns}) "
+            f"SELECT bucket / {grain} * {grain}, {', '.join(tier.dimensions)}, {sums} "
+            f"FROM {_scratch(source)} GROUP BY {groups}")
 
 
-def _tier_sql(tier: Tier, where: str) -> str:
-    """Add the scratch table's minute sums (those matching ``where``) to ``tier``.
-
-    Rows come in key order, the lock order every writer shares.
-    """
+def _tier_sql(tier: Tier, *, postgres: bool) -> str:
+    """Add the batch's sums to ``tier``. On PostgreSQL the rows go in key order, the lock
+    order every writer shares; SQLite has one writer, and the scratch rows come out in
+    group order anyway."""
     keys = ("bucket", *tier.dimensions)
-    groups = ", ".join(str(i + 1) for i in range(len(keys)))
+    columns = ", ".join((*keys, *ROLLUP_MEASURES))
+    order = f" ORDER BY {', '.join(keys)}" if postgres else ""
     updates = ", ".join(f"{m} = {tier.name}.{m} + excluded.{m}" for m in ROLLUP_MEASURES)
-    return (
-        f"INSERT INTO {tier.name} ({', '.join((*keys, *ROLLUP_MEASURES))}) "
-        f"SELECT bucket / {tier.grain_s} * {tier.grain_s}, {', '.join(tier.dimensions)}, "
-        f"{', '.join(f'sum({m})' for m in ROLLUP_MEASURES)} FROM {_DELTA} WHERE {where} "
-        f"GROUP BY {groups} ORDER BY {groups} "
-        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
-    )
+    # "WHERE 1 = 1" keeps SQLite from reading ON CONFLICT as a join's ON.
+    return (f"INSERT INTO {tier.name} ({columns}) SELECT {columns} FROM {_scratch(tier)} "
+            f"WHERE 1 = 1{order} ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}")
 
 
-def _roll_up(cursor: Any, mark: str, minute_from_s: int | None) -> None:
-    """Add the scratch table to every tier; minute tiers only from ``minute_from_s`` on
-    (``None``: the batch has no minute still inside the window)."""
+def _roll_up(cursor: Any, *, postgres: bool, raw_source: str, raw_where: str,
+             raw_params: tuple[Any, ...], minute_from_us: int | None) -> None:
+    """Add the batch to every tier; minute tiers only from ``minute_from_us`` on (``None``:
+    the batch has no minute still inside the window)."""
+    mark = "%s" if postgres else "?"
     for tier in TIERS:
-        if not tier.windowed:
-            cursor.execute(_tier_sql(tier, "1 = 1"))
-        elif minute_from_s is not None:
-            cursor.execute(_tier_sql(tier, f"bucket >= {mark}"), (minute_from_s,))
+        if tier.windowed and minute_from_us is None:
+            continue
+        cursor.execute(_scratch_table_sql(tier, postgres=postgres))
+        if not postgres:
+            cursor.execute(f"DELETE FROM {_scratch(tier)}")
+        if _source(tier) is not None:
+            cursor.execute(_scratch_sql(tier, raw_source, raw_where))
+        elif tier.windowed:
+            cursor.execute(_scratch_sql(tier, raw_source, f"{raw_where} AND ts >= {mark}"),
+                           (*raw_params, minute_from_us))
+        else:
+            cursor.execute(_scratch_sql(tier, raw_source, raw_where), raw_params)
+        cursor.execute(_tier_sql(tier, postgres=postgres))
 
 
 def _insert_sqlite(raw: Any, batch: list[CallRecord], minute_from_us: int | None) -> set[str]:
@@ -225,11 +256,8 @@ def _insert_sqlite(raw: Any, batch: list[CallRecord], minute_from_us: int | None
                                                       (before,))}
             skipped = {r.id for r in batch} - fresh
         if inserted:
-            cursor.execute(_delta_table_sql(postgres=False))
-            cursor.execute(f"DELETE FROM {_DELTA}")
-            cursor.execute(_delta_sql("calls", "rowid > ?"), (before,))
-            _roll_up(cursor, "?", None if minute_from_us is None else minute_from_us // US)
-            cursor.execute(f"DELETE FROM {_DELTA}")
+            _roll_up(cursor, postgres=False, raw_source="calls", raw_where="rowid > ?",
+                     raw_params=(before,), minute_from_us=minute_from_us)
         return skipped
     finally:
         cursor.close()
@@ -260,9 +288,8 @@ def _insert_postgres(raw: Any, batch: list[CallRecord], minute_from_us: int | No
                            "RETURNING b.id")
             skipped = {row[0] for row in cursor.fetchall()}
         if inserted:
-            cursor.execute(_delta_table_sql(postgres=True))
-            cursor.execute(_delta_sql("tallygate_batch", "true"))
-            _roll_up(cursor, "%s", None if minute_from_us is None else minute_from_us // US)
+            _roll_up(cursor, postgres=True, raw_source="tallygate_batch", raw_where="true",
+                     raw_params=(), minute_from_us=minute_from_us)
     return skipped
 
 
