@@ -190,7 +190,11 @@ def _openapi_with_error_answers(app: FastAPI) -> Callable[[], dict[str, Any]]:
 
 
 def app_from_environment() -> FastAPI:
-    """For ``uvicorn --factory`` with several workers: settings from the environment."""
+    """For ``uvicorn --factory`` with several workers: settings from the environment and
+    the TOML file named by ``TALLYGATE_CONFIG``, as ``serve`` read them."""
+    import os
+
     from tallygate.config import load_settings
 
-    return create_app(load_settings())
+    config = os.environ.get("TALLYGATE_CONFIG")
+    return create_app(load_settings(Path(config) if config else None))

@@ -105,3 +105,41 @@ def test_several_workers_without_redis_refuse_to_start(tmp_path: Path) -> None:
                                 env={"TALLYGATE_REDIS_URL": ""})
     assert result.exit_code == 2
     assert "TALLYGATE_REDIS_URL" in result.output
+
+
+def test_several_workers_serve_the_routes_of_the_config_file(redis_url: str,
+                                                             tmp_path: Path) -> None:
+    # Workers are started by uvicorn and rebuild their settings: the TOML file must reach
+    # them, or every worker would answer 404 for the routes it declares.
+    database_url = f"sqlite:///{tmp_path / 'workers.db'}"
+    db = Database(database_url)
+    db.upgrade()
+    key = KeyService(db).create(KeyCreate(name="workers"), "test")
+    db.dispose()
+    with serve_app(FakeUpstream(FakeSettings())) as upstream:
+        config = tmp_path / "gateway.toml"
+        config.write_text(f'[[routes]]\nmodel = "{CHAT}"\nbase_url = "{upstream}/v1"\n')
+        env = {**os.environ, "TALLYGATE_DATABASE_URL": database_url,
+               "TALLYGATE_REDIS_URL": redis_url, "TALLYGATE_ADMIN_TOKEN": "admin-x"}
+        env.pop("TALLYGATE_CONFIG", None)
+        port = free_port()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tallygate", "--config", str(config), "serve", "--port",
+             str(port), "--workers", "2"], env=env, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_ready(url, process)
+            auth = {"Authorization": f"Bearer {key.key}"}
+            for _ in range(6):  # new connections: both workers answer some
+                with httpx.Client() as client:
+                    models = client.get(f"{url}/v1/models", headers=auth, timeout=10)
+                    assert [m["id"] for m in models.json()["data"]] == [CHAT]
+                    answer = client.post(f"{url}/v1/chat/completions", headers=auth,
+                                         json={"model": CHAT, "messages": []}, timeout=30)
+                    assert answer.status_code == 200, answer.text
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+            if process.stderr is not None:
+                process.stderr.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from fastapi import Depends, Query
@@ -25,10 +26,14 @@ def _checked(values: list[str] | None, allowed: tuple[str, ...], param: str) -> 
     return tuple(values or ())
 
 
+_YEAR = re.compile("[0-9]{4}")
+
+
 def checked_range(period: str | None, start: str | None, end: str | None,
                   tz: str | None) -> TimeRange:
     for param, value in (("start", start), ("end", end)):
-        if value is not None and value[:4].isdigit() and int(value[:4]) not in YEARS:
+        # ASCII digits only: str.isdigit() is also true of "¹" and "２", which int() refuses.
+        if value is not None and _YEAR.fullmatch(value[:4]) and int(value[:4]) not in YEARS:
             raise BadParameter(param, f"the year must be between {YEARS.start} and "
                                       f"{YEARS.stop - 1}")
     return resolve_range(period, start, end, tz)

@@ -62,7 +62,8 @@ def config_show(ctx: typer.Context) -> None:
 def _options(
     ctx: typer.Context,
     config: Annotated[Path | None, typer.Option(
-        "--config", help="TOML settings file (overrides the environment).",
+        "--config", envvar="TALLYGATE_CONFIG",
+        help="TOML settings file (overrides the environment).",
         exists=True, dir_okay=False)] = None,
     database_url: Annotated[str | None, typer.Option(
         "--database-url", help="Overrides TALLYGATE_DATABASE_URL and the config file.")] = None,

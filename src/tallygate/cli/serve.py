@@ -49,16 +49,18 @@ def serve(ctx: typer.Context, host: Host = None, port: Port = None,
         console.print(Panel(f"[bold]{token}[/bold]\nUse it as `Authorization: Bearer …` on "
                             "/api/v1. It is shown only now; only its hash is stored.",
                             title="admin token", expand=False))
-    _run(settings)
+    _run(settings, cli.config_file)
 
 
-def _run(settings: Settings) -> None:
+def _run(settings: Settings, config_file: Path | None = None) -> None:
     if settings.workers == 1:
         uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
                     log_level=settings.log_level, access_log=settings.access_log)
         return
-    # Worker processes rebuild the settings from the environment.
-    os.environ.update({"TALLYGATE_DATABASE_URL": settings.database_url})
+    # Worker processes rebuild the settings from the environment and the same TOML file.
+    os.environ["TALLYGATE_DATABASE_URL"] = settings.database_url
+    if config_file is not None:
+        os.environ["TALLYGATE_CONFIG"] = str(config_file.resolve())
     uvicorn.run("tallygate.app:app_from_environment", factory=True, host=settings.host,
                 port=settings.port, workers=settings.workers, log_level=settings.log_level,
                 access_log=settings.access_log)

@@ -316,7 +316,13 @@ class Gateway:
         if scheme.lower() != "bearer" or not secret.strip():
             raise GatewayError(401, "missing_api_key", "You didn't provide an API key. Send "
                                                        "Authorization: Bearer <key>.")
-        key = await self.key_cache.lookup(secret.strip())
+        try:
+            key = await self.key_cache.lookup(secret.strip())
+        except Exception as exc:  # a key never seen, and the key store cannot be read
+            log.warning("cannot look up an API key: %s", exc.__class__.__name__)
+            raise GatewayError(503, "service_unavailable",
+                               "The key store cannot be reached; try again shortly.",
+                               headers={"Retry-After": "1"}) from None
         if key is None:
             raise GatewayError(401, "invalid_api_key", "Incorrect API key provided.")
         return key

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -15,6 +17,8 @@ from tallygate.store.database import Database
 
 if TYPE_CHECKING:
     from tallygate.config import Route
+
+log = logging.getLogger("tallygate.ledger")
 
 
 @dataclass
@@ -40,26 +44,39 @@ class Ledger:
     def prices(self) -> PriceTable:
         """The price table, re-read every ``prices_ttl_s`` so a price set by another process
         (or the CLI) is used within that time."""
-        if self._prices is None or time.monotonic() - self._prices_loaded > self.prices_ttl_s:
-            self._reload_prices()
+        self._fresh_prices()
         assert self._prices is not None
         return self._prices
 
     def discounts(self) -> DiscountTable:
         """Every key's discount over time, re-read with the price table."""
-        if self._discounts is None or time.monotonic() - self._prices_loaded > self.prices_ttl_s:
-            self._reload_prices()
+        self._fresh_prices()
         assert self._discounts is not None
         return self._discounts
 
-    def _reload_prices(self) -> None:
-        self._prices = PriceTable(price_store.list_prices(self.db))
-        self._discounts = DiscountTable(price_store.list_discounts(self.db))
+    def _fresh_prices(self) -> None:
+        """Re-read the tables when they are older than ``prices_ttl_s``. While the database
+        cannot be read, the tables last read stay in use (calls are still priced and
+        recorded, and spooled if need be) and the read is tried again a TTL later; only a
+        ledger that never read them has nothing to fall back on, and raises."""
+        if (self._prices is not None
+                and time.monotonic() - self._prices_loaded <= self.prices_ttl_s):
+            return
+        try:
+            prices = PriceTable(price_store.list_prices(self.db))
+            discounts = DiscountTable(price_store.list_discounts(self.db))
+        except Exception:
+            if self._prices is None:
+                raise
+            log.warning("cannot re-read the price table; pricing with the one read before",
+                        exc_info=True)
+        else:
+            self._prices, self._discounts = prices, discounts
         self._prices_loaded = time.monotonic()
 
     def prices_changed(self) -> None:
-        self._prices = None
-        self._discounts = None
+        """Re-read the tables at next use (the current ones stay as a fallback)."""
+        self._prices_loaded = -math.inf
 
     def cost_of(self, model: str, ts_us: int, input_tokens: int, cached_input_tokens: int,
                 output_tokens: int, status_code: int = 200,
@@ -68,8 +85,7 @@ class Ledger:
         key's discount in force then. 0 for a model without a price. The one way the gateway,
         ingest and ``pricing recompute`` price a call."""
         prices = self.prices()
-        discounts = self._discounts
-        assert discounts is not None
+        discounts = self.discounts()
         return prices.cost_nano(model, ts_us, input_tokens, cached_input_tokens, output_tokens,
                                 status_code, discounts.percent_at(api_key_id, ts_us))
 
