@@ -278,16 +278,17 @@ ROLLUP_MEASURES = ("calls", "success_calls", "failed_calls", "rate_limited_calls
 
 
 def rollups(records: Iterable[CallRecord], grain_s: int, min_bucket_s: int | None = None,
-            *, keyed: bool = True) -> dict[tuple[Any, ...], tuple[int, ...]]:
-    """``(bucket_s, key or "", model, category, call_type)`` → measures, as a rebuild sees it
-    (without the key when not ``keyed``)."""
+            dimensions: Sequence[str] = ("api_key_id", "model", "model_category", "call_type"),
+            ) -> dict[tuple[Any, ...], tuple[int, ...]]:
+    """``(bucket_s, *dimensions)`` → measures, as a rebuild sees it ("" for no key)."""
     rows: dict[tuple[Any, ...], dict[str, int]] = {}
     for r in records:
         bucket = r.ts_us // US // grain_s * grain_s
         if min_bucket_s is not None and bucket < min_bucket_s:
             continue
-        key = (bucket, *((r.api_key_id or "",) if keyed else ()), r.model, r.model_category,
-               r.call_type)
+        values = {"api_key_id": r.api_key_id or "", "model": r.model,
+                  "model_category": r.model_category, "call_type": r.call_type}
+        key = (bucket, *(values[d] for d in dimensions))
         m = rows.setdefault(key, dict.fromkeys(ROLLUP_MEASURES, 0))
         m["calls"] += 1
         m["success_calls"] += is_success(r)

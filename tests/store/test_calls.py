@@ -24,7 +24,7 @@ from sqlalchemy.exc import DBAPIError
 from tallygate.ledger.records import CallRecord
 from tallygate.store.calls import InsertResult, insert_calls
 from tallygate.store.database import Database
-from tallygate.store.schema import TIERS, calls, rollup_1m
+from tallygate.store.schema import ROLLUP_MEASURES, TIERS, calls, rollup_1m
 from tests import brute
 
 US = 1_000_000
@@ -84,7 +84,10 @@ def stored_rollups(db: Database) -> dict[str, dict[tuple[Any, ...], tuple[int, .
         for tier in TIERS:
             width = 1 + len(tier.dimensions)
             tables[tier.name] = {tuple(row[:width]): tuple(int(v) for v in row[width:])
-                                 for row in conn.execute(select(tier.table))}
+                                 for row in conn.execute(select(
+                                     tier.table.c.bucket,
+                                     *(tier.table.c[d] for d in tier.dimensions),
+                                     *(tier.table.c[m] for m in ROLLUP_MEASURES)))}
     return tables
 
 
@@ -101,7 +104,7 @@ def assert_ledger_holds(db: Database, expected: Sequence[CallRecord], *,
     assert all(r == by_id[r.id] and r.metadata == by_id[r.id].metadata for r in raw)
     assert stored_rollups(db) == {
         tier.name: brute.rollups(raw, tier.grain_s, minute_cutoff_s if tier.windowed else None,
-                                 keyed=tier.keyed)
+                                 tier.dimensions)
         for tier in TIERS
     }
 

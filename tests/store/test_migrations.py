@@ -23,3 +23,27 @@ def test_ensure_current_refuses_an_unmigrated_database(tmp_path) -> None:  # typ
     fresh = Database(f"sqlite:///{tmp_path / 'new.db'}")
     with pytest.raises(DatabaseUnavailable, match="tallygate db upgrade"):
         fresh.ensure_current()
+
+
+def test_the_tier_migration_fills_the_new_tiers_from_stored_rollups(db: Database) -> None:
+    # A ledger from before 0004 had only the quarter-hour and minute rollups: after the
+    # upgrade every tier must hold what it would have held had it always been written.
+    import time
+
+    from alembic import command
+
+    from tallygate.ledger.maintenance import check_rollups
+    from tallygate.ledger.service import Ledger
+    from tests.store.test_calls import make_record
+
+    now_us = int(time.time() * 1_000_000)
+    records = [make_record(n, ts_us=now_us - n * 37_000_000_000) for n in range(400)]
+    ledger = Ledger(db)
+    ledger.store(records)
+    config = db._alembic_config()
+    command.downgrade(config, "0003")
+    assert "rollup_1h" not in db.table_names()
+    command.upgrade(config, "head")
+    report = check_rollups(ledger)
+    assert report.ok, report.differences[:5]
+    assert report.rows_compared > 0

@@ -161,15 +161,20 @@ def _scratch(tier: Tier) -> str:
 
 def _source(tier: Tier) -> Tier | None:
     """The tier whose batch sums ``tier``'s are added up from (each is a few rows per bucket),
-    or ``None``: the batch's raw rows. Minute sums only cover the minute window, so only the
-    key-less minute tier is built on them."""
-    position = TIERS.index(tier)
-    if tier.windowed:
-        return None if tier.keyed else TIERS[position - 1]
-    finer = [t for t in TIERS[:position] if t.keyed == tier.keyed and not t.windowed]
+    or ``None``: the batch's raw rows.
+
+    A finer tier with the same dimensions if there is one, else the smallest tier of the
+    same grain with all of them. Minute sums only cover the minute window, so only minute
+    tiers are built on them.
+    """
+    earlier = TIERS[:TIERS.index(tier)]
+    finer = [t for t in earlier if t.dimensions == tier.dimensions
+             and (tier.windowed or not t.windowed)]
     if finer:
         return finer[-1]
-    return None if tier.keyed else TIERS[position - 1]
+    wider = [t for t in earlier if t.grain_s == tier.grain_s
+             and set(tier.dimensions) <= set(t.dimensions)]
+    return wider[-1] if wider else None
 
 
 def _scratch_table_sql(tier: Tier, *, postgres: bool) -> str:
@@ -192,14 +197,14 @@ def _scratch_sql(tier: Tier, raw_source: str, raw_where: str) -> str:
     groups = ", ".join(str(i + 1) for i in range(1 + len(tier.dimensions)))
     columns = ", ".join(["bucket", *tier.dimensions, *ROLLUP_MEASURES])
     if source is None:
-        dims = ", ".join("coalesce(api_key_id, '')" if d == "api_key_id" else d
-                         for d in tier.dimensions)
-        return (f"INSERT INTO {_scratch(tier)} ({columns}) "
-                f"SELECT ts / {grain * US} * {grain}, {dims}, {', '.join(_MEASURE_SUMS)} "
+        values = [f"ts / {grain * US} * {grain}",
+                  *("coalesce(api_key_id, '')" if d == "api_key_id" else d
+                    for d in tier.dimensions), *_MEASURE_SUMS]
+        return (f"INSERT INTO {_scratch(tier)} ({columns}) SELECT {', '.join(values)} "
                 f"FROM {raw_source} WHERE {raw_where} GROUP BY {groups}")
-    sums = ", ".join(f"sum({m})" for m in ROLLUP_MEASURES)
-    return (f"INSERT INTO {_scratch(tier)} ({columns}) "
-            f"SELECT bucket / {grain} * {grain}, {', '.join(tier.dimensions)}, {sums} "
+    values = [f"bucket / {grain} * {grain}", *tier.dimensions,
+              *(f"sum({m})" for m in ROLLUP_MEASURES)]
+    return (f"INSERT INTO {_scratch(tier)} ({columns}) SELECT {', '.join(values)} "
             f"FROM {_scratch(source)} GROUP BY {groups}")
 
 

@@ -95,10 +95,11 @@ def _walk(conn: Connection, start_us: int, end_us: int, call_filter: CallFilter,
             per_model[1] += row.cost_nano
             per_model[2] += cost
             changed.append({"b_id": row.id, "b_cost": cost})
-            dims = (row.model, row.model_category, row.call_type)
+            values = {"api_key_id": row.api_key_id or "", "model": row.model,
+                      "model_category": row.model_category, "call_type": row.call_type}
             for tier in TIERS:
                 key = (row.ts // (tier.grain_s * US) * tier.grain_s,
-                       *((row.api_key_id or "",) if tier.keyed else ()), *dims)
+                       *(values[d] for d in tier.dimensions))
                 tier_deltas = deltas[tier.name]
                 tier_deltas[key] = tier_deltas.get(key, 0) + delta
         if write and changed:

@@ -45,7 +45,9 @@ def stored_rollups(db: Database, tier_name: str, start_s: int,
     tier = TIER_BY_NAME[tier_name]
     table = tier.table
     width = 1 + len(tier.dimensions)
-    query = select(table).where(table.c.bucket >= start_s, table.c.bucket < end_s)
+    query = select(table.c.bucket, *(table.c[d] for d in tier.dimensions),
+                   *(table.c[m] for m in ROLLUP_MEASURES)).where(
+        table.c.bucket >= start_s, table.c.bucket < end_s)
     with db.read() as conn:
         return {tuple(row[:width]): tuple(int(v) for v in row[width:])
                 for row in conn.execute(query)}

@@ -8,6 +8,7 @@ exactly and index compactly.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -74,16 +75,15 @@ _DIMENSION_WIDTHS = {"api_key_id": 64, "model": 200, "model_category": 20, "call
 
 @dataclass(frozen=True, slots=True)
 class Tier:
-    """One rollup table: sums per UTC bucket of ``grain_s`` seconds and its dimensions.
+    """One rollup table: sums per UTC bucket of ``grain_s`` seconds and ``dimensions``.
 
-    Keyed tiers have ``api_key_id``; key-less ones sum every key's calls and answer the
-    views of all keys with a fraction of the rows. Minute tiers (``windowed``) are kept for
-    the minute window only; the others for ever.
+    Keyed tiers have every dimension; key-less ones sum every key's calls, and the minute
+    totals every call, so views that need fewer dimensions read a fraction of the rows.
+    Minute tiers (``windowed``) are kept for the minute window only; the others for ever.
     """
 
     table: Table
     grain_s: int
-    keyed: bool
 
     @property
     def name(self) -> str:
@@ -91,26 +91,33 @@ class Tier:
 
     @property
     def dimensions(self) -> tuple[str, ...]:
-        return ROLLUP_DIMENSIONS if self.keyed else KEYLESS_DIMENSIONS
+        return tuple(c.name for c in self.table.primary_key.columns if c.name != "bucket")
+
+    @property
+    def keyed(self) -> bool:
+        return "api_key_id" in self.dimensions
 
     @property
     def windowed(self) -> bool:
         return self.grain_s == 60
 
 
-def _rollup_table(name: str, *, keyed: bool = True) -> Table:
-    dimensions = ROLLUP_DIMENSIONS if keyed else KEYLESS_DIMENSIONS
+def _rollup_table(name: str, dimensions: tuple[str, ...] = ROLLUP_DIMENSIONS) -> Table:
+    bucket = Column("bucket", BigInteger, primary_key=True)
+    # In keyed tiers "" stands for "no key", so the primary key can include it.
+    columns: list[Column[Any]] = [Column(d, String(_DIMENSION_WIDTHS[d]), primary_key=True)
+                                  for d in dimensions]
+    # Clustered by (bucket, ...) on SQLite: a time range is one contiguous scan. Keyed tiers
+    # also find one key's rows without reading every key's: through an index, or, for the
+    # per-key minute totals, by being clustered by key.
+    key_first = dimensions == ("api_key_id",)
     return Table(
         name,
         metadata,
-        Column("bucket", BigInteger, primary_key=True),
-        # In keyed tiers "" stands for "no key", so the primary key can include it.
-        *(Column(d, String(_DIMENSION_WIDTHS[d]), primary_key=True) for d in dimensions),
+        *([*columns, bucket] if key_first else [bucket, *columns]),
         *(Column(measure, BigInteger, nullable=False) for measure in ROLLUP_MEASURES),
-        # Clustered by (bucket, ...) on SQLite: a time range is one contiguous scan. The
-        # hourly and daily keyed tiers also find one key's rows without reading the others'.
         *((Index(f"ix_{name}_key", "api_key_id", "bucket"),)
-          if keyed and name in ("rollup_1h", "rollup_1d") else ()),
+          if "api_key_id" in dimensions and not key_first else ()),
         sqlite_with_rowid=False,
     )
 
@@ -119,18 +126,22 @@ rollup_1m = _rollup_table("rollup_1m")
 rollup_15m = _rollup_table("rollup_15m")
 rollup_1h = _rollup_table("rollup_1h")
 rollup_1d = _rollup_table("rollup_1d")
-rollup_1m_all = _rollup_table("rollup_1m_all", keyed=False)
-rollup_15m_all = _rollup_table("rollup_15m_all", keyed=False)
-rollup_1h_all = _rollup_table("rollup_1h_all", keyed=False)
-rollup_1d_all = _rollup_table("rollup_1d_all", keyed=False)
+rollup_1m_all = _rollup_table("rollup_1m_all", KEYLESS_DIMENSIONS)
+rollup_15m_all = _rollup_table("rollup_15m_all", KEYLESS_DIMENSIONS)
+rollup_1h_all = _rollup_table("rollup_1h_all", KEYLESS_DIMENSIONS)
+rollup_1d_all = _rollup_table("rollup_1d_all", KEYLESS_DIMENSIONS)
+rollup_1m_key = _rollup_table("rollup_1m_key", ("api_key_id",))  # a key's peak RPM/TPM
+rollup_1m_total = _rollup_table("rollup_1m_total", ())  # peak RPM/TPM of everything
 
-# Finest first. Every grain divides the next (and a day), so a finer tier's buckets nest in
-# a coarser one's and each can be summed from the one before.
+# Finest grain first and, within a grain, most dimensions first. Every grain divides the
+# next (and a day), so a finer tier's buckets nest in a coarser one's, and each tier's sums
+# can be added up from a finer tier's or from a tier of its grain with more dimensions.
 TIERS = (
-    Tier(rollup_1m, 60, True), Tier(rollup_1m_all, 60, False),
-    Tier(rollup_15m, 900, True), Tier(rollup_15m_all, 900, False),
-    Tier(rollup_1h, 3600, True), Tier(rollup_1h_all, 3600, False),
-    Tier(rollup_1d, 86400, True), Tier(rollup_1d_all, 86400, False),
+    Tier(rollup_1m, 60), Tier(rollup_1m_all, 60), Tier(rollup_1m_key, 60),
+    Tier(rollup_1m_total, 60),
+    Tier(rollup_15m, 900), Tier(rollup_15m_all, 900),
+    Tier(rollup_1h, 3600), Tier(rollup_1h_all, 3600),
+    Tier(rollup_1d, 86400), Tier(rollup_1d_all, 86400),
 )
 TIER_BY_NAME = {tier.name: tier for tier in TIERS}
 

@@ -45,6 +45,12 @@ class CallFilter:
     call_types: tuple[str, ...] = ()
     model_categories: tuple[str, ...] = ()
 
+    def by_dimension(self) -> dict[str, tuple[str, ...]]:
+        """The values each filtered dimension may take (unfiltered ones are absent)."""
+        chosen = {"api_key_id": self.api_key_ids, "model": self.models,
+                  "call_type": self.call_types, "model_category": self.model_categories}
+        return {name: values for name, values in chosen.items() if values}
+
 
 @dataclass(frozen=True, slots=True)
 class Bucketing:
@@ -99,23 +105,27 @@ def aggregate(db: Database, spec: Aggregate) -> list[Row]:
 def _parts(spec: Aggregate) -> list[Select[Any]]:
     """One grouped query per rollup piece of the range, one over raw calls for what is left."""
     pieces, edges = split_range(spec)
-    parts = [_rollup_select(tier.table, spec, lo, hi) for tier, lo, hi in pieces]
+    parts = [_rollup_select(tier, spec, lo, hi) for tier, lo, hi in pieces]
     if edges:
         parts.append(_raw_select(spec, edges))
     return parts
 
 
 def usable_tiers(spec: Aggregate) -> list[Tier]:
-    """The tiers that sum exactly into ``spec``'s buckets, coarsest first.
+    """The tiers that sum exactly into ``spec``'s buckets, coarsest first, one per grain:
+    the one with the fewest rows that still has every dimension the view filters or
+    groups by.
 
-    Views that neither filter nor group by key read the key-less tiers. A tier fits a
-    bucketing when its grain divides the bucket width, every UTC offset of the zone and
-    every instant the offset changes, so none of its buckets straddles two local buckets.
+    A tier fits a bucketing when its grain divides the bucket width, every UTC offset of
+    the zone and every instant the offset changes, so none of its buckets straddles two
+    local buckets.
     """
-    keyed = bool(spec.filter.api_key_ids) or "api_key_id" in spec.dimensions
-    tiers = []
-    for tier in reversed(TIERS):
-        if tier.keyed != keyed:
+    needed = set(spec.dimensions) | set(spec.filter.by_dimension())
+    tiers: list[Tier] = []
+    for tier in reversed(TIERS):  # coarsest grain first, fewest dimensions first in a grain
+        if not needed <= set(tier.dimensions):
+            continue
+        if tiers and tiers[-1].grain_s == tier.grain_s:
             continue
         if tier.windowed and spec.minute_floor_s is None:
             continue
@@ -204,13 +214,28 @@ def filter_conditions(table: Table, f: CallFilter) -> list[ColumnElement[bool]]:
     return conditions
 
 
-def _rollup_select(table: Table, spec: Aggregate, start_s: int, end_s: int) -> Select[Any]:
+def _rollup_select(tier: Tier, spec: Aggregate, start_s: int, end_s: int) -> Select[Any]:
+    table = tier.table
     t = table.c.bucket
-    inner = select(
-        *_bucket_columns(spec, t),
-        *(table.c[d] for d in spec.dimensions),
-        *(table.c[m] for m in spec.measures),
-    ).where(t >= start_s, t < end_s, *filter_conditions(table, spec.filter))
+    conditions = (t >= start_s, t < end_s, *filter_conditions(table, spec.filter))
+    dims = [table.c[d] for d in spec.dimensions]
+    flat_groups = None
+    if spec.bucketing is not None and spec.bucketing.width_s == tier.grain_s:
+        flat_groups = [t, *dims]  # one stored bucket is one local bucket
+        single = {d for d, values in spec.filter.by_dimension().items() if len(values) == 1}
+        if set(tier.dimensions) <= set(spec.dimensions) | single:
+            # Already one row per group: nothing to sum.
+            return select(*_bucket_columns(spec, t), *dims,
+                          *(table.c[m] for m in spec.measures)).where(*conditions)
+    elif spec.bucketing is None and dims:
+        flat_groups = dims
+    if flat_groups is not None:
+        # Grouped by stored columns alone: read in primary-key order, without a sort.
+        return select(*_bucket_columns(spec, t), *dims,
+                      *(func.sum(table.c[m]) for m in spec.measures)
+                      ).where(*conditions).group_by(*flat_groups)
+    inner = select(*_bucket_columns(spec, t), *dims,
+                   *(table.c[m] for m in spec.measures)).where(*conditions)
     return _grouped(spec, inner)
 
 
