@@ -228,7 +228,8 @@ def trend(records: Sequence[CallRecord], f: Filter, start_us: int, end_us: int, 
 
 def breakdown(records: Sequence[CallRecord], f: Filter, start_us: int, end_us: int,
               tz: ZoneInfo, group_by: Sequence[str], currency: str,
-              peak_from_us: int) -> dict[tuple[str, ...], dict[str, Any]]:
+              peak_from_us: int, with_percentiles: bool = False,
+              ) -> dict[tuple[str, ...], dict[str, Any]]:
     """One row per group with calls, keyed by the group's values ("" for no key)."""
     chosen = select(records, f, start_us, end_us)
     groups: dict[tuple[str, ...], list[CallRecord]] = defaultdict(list)
@@ -266,7 +267,22 @@ def breakdown(records: Sequence[CallRecord], f: Filter, start_us: int, end_us: i
             "share": ratio(len(rs), all_calls),
             "cost_share": ratio(cost, all_cost),
         }
+        if with_percentiles:
+            for k in (50, 95):
+                rows[group][f"p{k}_latency_ms"] = nearest_rank(latencies, k)
+                rows[group][f"p{k}_ttft_ms"] = nearest_rank(ttfts, k)
     return rows
+
+
+def nearest_rank(values: Sequence[int], percent: int) -> int | None:
+    """The smallest value with at least ``percent`` % of the values at or below it."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    for i, value in enumerate(ordered, start=1):
+        if i * 100 >= percent * len(ordered):
+            return value
+    raise AssertionError("unreachable")
 
 
 # Rollups -------------------------------------------------------------------------------------

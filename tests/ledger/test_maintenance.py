@@ -157,3 +157,33 @@ def test_check_on_an_empty_ledger_and_with_progress(db: Database) -> None:
     report = check_rollups(ledger, progress=lambda done, total: steps.append((done, total)))
     assert report.ok and steps and steps[-1][0] == steps[-1][1]
     assert [done for done, _ in steps] == list(range(1, len(steps) + 1))
+
+
+def test_percentiles_are_not_shown_for_a_range_retention_cut_into(db: Database) -> None:
+    # p50/p95 come from raw records: over a range whose oldest records were purged they would
+    # describe only its recent part, so they are null and the answer says from when.
+    now = time.time()
+    ledger = Ledger(db, raw_retention_days=30)
+    records = [_record(f"lat-{i}", now - 3600 - i * 60, latency_ms=100 * (i + 1))
+               for i in range(20)]
+    ledger.store(records)
+    today = datetime.fromtimestamp(now, UTC).date()
+
+    def breakdown(days_back: int) -> dict[str, Any]:
+        query = UsageQuery(CallFilter(), resolve_range(
+            None, (today - timedelta(days=days_back)).isoformat(),
+            (today + timedelta(days=1)).isoformat(), "UTC"))
+        return usage_breakdown(ledger, query, ["model"], with_percentiles=True)
+
+    recent = breakdown(7)
+    assert recent["percentiles"] == {"complete": True, "raw_records_from": None}
+    (row,) = recent["rows"]
+    assert (row["p50_latency_ms"], row["p95_latency_ms"]) == (1000, 1900)
+    assert row["p50_ttft_ms"] is None  # no call had one
+
+    old = breakdown(45)
+    assert old["percentiles"]["complete"] is False
+    assert old["percentiles"]["raw_records_from"].startswith(
+        (today - timedelta(days=30)).isoformat())
+    (row,) = old["rows"]
+    assert row["calls"] == 20 and row["p50_latency_ms"] is None

@@ -183,7 +183,8 @@ def _record(draw: st.DrawFn, index: int, ts_us: int) -> CallRecord:
         reasoning_tokens=draw(st.integers(0, output_tokens)),
         total_tokens=input_tokens + output_tokens,
         cost_nano=draw(st.one_of(st.just(0), st.integers(0, 10**6), st.integers(0, 10**15))),
-        latency_ms=draw(st.none() | st.integers(0, 86_400_000)),
+        latency_ms=draw(st.none() | st.sampled_from((0, 250, 250, 1800))
+                        | st.integers(0, 86_400_000)),
         ttft_ms=draw(st.none() | st.integers(0, 60_000)),
         estimated=draw(st.booleans()),
     )
@@ -409,12 +410,17 @@ def test_usage_breakdown_matches_brute_force(db: Database, case: Case,
         min_size=1, max_size=2, unique=True), label="group_by")
     sort_key = data.draw(st.sampled_from((*BREAKDOWN_SORTS, *group_by)), label="sort")
     sort = data.draw(st.sampled_from(("-", "")), label="direction") + sort_key
+    with_percentiles = data.draw(st.booleans(), label="percentiles")
 
-    got = usage_breakdown(ledger, query, group_by=group_by, sort=sort)
+    got = usage_breakdown(ledger, query, group_by=group_by, sort=sort,
+                          with_percentiles=with_percentiles)
 
+    with_percentiles = with_percentiles or sort_key.startswith(("p50_", "p95_"))
+    assert ("percentiles" in got) == with_percentiles
     expected = brute.breakdown(case.records(), case.filter, r.start_us, r.end_us, r.tz,
                                group_by, CURRENCY,
-                               peak_from_us=ledger.minute_floor_s() * US)
+                               peak_from_us=ledger.minute_floor_s() * US,
+                               with_percentiles=with_percentiles)
     rows = {}
     for row in got["rows"]:
         group = tuple(row[g] or "" for g in group_by)

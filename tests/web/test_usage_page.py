@@ -285,6 +285,35 @@ def test_the_breakdown_sorts_and_drills_down(page: Any, site: Site) -> None:
     assert_cards_match(page, site.summary(_filters(period="7d", model=CHAT)))
 
 
+def test_the_breakdown_shows_the_exact_percentiles_after_the_table(page: Any,
+                                                                     site: Site) -> None:
+    page.wait_for_function("() => document.querySelector('#breakdown-table tbody tr') "
+                           "&& !document.querySelector('#breakdown-table td.pending')")
+    api = site.get("/api/v1/usage/breakdown", _filters(period="7d", percentiles="true"))
+    assert api["percentiles"]["complete"] is True
+    shown = page.eval_on_selector_all(
+        "#breakdown-table tbody tr",
+        "rows => rows.map(r => [r.querySelector('th').dataset.value, "
+        "...['p50_latency_ms', 'p95_latency_ms', 'p50_ttft_ms', 'p95_ttft_ms'].map("
+        "c => r.querySelector(`td[data-col=${c}]`).textContent)])")
+    expected = {row["model"]: row for row in api["rows"]}
+    assert shown and {model for model, *_ in shown} == set(expected)
+    fields = ("p50_latency_ms", "p95_latency_ms", "p50_ttft_ms", "p95_ttft_ms")
+    for model, *texts in shown:
+        for field, text in zip(fields, texts, strict=True):
+            value = expected[model][field]
+            assert text == "—" if value is None else re.sub(r"\D", "", text) == str(value)
+    assert any(expected[model]["p95_ttft_ms"] is not None for model in expected)
+    page.click("#breakdown-table th[data-col=p95_latency_ms] button")
+    wait_until_ready(page)
+    assert query_of(page)["sort"] == ["-p95_latency_ms"]
+    models = page.eval_on_selector_all("#breakdown-table tbody th",
+                                       "els => els.map(e => e.dataset.value)")
+    sorted_api = site.get("/api/v1/usage/breakdown", _filters(period="7d",
+                                                              sort="-p95_latency_ms"))
+    assert models == [row["model"] for row in sorted_api["rows"]]
+
+
 def test_call_records_page_with_the_api_cursor(page: Any, site: Site) -> None:
     first = site.get("/api/v1/usage/calls", _filters(period="7d", limit=100))
     ids = page.eval_on_selector_all("#calls-table tbody tr", "els => els.map(e => e.dataset.id)")

@@ -71,8 +71,13 @@ def breakdown(
         description="api_key, model, call_type or model_category; two (comma-separated or "
                     "repeated) for a cross table")] = None,
     sort: Annotated[str, Query(description="A column, - for descending")] = "-calls",
+    percentiles: Annotated[bool, Query(
+        description="Add p50/p95 latency and time to first token per row (exact, from raw "
+                    "records: slower on long ranges; null where raw records were purged)")
+    ] = False,
 ) -> dict[str, Any]:
-    return usage_breakdown(_ledger(request), query, _group_by(group_by), sort)
+    return usage_breakdown(_ledger(request), query, _group_by(group_by), sort,
+                           with_percentiles=percentiles)
 
 
 def _decode_cursor(cursor: str) -> tuple[int, str]:

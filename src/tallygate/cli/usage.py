@@ -133,12 +133,16 @@ def breakdown(ctx: typer.Context, group_by: Annotated[str, typer.Option(
               sort: Annotated[str, typer.Option(help="Column; - for descending")] = "-calls",
               key: Keys = None, model: Models = None, call_type: Types = None,
               category: Categories = None, period: Period = None, start: Start = None,
-              end: End = None, tz: Tz = "UTC", as_json: AsJson = False) -> None:
+              end: End = None, tz: Tz = "UTC", as_json: AsJson = False,
+              percentiles: Annotated[bool, typer.Option(
+                  help="Add p50/p95 latency and time to first token (exact, from raw "
+                       "records)")] = False) -> None:
     """Calls, tokens, cost and rates per key, model, call type or category."""
     query = build_query(key, model, call_type, category, period, start, end, tz)
     groups = [g.strip() for g in group_by.split(",") if g.strip()]
     try:
-        data = usage_breakdown(state(ctx).ledger(), query, groups, sort)
+        data = usage_breakdown(state(ctx).ledger(), query, groups, sort,
+                               with_percentiles=percentiles)
     except BadParameter as exc:
         fail(f"--{exc.param.replace('_', '-')}: {exc.message}")
     if as_json:
@@ -146,6 +150,8 @@ def breakdown(ctx: typer.Context, group_by: Annotated[str, typer.Option(
         return
     columns = [*groups, "calls", "success_calls", "failed_calls", "rate_limited_calls",
                "input_tokens", "output_tokens", "cost", "cache_hit_rate", "peak_rpm", "share"]
+    if "percentiles" in data:
+        columns += ["p50_latency_ms", "p95_latency_ms", "p50_ttft_ms", "p95_ttft_ms"]
     table = Table(title=f"Breakdown by {', '.join(groups)} ({data['tz']})")
     for column in columns:
         table.add_column(column.replace("_", " "), justify="left" if column in groups else "right")

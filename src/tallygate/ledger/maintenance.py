@@ -30,10 +30,7 @@ def purge_expired(ledger: Ledger, now_s: float | None = None) -> PurgeResult:
     """Drop raw records past ``raw_retention_days`` (if set) and minute rollups past theirs.
     The coarser tiers are never purged, so every figure outlives its raw records."""
     now = time.time() if now_s is None else now_s
-    raw_before = None
-    if ledger.raw_retention_days:
-        raw_before = int((now - ledger.raw_retention_days * 86400) * 1_000_000)
-    raw, minutes = purge_before(ledger.db, raw_before_us=raw_before,
+    raw, minutes = purge_before(ledger.db, raw_before_us=ledger.raw_floor_us(now),
                                 minute_before_s=ledger.minute_floor_s(now) - 60)
     return PurgeResult(raw, minutes)
 

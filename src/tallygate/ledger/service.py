@@ -37,6 +37,13 @@ class Ledger:
         now = time.time() if now_s is None else now_s
         return (int(now) - self.minute_retention_days * 86400) // 60 * 60 + 60
 
+    def raw_floor_us(self, now_s: float | None = None) -> int | None:
+        """The oldest instant whose raw records are surely all still kept (None: all are)."""
+        if not self.raw_retention_days:
+            return None
+        now = time.time() if now_s is None else now_s
+        return int((now - self.raw_retention_days * 86400) * 1_000_000)
+
     def store(self, records: Sequence[CallRecord]) -> InsertResult:
         """Write records (and their rollups) once per id."""
         return insert_calls(self.db, records, minute_cutoff_s=self.minute_floor_s() - 60)

@@ -21,7 +21,14 @@ from tallygate.ledger.timerange import (
     iter_buckets,
 )
 from tallygate.store import keys as key_store
-from tallygate.store.usage import Aggregate, CallFilter, aggregate, peak_per_minute
+from tallygate.store.usage import (
+    PERCENTILE_COLUMNS,
+    Aggregate,
+    CallFilter,
+    aggregate,
+    peak_per_minute,
+    percentiles,
+)
 
 METRICS = {
     "requests": "calls",
@@ -189,14 +196,19 @@ def _display_names(ledger: Ledger, group_by: str, groups: Any) -> dict[str, str]
     return {g: names.get(g, g or "(no key)") for g in groups}
 
 
+PERCENTILE_FIELDS = {f"p{k}_{column}": (column, k)
+                     for column in PERCENTILE_COLUMNS for k in (50, 95)}
 BREAKDOWN_SORTS = ("calls", "success_calls", "failed_calls", "rate_limited_calls",
                    "input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens",
                    "total_tokens", "cost", "cache_hit_rate", "avg_latency_ms", "peak_rpm",
-                   "peak_tpm")
+                   "peak_tpm", *PERCENTILE_FIELDS)
 
 
 def usage_breakdown(ledger: Ledger, query: UsageQuery, group_by: Sequence[str] = ("model",),
-                    sort: str = "-calls") -> dict[str, Any]:
+                    sort: str = "-calls", *, with_percentiles: bool = False) -> dict[str, Any]:
+    """Per-group figures. ``with_percentiles`` adds the p50/p95 latency and time to first
+    token of each group (exact, from raw records: slower on long ranges); sorting by one of
+    them implies it."""
     if not group_by or len(group_by) > 2 or len(set(group_by)) != len(group_by):
         raise BadParameter("group_by", "give one or two distinct groupings")
     for group in group_by:
@@ -211,6 +223,11 @@ def usage_breakdown(ledger: Ledger, query: UsageQuery, group_by: Sequence[str] =
                      minute_floor_s=ledger.minute_floor_s())
     rows = aggregate(ledger.db, spec)
     peaks = peak_per_minute(ledger.db, spec)
+    with_percentiles = with_percentiles or sort_key in PERCENTILE_FIELDS
+    raw_from_us = ledger.raw_floor_us()
+    complete = raw_from_us is None or raw_from_us <= query.range.start_us
+    ranked = {column: percentiles(ledger.db, spec, column) if with_percentiles and complete
+              else {} for column in PERCENTILE_COLUMNS}
     total_calls = sum(row[2 + len(dims)] for row in rows)
     total_cost = sum(row[2 + len(dims) + 9] for row in rows)
     names = _display_names(ledger, "api_key", {row[2 + group_by.index("api_key")]
@@ -247,10 +264,20 @@ def usage_breakdown(ledger: Ledger, query: UsageQuery, group_by: Sequence[str] =
             "share": _ratio(m["calls"], total_calls),
             "cost_share": _ratio(m["cost_nano"], total_cost),
         })
+        if with_percentiles:
+            for name, (column, k) in PERCENTILE_FIELDS.items():
+                item[name] = ranked[column].get(tuple(groups), {}).get(k)
         items.append(item)
     _sort_rows(items, sort)
-    return {**query.window(), "group_by": list(group_by), "sort": sort,
-            "currency": ledger.currency, "rows": items}
+    answer: dict[str, Any] = {**query.window(), "group_by": list(group_by), "sort": sort,
+                              "currency": ledger.currency, "rows": items}
+    if with_percentiles:
+        # Percentiles need every raw record of the range; after retention purged some, they
+        # would describe only part of it, so they are left out (null) and the answer says why.
+        answer["percentiles"] = {"complete": complete, "raw_records_from": None if
+                                 raw_from_us is None or complete else _dt_from_s(
+                                     raw_from_us // 1_000_000, query.range).isoformat()}
+    return answer
 
 
 def _sort_rows(items: list[dict[str, Any]], sort: str) -> None:

@@ -26,6 +26,7 @@ from sqlalchemy import (
     or_,
     select,
     tuple_,
+    union_all,
 )
 
 from tallygate.ledger.records import CallRecord
@@ -90,16 +91,23 @@ def aggregate(db: Database, spec: Aggregate) -> list[Row]:
     """Rows of sums, one per group that has calls (groups without calls are absent)."""
     width = 2 + len(spec.dimensions)
     merged: dict[tuple[Any, ...], list[int]] = {}
+    parts = _parts(spec)
+    if not parts:  # an empty range
+        return []
     with db.read() as conn:
-        for query in _parts(spec):
-            for row in conn.execute(query):
-                key = tuple(row[:width])
-                sums = [int(v or 0) for v in row[width:]]
-                if key in merged:
-                    merged[key] = [a + b for a, b in zip(merged[key], sums, strict=True)]
-                else:
-                    merged[key] = sums
+        for row in conn.execute(_one_statement(parts)):
+            key = tuple(row[:width])
+            sums = [int(v or 0) for v in row[width:]]
+            if key in merged:
+                merged[key] = [a + b for a, b in zip(merged[key], sums, strict=True)]
+            else:
+                merged[key] = sums
     return [(*key, *sums) for key, sums in merged.items()]
+
+
+def _one_statement(parts: list[Select[Any]]) -> Any:
+    """The pieces of a range as one statement: one round trip to the database."""
+    return parts[0] if len(parts) == 1 else union_all(*parts)
 
 
 def _parts(spec: Aggregate) -> list[Select[Any]]:
@@ -287,19 +295,53 @@ def peak_per_minute(db: Database, spec: Aggregate) -> dict[tuple[Any, ...], tupl
     )
     if by_minute.end_us <= by_minute.start_us:
         return peaks
+    # The pieces never share a minute: the busiest minute of their union is the peak.
+    per_minute = _one_statement(_parts(by_minute)).subquery()
+    dims = [per_minute.c[d] for d in spec.dimensions]
+    calls_col, tokens_col = list(per_minute.c)[-2:]
+    query = select(*dims, func.max(calls_col), func.max(tokens_col)).group_by(*dims)
     with db.read() as conn:
-        for part in _parts(by_minute):
-            per_minute = part.subquery()
-            dims = [per_minute.c[d] for d in spec.dimensions]
-            calls_col, tokens_col = list(per_minute.c)[-2:]
-            query = select(*dims, func.max(calls_col), func.max(tokens_col)).group_by(*dims)
-            for row in conn.execute(query):
-                if row[-2] is None:
-                    continue
-                group = tuple(row[:-2])
-                best = peaks.get(group, (0, 0))
-                peaks[group] = (max(best[0], int(row[-2])), max(best[1], int(row[-1])))
+        for row in conn.execute(query):
+            if row[-2] is not None:
+                peaks[tuple(row[:-2])] = (int(row[-2]), int(row[-1]))
     return peaks
+
+
+PERCENTILE_COLUMNS = ("latency_ms", "ttft_ms")
+
+
+def percentiles(db: Database, spec: Aggregate, column: str,
+                ranks: tuple[int, ...] = (50, 95)) -> dict[tuple[Any, ...], dict[int, int]]:
+    """Nearest-rank percentiles (``ranks``, in percent) of a raw column per group of
+    ``spec.dimensions``: the smallest value with at least k % of the group's calls at or
+    below it. Exact, from the raw records of ``[start, end)`` (calls without a value are left
+    out); groups without any value are absent.
+    """
+    if column not in PERCENTILE_COLUMNS:
+        raise ValueError(column)
+    value = calls.c[column]
+    key = func.coalesce(calls.c.api_key_id, "")
+    dims = [(key if d == "api_key_id" else calls.c[d]).label(d) for d in spec.dimensions]
+    partition = [key if d == "api_key_id" else calls.c[d] for d in spec.dimensions]
+    ranked = select(
+        *dims, value.label("v"),
+        func.row_number().over(partition_by=partition or None, order_by=value).label("rn"),
+        func.count().over(partition_by=partition or None).label("n"),
+    ).where(calls.c.ts >= spec.start_us, calls.c.ts < spec.end_us, value.is_not(None),
+            *filter_conditions(calls, spec.filter)).subquery()
+    # ceil(k * n / 100) in integers, on both databases
+    wanted = [ranked.c.rn == (ranked.c.n * k + 99) // 100 for k in ranks]
+    query = select(*(ranked.c[d] for d in spec.dimensions), ranked.c.rn, ranked.c.n,
+                   ranked.c.v).where(or_(*wanted))
+    found: dict[tuple[Any, ...], dict[int, int]] = {}
+    with db.read() as conn:
+        for row in conn.execute(query):
+            group = tuple(row[:len(spec.dimensions)])
+            rn, n, v = row[-3:]
+            for k in ranks:
+                if rn == (n * k + 99) // 100:
+                    found.setdefault(group, {})[k] = int(v)
+    return found
 
 
 def record_from_row(row: Any) -> CallRecord:

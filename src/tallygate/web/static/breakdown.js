@@ -16,13 +16,17 @@ const COLUMNS = [
   ["reasoning_tokens", "int", "reasoning_tokens"],
   ["cache_hit_rate", "rate", "cache_hit_rate"],
   ["cost", "money", "cost"],
-  ["avg_latency_ms", "ms", "avg_latency_ms"],
-  ["avg_ttft_ms", "ms", null],
+  ["p50_latency_ms", "ms", "p50_latency_ms"],
+  ["p95_latency_ms", "ms", "p95_latency_ms"],
+  ["p50_ttft_ms", "ms", "p50_ttft_ms"],
+  ["p95_ttft_ms", "ms", "p95_ttft_ms"],
   ["peak_rpm", "int", "peak_rpm"],
   ["peak_tpm", "int", "peak_tpm"],
   ["share", "rate", null],
 ];
 const GROUPS = new Set(["api_key", "model", "call_type", "model_category"]);
+// Exact percentiles come from raw records in a second request: until then their cells wait.
+const PERCENTILES = new Set(["p50_latency_ms", "p95_latency_ms", "p50_ttft_ms", "p95_ttft_ms"]);
 const FORMATS = {
   int: fmt.integer,
   rate: fmt.rate,
@@ -93,7 +97,7 @@ function actionButton(label, title, onClick, disabled = false) {
   return button;
 }
 
-function bodyRow(row, groups, { onDrill, onCalls }) {
+function bodyRow(row, groups, pending, { onDrill, onCalls }) {
   const tr = document.createElement("tr");
   for (const group of groups) {
     const th = document.createElement("th");
@@ -116,7 +120,13 @@ function bodyRow(row, groups, { onDrill, onCalls }) {
     const td = document.createElement("td");
     td.className = "num";
     td.dataset.col = field;
-    fmt.fill(td, row[field], FORMATS[format], "—");
+    if (pending && PERCENTILES.has(field)) {
+      td.textContent = "…";
+      td.title = t("bd.percentilesPending");
+      td.classList.add("pending");
+    } else {
+      fmt.fill(td, row[field], FORMATS[format], "—");
+    }
     tr.append(td);
   }
   return tr;
@@ -142,8 +152,10 @@ export class BreakdownTable {
 
   render(data, handlers) {
     const groups = data.group_by;
+    const pending = data.percentiles === undefined;
     this.table.tHead.replaceChildren(header(groups, data.sort, handlers.onSort));
-    this.table.tBodies[0].replaceChildren(...data.rows.map((row) => bodyRow(row, groups, handlers)));
+    this.table.tBodies[0].replaceChildren(
+      ...data.rows.map((row) => bodyRow(row, groups, pending, handlers)));
     this.box.dataset.state = data.rows.length ? "ready" : "empty";
     this.message.textContent = data.rows.length ? "" : t("state.noDataRange");
   }

@@ -220,17 +220,42 @@ async function loadKeyWarnings() {
   }
 }
 
+let breakdownRequest = 0;  // a newer breakdown (other grouping or sort) wins over an older one
+
 async function loadBreakdown(g = generation) {
+  const mine = ++breakdownRequest;
+  const current = () => g === generation && mine === breakdownRequest;
   table.loading();
   const params = { ...st.filterFields(state), group_by: state.groupBy.join(","), sort: state.sort };
   try {
     const breakdown = await getJSON("/api/v1/usage/breakdown", searchParams(params));
-    if (g !== generation) return;
-    last.breakdown = breakdown;
-    table.render(breakdown, { onSort, onDrill, onCalls });
+    if (!current()) return;
+    showBreakdown(breakdown);
+    if (breakdown.percentiles) return;  // sorted by one: they came with it
   } catch (error) {
-    if (g === generation) table.failed(error, show);
+    if (current()) table.failed(error, show);
+    return;
   }
+  // p50/p95 are exact, from raw records: slower on long ranges, so they follow the table.
+  try {
+    const full = await getJSON("/api/v1/usage/breakdown",
+      searchParams({ ...params, percentiles: "true" }));
+    if (current()) showBreakdown(full);
+  } catch (error) {
+    if (!current()) return;
+    const note = $("percentiles-note");
+    note.hidden = false;
+    note.textContent = t("bd.percentilesFailed", { error: error.message || String(error) });
+  }
+}
+
+function showBreakdown(breakdown) {
+  last.breakdown = breakdown;
+  table.render(breakdown, { onSort, onDrill, onCalls });
+  const note = $("percentiles-note");
+  const from = breakdown.percentiles?.complete === false ? breakdown.percentiles.raw_records_from : null;
+  note.hidden = from === null;
+  note.textContent = from === null ? "" : t("bd.percentilesPurged", { from: fmt.dateTime(from, state.tz) });
 }
 
 function loadAll() {
@@ -346,7 +371,7 @@ function rerender() {
   }
   if (last.trend) chart.render(last.trend, { chartType: state.chart, currency });
   loadKeyWarnings();
-  if (last.breakdown) table.render(last.breakdown, { onSort, onDrill, onCalls });
+  if (last.breakdown) showBreakdown(last.breakdown);
   calls.reload();
 }
 
