@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
@@ -24,13 +24,15 @@ from tallygate.ledger.maintenance import purge_expired
 from tallygate.ledger.recorder import Recorder
 from tallygate.ledger.service import Ledger
 from tallygate.ledger.spool import Spool, spool_directory
-from tallygate.ledger.webhook import AnomalyNotifier, WebhookConfig
 from tallygate.metrics import LedgerMetrics
 from tallygate.store.database import Database
 from tallygate.store.meta import get_value
 from tallygate.web import pages
 from tallygate.web.security import SecurityHeaders
 from tallygate.web.sessions import Sessions, SignInBrake
+
+if TYPE_CHECKING:
+    from tallygate.ledger.webhook import AnomalyNotifier
 
 log = logging.getLogger("tallygate")
 ADMIN_HASH = "admin_token_sha256"
@@ -127,6 +129,8 @@ def _webhook_notifier(settings: Settings, ledger: Ledger,
                       params: AnomalyParams) -> AnomalyNotifier | None:
     if settings.anomaly_webhook_url is None:
         return None
+    from tallygate.ledger.webhook import AnomalyNotifier, WebhookConfig  # loads httpx
+
     secret = settings.anomaly_webhook_secret
     return AnomalyNotifier(ledger, WebhookConfig(
         url=settings.anomaly_webhook_url,

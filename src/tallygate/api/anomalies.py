@@ -21,8 +21,7 @@ from tallygate.ledger.anomalies import (
 )
 from tallygate.ledger.service import Ledger
 from tallygate.ledger.statistics import UsageQuery
-from tallygate.ledger.webhook import describe
-from tallygate.store.webhooks import list_deliveries
+from tallygate.store.webhooks import describe, list_deliveries
 
 router = APIRouter(prefix="/api/v1", tags=["anomalies"])
 

@@ -31,8 +31,7 @@ from tallygate.ledger.anomalies import (
     parse_choices,
 )
 from tallygate.ledger.timerange import BadParameter
-from tallygate.ledger.webhook import describe
-from tallygate.store.webhooks import list_deliveries
+from tallygate.store.webhooks import describe, list_deliveries
 
 app = typer.Typer(help="Spikes, error bursts and first uses of a model.", no_args_is_help=True)
 

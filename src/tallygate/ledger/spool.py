@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import sqlite3
+import sys
 import threading
 import time
 import uuid
@@ -37,7 +38,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import sqlalchemy.exc
 
 from tallygate.ledger.records import CallRecord
@@ -57,14 +57,18 @@ Store = Callable[[list[CallRecord]], InsertResult]
 # What a database that cannot be reached (or opened, or written now) raises; anything else
 # from a write is about the records.
 _OUTAGES = (OSError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
-            sqlalchemy.exc.TimeoutError, sqlite3.OperationalError, sqlite3.InterfaceError,
-            psycopg.OperationalError, psycopg.InterfaceError)
+            sqlalchemy.exc.TimeoutError, sqlite3.OperationalError, sqlite3.InterfaceError)
 
 
 def is_outage(exc: BaseException) -> bool:
     """Whether a failed write means "try again later" rather than "these records cannot be
     stored"."""
-    return isinstance(exc, _OUTAGES)
+    if isinstance(exc, _OUTAGES):
+        return True
+    # psycopg is only loaded for a PostgreSQL ledger; without it, none of its errors exist.
+    psycopg = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(exc, (psycopg.OperationalError,
+                                                    psycopg.InterfaceError))
 
 
 def spool_directory(spool_dir: str | None, database_url: str) -> Path:

@@ -20,7 +20,6 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 
@@ -162,18 +161,3 @@ class AnomalyNotifier:
             # Its lease runs out and it is posted again: at least once, never lost.
             log.exception("logging webhook delivery %s failed", delivery.id)
         return error is None
-
-
-def describe(delivery: delivery_store.Delivery) -> dict[str, Any]:
-    """A delivery as the API shows it."""
-
-    def at(value: int | None) -> str | None:
-        return None if value is None else format_ts(value)
-
-    return {"id": delivery.id, "event": delivery.event, "status": delivery.status,
-            "attempts": delivery.attempts, "created_at": at(delivery.created_at),
-            "last_attempt_at": at(delivery.last_attempt_at),
-            "next_attempt_at": at(delivery.next_attempt_at) if delivery.status == "pending"
-            else None,
-            "response_status": delivery.response_status, "last_error": delivery.last_error,
-            "delivered_at": at(delivery.delivered_at), "payload": json.loads(delivery.payload)}

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from tallygate.ledger.records import format_ts
 from tallygate.store.database import Database
 from tallygate.store.schema import webhook_deliveries as deliveries
 
@@ -83,3 +86,18 @@ def list_deliveries(db: Database, limit: int = 100) -> list[Delivery]:
         rows = conn.execute(select(deliveries).order_by(deliveries.c.created_at.desc(),
                                                         deliveries.c.id).limit(limit)).all()
     return [Delivery(**row._mapping) for row in rows]
+
+
+def describe(delivery: Delivery) -> dict[str, Any]:
+    """A delivery as the API shows it."""
+
+    def at(value: int | None) -> str | None:
+        return None if value is None else format_ts(value)
+
+    return {"id": delivery.id, "event": delivery.event, "status": delivery.status,
+            "attempts": delivery.attempts, "created_at": at(delivery.created_at),
+            "last_attempt_at": at(delivery.last_attempt_at),
+            "next_attempt_at": at(delivery.next_attempt_at) if delivery.status == "pending"
+            else None,
+            "response_status": delivery.response_status, "last_error": delivery.last_error,
+            "delivered_at": at(delivery.delivered_at), "payload": json.loads(delivery.payload)}
