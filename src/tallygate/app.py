@@ -55,9 +55,7 @@ def create_app(settings: Settings) -> FastAPI:
         except Exception:
             db.dispose()
             raise
-        ledger = Ledger(db, currency=settings.currency,
-                        minute_retention_days=settings.minute_retention_days,
-                        raw_retention_days=settings.raw_retention_days)
+        ledger = Ledger.from_settings(db, settings)
         ledger.sync_route_prices(settings.routes)
         ledger_metrics = LedgerMetrics(currency=settings.currency,
                                        per_key=settings.metrics_per_key)

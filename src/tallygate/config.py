@@ -106,6 +106,12 @@ class Settings(BaseSettings):
         7, ge=1, le=90,
         description="Days per-minute rollups are kept (peak RPM/TPM, minute charts).",
     )
+    percentile_max_calls: int = Field(
+        250_000, ge=0,
+        description="Most calls a breakdown's range may hold for its exact p50/p95 latency "
+        "and time to first token (sorted from raw records: seconds of CPU per million calls); "
+        "above it they are not computed and the answer says so.",
+    )
     durability: Literal["batched", "strict"] = Field(
         "batched",
         description="`batched`: records are written in batches every `flush_interval_ms` "

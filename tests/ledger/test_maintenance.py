@@ -176,14 +176,23 @@ def test_percentiles_are_not_shown_for_a_range_retention_cut_into(db: Database) 
         return usage_breakdown(ledger, query, ["model"], with_percentiles=True)
 
     recent = breakdown(7)
-    assert recent["percentiles"] == {"complete": True, "raw_records_from": None}
+    assert recent["percentiles"] == {"available": True, "reason": None}
     (row,) = recent["rows"]
     assert (row["p50_latency_ms"], row["p95_latency_ms"]) == (1000, 1900)
     assert row["p50_ttft_ms"] is None  # no call had one
 
     old = breakdown(45)
-    assert old["percentiles"]["complete"] is False
+    assert old["percentiles"]["reason"] == "raw_records_purged"
     assert old["percentiles"]["raw_records_from"].startswith(
         (today - timedelta(days=30)).isoformat())
     (row,) = old["rows"]
     assert row["calls"] == 20 and row["p50_latency_ms"] is None
+
+    # More calls than one view may sort: none either, and the answer says what the limit is.
+    ledger.percentile_max_calls = 19
+    busy = breakdown(7)
+    assert busy["percentiles"] == {"available": False, "reason": "too_many_calls",
+                                   "max_calls": 19}
+    assert busy["rows"][0]["p95_latency_ms"] is None
+    ledger.percentile_max_calls = 20
+    assert breakdown(7)["rows"][0]["p95_latency_ms"] == 1900

@@ -290,7 +290,7 @@ def test_the_breakdown_shows_the_exact_percentiles_after_the_table(page: Any,
     page.wait_for_function("() => document.querySelector('#breakdown-table tbody tr') "
                            "&& !document.querySelector('#breakdown-table td.pending')")
     api = site.get("/api/v1/usage/breakdown", _filters(period="7d", percentiles="true"))
-    assert api["percentiles"]["complete"] is True
+    assert api["percentiles"]["available"] is True
     shown = page.eval_on_selector_all(
         "#breakdown-table tbody tr",
         "rows => rows.map(r => [r.querySelector('th').dataset.value, "

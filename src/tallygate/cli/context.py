@@ -39,9 +39,7 @@ class CliState:
             db.ensure_current()
         except DatabaseUnavailable as exc:
             fail(str(exc))
-        return Ledger(db, currency=settings.currency,
-                      minute_retention_days=settings.minute_retention_days,
-                      raw_retention_days=settings.raw_retention_days)
+        return Ledger.from_settings(db, settings)
 
     def keys(self) -> KeyService:
         return KeyService(self.ledger().db)

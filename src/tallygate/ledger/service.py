@@ -16,7 +16,7 @@ from tallygate.store.calls import InsertResult, insert_calls
 from tallygate.store.database import Database
 
 if TYPE_CHECKING:
-    from tallygate.config import Route
+    from tallygate.config import Route, Settings
 
 log = logging.getLogger("tallygate.ledger")
 
@@ -27,10 +27,18 @@ class Ledger:
     currency: str = "USD"
     minute_retention_days: int = 7
     raw_retention_days: int = 0
+    percentile_max_calls: int = 250_000
     prices_ttl_s: float = 10.0
     _prices: PriceTable | None = field(default=None, repr=False)
     _discounts: DiscountTable | None = field(default=None, repr=False)
     _prices_loaded: float = field(default=0.0, repr=False)
+
+    @classmethod
+    def from_settings(cls, db: Database, settings: Settings) -> Ledger:
+        return cls(db, currency=settings.currency,
+                   minute_retention_days=settings.minute_retention_days,
+                   raw_retention_days=settings.raw_retention_days,
+                   percentile_max_calls=settings.percentile_max_calls)
 
     def minute_floor_s(self, now_s: float | None = None) -> int:
         """The earliest minute whose rollup is guaranteed complete."""

@@ -223,12 +223,12 @@ def usage_breakdown(ledger: Ledger, query: UsageQuery, group_by: Sequence[str] =
                      minute_floor_s=ledger.minute_floor_s())
     rows = aggregate(ledger.db, spec)
     peaks = peak_per_minute(ledger.db, spec)
-    with_percentiles = with_percentiles or sort_key in PERCENTILE_FIELDS
-    raw_from_us = ledger.raw_floor_us()
-    complete = raw_from_us is None or raw_from_us <= query.range.start_us
-    ranked = {column: percentiles(ledger.db, spec, column) if with_percentiles and complete
-              else {} for column in PERCENTILE_COLUMNS}
     total_calls = sum(row[2 + len(dims)] for row in rows)
+    with_percentiles = with_percentiles or sort_key in PERCENTILE_FIELDS
+    why_not = _why_no_percentiles(ledger, query, total_calls) if with_percentiles else None
+    ranked = {column: percentiles(ledger.db, spec, column)
+              if with_percentiles and why_not is None else {}
+              for column in PERCENTILE_COLUMNS}
     total_cost = sum(row[2 + len(dims) + 9] for row in rows)
     names = _display_names(ledger, "api_key", {row[2 + group_by.index("api_key")]
                                                for row in rows}) if "api_key" in group_by else {}
@@ -272,12 +272,27 @@ def usage_breakdown(ledger: Ledger, query: UsageQuery, group_by: Sequence[str] =
     answer: dict[str, Any] = {**query.window(), "group_by": list(group_by), "sort": sort,
                               "currency": ledger.currency, "rows": items}
     if with_percentiles:
-        # Percentiles need every raw record of the range; after retention purged some, they
-        # would describe only part of it, so they are left out (null) and the answer says why.
-        answer["percentiles"] = {"complete": complete, "raw_records_from": None if
-                                 raw_from_us is None or complete else _dt_from_s(
-                                     raw_from_us // 1_000_000, query.range).isoformat()}
+        answer["percentiles"] = why_not or {"available": True, "reason": None}
     return answer
+
+
+def _why_no_percentiles(ledger: Ledger, query: UsageQuery,
+                        calls: int) -> dict[str, Any] | None:
+    """Why exact percentiles cannot be given for the range, or None when they can.
+
+    They need every raw record of the range: after retention removed some they would
+    describe only part of it. And they cost a sort of those records: past
+    ``percentile_max_calls`` one page view would cost seconds of the server's CPU.
+    """
+    raw_from_us = ledger.raw_floor_us()
+    if raw_from_us is not None and raw_from_us > query.range.start_us:
+        return {"available": False, "reason": "raw_records_purged",
+                "raw_records_from": _dt_from_s(raw_from_us // 1_000_000,
+                                               query.range).isoformat()}
+    if calls > ledger.percentile_max_calls:
+        return {"available": False, "reason": "too_many_calls",
+                "max_calls": ledger.percentile_max_calls}
+    return None
 
 
 def _sort_rows(items: list[dict[str, Any]], sort: str) -> None:

@@ -253,9 +253,13 @@ function showBreakdown(breakdown) {
   last.breakdown = breakdown;
   table.render(breakdown, { onSort, onDrill, onCalls });
   const note = $("percentiles-note");
-  const from = breakdown.percentiles?.complete === false ? breakdown.percentiles.raw_records_from : null;
-  note.hidden = from === null;
-  note.textContent = from === null ? "" : t("bd.percentilesPurged", { from: fmt.dateTime(from, state.tz) });
+  const why = breakdown.percentiles?.available === false ? breakdown.percentiles : null;
+  note.hidden = why === null;
+  if (why?.reason === "raw_records_purged") {
+    note.textContent = t("bd.percentilesPurged", { from: fmt.dateTime(why.raw_records_from, state.tz) });
+  } else if (why) {
+    note.textContent = t("bd.percentilesTooMany", { max: fmt.integer(why.max_calls) });
+  }
 }
 
 function loadAll() {
