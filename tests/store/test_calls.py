@@ -22,6 +22,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import DBAPIError
 
 from tallygate.ledger.records import CallRecord
+from tallygate.store import calls as calls_store
 from tallygate.store.calls import InsertResult, insert_calls
 from tallygate.store.database import Database
 from tallygate.store.schema import ROLLUP_MEASURES, TIERS, calls, rollup_1m
@@ -30,6 +31,15 @@ from tests import brute
 US = 1_000_000
 T0 = 1_793_499_300 * US  # 2026-11-01T02:15Z, on a quarter-hour, the New York fall-back day
 STATUSES = (200, 204, 400, 429, 500, 503)
+
+
+@pytest.fixture(autouse=True, params=["direct", "scratch"])
+def rollup_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs both ways of summing a batch into the tiers: straight from the
+    new raw rows (small batches) and through the chain of scratch tables (large ones)."""
+    if request.param == "scratch":
+        monkeypatch.setattr(calls_store, "DIRECT_ROLLUP_MAX", 0)
+    return str(request.param)
 
 
 def make_record(n: int, **changes: Any) -> CallRecord:

@@ -208,37 +208,57 @@ def _scratch_sql(tier: Tier, raw_source: str, raw_where: str) -> str:
             f"FROM {_scratch(source)} GROUP BY {groups}")
 
 
-def _tier_sql(tier: Tier, *, postgres: bool) -> str:
-    """Add the batch's sums to ``tier``. On PostgreSQL the rows go in key order, the lock
-    order every writer shares; SQLite has one writer, and the scratch rows come out in
-    group order anyway."""
+def _tier_sql(tier: Tier, *, postgres: bool, sums: str | None = None) -> str:
+    """Add the batch's sums to ``tier``: those of its scratch table, or ``sums`` (a select
+    of bucket, dimensions and measures). On PostgreSQL the rows go in key order, the lock
+    order every writer shares; SQLite has one writer, and the scratch rows come out in group
+    order anyway."""
     keys = ("bucket", *tier.dimensions)
     columns = ", ".join((*keys, *ROLLUP_MEASURES))
     order = f" ORDER BY {', '.join(keys)}" if postgres else ""
     updates = ", ".join(f"{m} = {tier.name}.{m} + excluded.{m}" for m in ROLLUP_MEASURES)
+    source = f"({sums}) AS s" if sums else _scratch(tier)
     # "WHERE 1 = 1" keeps SQLite from reading ON CONFLICT as a join's ON.
-    return (f"INSERT INTO {tier.name} ({columns}) SELECT {columns} FROM {_scratch(tier)} "
+    return (f"INSERT INTO {tier.name} ({columns}) SELECT {columns} FROM {source} "
             f"WHERE 1 = 1{order} ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}")
 
 
+# Up to this many new rows, each tier sums them directly: fewer statements than filling the
+# scratch tables, for the recorder's small batches of live traffic.
+DIRECT_ROLLUP_MAX = 500
+
+
+def _raw_sums(tier: Tier, raw_source: str, where: str) -> str:
+    values = [f"ts / {tier.grain_s * US} * {tier.grain_s} AS bucket",
+              *("coalesce(api_key_id, '') AS api_key_id" if d == "api_key_id" else d
+                for d in tier.dimensions),
+              *(f"{sql} AS {m}" for sql, m in zip(_MEASURE_SUMS, ROLLUP_MEASURES, strict=True))]
+    groups = ", ".join(str(i + 1) for i in range(1 + len(tier.dimensions)))
+    return f"SELECT {', '.join(values)} FROM {raw_source} WHERE {where} GROUP BY {groups}"
+
+
 def _roll_up(cursor: Any, *, postgres: bool, raw_source: str, raw_where: str,
-             raw_params: tuple[Any, ...], minute_from_us: int | None) -> None:
+             raw_params: tuple[Any, ...], minute_from_us: int | None, rows: int) -> None:
     """Add the batch to every tier; minute tiers only from ``minute_from_us`` on (``None``:
     the batch has no minute still inside the window)."""
     mark = "%s" if postgres else "?"
     for tier in TIERS:
         if tier.windowed and minute_from_us is None:
             continue
+        where, params = raw_where, raw_params
+        if tier.windowed:
+            where, params = f"{raw_where} AND ts >= {mark}", (*raw_params, minute_from_us)
+        if rows <= DIRECT_ROLLUP_MAX:
+            cursor.execute(_tier_sql(tier, postgres=postgres,
+                                     sums=_raw_sums(tier, raw_source, where)), params)
+            continue
         cursor.execute(_scratch_table_sql(tier, postgres=postgres))
         if not postgres:
             cursor.execute(f"DELETE FROM {_scratch(tier)}")
         if _source(tier) is not None:
             cursor.execute(_scratch_sql(tier, raw_source, raw_where))
-        elif tier.windowed:
-            cursor.execute(_scratch_sql(tier, raw_source, f"{raw_where} AND ts >= {mark}"),
-                           (*raw_params, minute_from_us))
         else:
-            cursor.execute(_scratch_sql(tier, raw_source, raw_where), raw_params)
+            cursor.execute(_scratch_sql(tier, raw_source, where), params)
         cursor.execute(_tier_sql(tier, postgres=postgres))
 
 
@@ -262,7 +282,7 @@ def _insert_sqlite(raw: Any, batch: list[CallRecord], minute_from_us: int | None
             skipped = {r.id for r in batch} - fresh
         if inserted:
             _roll_up(cursor, postgres=False, raw_source="calls", raw_where="rowid > ?",
-                     raw_params=(before,), minute_from_us=minute_from_us)
+                     raw_params=(before,), minute_from_us=minute_from_us, rows=inserted)
         return skipped
     finally:
         cursor.close()
@@ -294,7 +314,7 @@ def _insert_postgres(raw: Any, batch: list[CallRecord], minute_from_us: int | No
             skipped = {row[0] for row in cursor.fetchall()}
         if inserted:
             _roll_up(cursor, postgres=True, raw_source="tallygate_batch", raw_where="true",
-                     raw_params=(), minute_from_us=minute_from_us)
+                     raw_params=(), minute_from_us=minute_from_us, rows=inserted)
     return skipped
 
 
