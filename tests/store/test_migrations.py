@@ -3,13 +3,13 @@ from __future__ import annotations
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from tallygate.store.database import Database
+from tallygate.store.database import SCHEMA_REVISION, Database
 from tallygate.store.schema import metadata
 
 
 def test_upgrade_is_idempotent_and_matches_the_schema(db: Database) -> None:
     db.upgrade()  # a second run on a migrated database changes nothing
-    assert db.current_revision() == db.head_revision()
+    assert db.current_revision() == db.head_revision() == SCHEMA_REVISION
     with db.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     assert diff == []
