@@ -190,18 +190,13 @@ def _scratch_sql(tier: Tier, raw_source: str, raw_where: str) -> str:
     """Sum the batch per ``tier``'s bucket and dimensions into its scratch table: from the
     raw rows (``raw_source`` matching ``raw_where``) or from a finer tier's scratch table.
 
-    ``ts`` is never negative, so integer division is the floor the tiers bucket with.
     """
     source = _source(tier)
-    grain = tier.grain_s
-    groups = ", ".join(str(i + 1) for i in range(1 + len(tier.dimensions)))
     columns = ", ".join(["bucket", *tier.dimensions, *ROLLUP_MEASURES])
     if source is None:
-        values = [f"ts / {grain * US} * {grain}",
-                  *("coalesce(api_key_id, '')" if d == "api_key_id" else d
-                    for d in tier.dimensions), *_MEASURE_SUMS]
-        return (f"INSERT INTO {_scratch(tier)} ({columns}) SELECT {', '.join(values)} "
-                f"FROM {raw_source} WHERE {raw_where} GROUP BY {groups}")
+        return f"INSERT INTO {_scratch(tier)} ({columns}) {_raw_sums(tier, raw_source, raw_where)}"
+    grain = tier.grain_s
+    groups = ", ".join(str(i + 1) for i in range(1 + len(tier.dimensions)))
     values = [f"bucket / {grain} * {grain}", *tier.dimensions,
               *(f"sum({m})" for m in ROLLUP_MEASURES)]
     return (f"INSERT INTO {_scratch(tier)} ({columns}) SELECT {', '.join(values)} "
@@ -229,6 +224,9 @@ DIRECT_ROLLUP_MAX = 500
 
 
 def _raw_sums(tier: Tier, raw_source: str, where: str) -> str:
+    """The select of ``raw_source``'s rows matching ``where``, summed per ``tier``'s bucket
+    and dimensions. ``ts`` is never negative, so integer division is the floor the tiers
+    bucket with."""
     values = [f"ts / {tier.grain_s * US} * {tier.grain_s} AS bucket",
               *("coalesce(api_key_id, '') AS api_key_id" if d == "api_key_id" else d
                 for d in tier.dimensions),
