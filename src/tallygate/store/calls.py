@@ -23,6 +23,7 @@ from tallygate.ledger.records import CallRecord
 from tallygate.ledger.rollups import GRAIN_1M
 from tallygate.store.database import Database
 from tallygate.store.schema import (
+    MEASURE_OF_CALL,
     ROLLUP_MEASURES,
     TIERS,
     Tier,
@@ -56,26 +57,6 @@ def _copy_type(column: Column[Any]) -> str:
 
 _COPY_TYPES = [_copy_type(column) for column in calls.columns]
 
-# What one raw row adds to each rollup measure (ROLLUP_MEASURES order). The status classes
-# are those of ``store.usage.raw_measure``: < 400 success, 429 rate limited, else failed.
-_MEASURE_SUMS = (
-    "count(*)",
-    "sum(CASE WHEN status_code < 400 THEN 1 ELSE 0 END)",
-    "sum(CASE WHEN status_code >= 400 AND status_code <> 429 THEN 1 ELSE 0 END)",
-    "sum(CASE WHEN status_code = 429 THEN 1 ELSE 0 END)",
-    "sum(input_tokens)",
-    "sum(output_tokens)",
-    "sum(cached_input_tokens)",
-    "sum(reasoning_tokens)",
-    "sum(total_tokens)",
-    "sum(cost_nano)",
-    "coalesce(sum(latency_ms), 0)",
-    "count(latency_ms)",
-    "coalesce(sum(ttft_ms), 0)",
-    "count(ttft_ms)",
-    "sum(CASE WHEN estimated THEN 1 ELSE 0 END)",
-)
-assert len(_MEASURE_SUMS) == len(ROLLUP_MEASURES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +211,7 @@ def _raw_sums(tier: Tier, raw_source: str, where: str) -> str:
     values = [f"ts / {tier.grain_s * US} * {tier.grain_s} AS bucket",
               *("coalesce(api_key_id, '') AS api_key_id" if d == "api_key_id" else d
                 for d in tier.dimensions),
-              *(f"{sql} AS {m}" for sql, m in zip(_MEASURE_SUMS, ROLLUP_MEASURES, strict=True))]
+              *(f"sum({MEASURE_OF_CALL[m]}) AS {m}" for m in ROLLUP_MEASURES)]
     groups = ", ".join(str(i + 1) for i in range(1 + len(tier.dimensions)))
     return f"SELECT {', '.join(values)} FROM {raw_source} WHERE {where} GROUP BY {groups}"
 

@@ -68,6 +68,27 @@ ROLLUP_MEASURES = (
     "ttft_count",
     "estimated_calls",
 )
+# What one raw call adds to each measure, as SQL over a row of ``calls`` (or of a batch table
+# shaped like it): the one definition the writers' sums and the readers' raw edges share.
+# A call is a success below 400, rate limited at 429, failed otherwise.
+MEASURE_OF_CALL = {
+    "calls": "1",
+    "success_calls": "CASE WHEN status_code < 400 THEN 1 ELSE 0 END",
+    "failed_calls": "CASE WHEN status_code >= 400 AND status_code <> 429 THEN 1 ELSE 0 END",
+    "rate_limited_calls": "CASE WHEN status_code = 429 THEN 1 ELSE 0 END",
+    "input_tokens": "input_tokens",
+    "output_tokens": "output_tokens",
+    "cached_input_tokens": "cached_input_tokens",
+    "reasoning_tokens": "reasoning_tokens",
+    "total_tokens": "total_tokens",
+    "cost_nano": "cost_nano",
+    "latency_ms_sum": "coalesce(latency_ms, 0)",
+    "latency_count": "CASE WHEN latency_ms IS NULL THEN 0 ELSE 1 END",
+    "ttft_ms_sum": "coalesce(ttft_ms, 0)",
+    "ttft_count": "CASE WHEN ttft_ms IS NULL THEN 0 ELSE 1 END",
+    "estimated_calls": "CASE WHEN estimated THEN 1 ELSE 0 END",
+}
+assert tuple(MEASURE_OF_CALL) == ROLLUP_MEASURES
 ROLLUP_DIMENSIONS = ("api_key_id", "model", "model_category", "call_type")
 KEYLESS_DIMENSIONS = ROLLUP_DIMENSIONS[1:]
 _DIMENSION_WIDTHS = {"api_key_id": 64, "model": 200, "model_category": 20, "call_type": 10}

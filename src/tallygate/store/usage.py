@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Select,
     Table,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     case,
     func,
     literal,
+    literal_column,
     or_,
     select,
     tuple_,
@@ -31,7 +33,7 @@ from sqlalchemy import (
 
 from tallygate.ledger.records import CallRecord
 from tallygate.store.database import Database
-from tallygate.store.schema import ROLLUP_MEASURES, TIERS, Tier, calls
+from tallygate.store.schema import MEASURE_OF_CALL, ROLLUP_MEASURES, TIERS, Tier, calls
 
 DIMENSIONS = ("api_key_id", "model", "model_category", "call_type")
 US = 1_000_000
@@ -247,22 +249,9 @@ def _rollup_select(tier: Tier, spec: Aggregate, start_s: int, end_s: int) -> Sel
     return _grouped(spec, inner)
 
 
-_STATUS = calls.c.status_code
-
-
 def raw_measure(name: str) -> ColumnElement[Any]:
-    one_if = {
-        "calls": literal(1),
-        "success_calls": case((_STATUS < 400, 1), else_=0),
-        "failed_calls": case((and_(_STATUS >= 400, _STATUS != 429), 1), else_=0),
-        "rate_limited_calls": case((_STATUS == 429, 1), else_=0),
-        "latency_ms_sum": func.coalesce(calls.c.latency_ms, 0),
-        "latency_count": case((calls.c.latency_ms.is_(None), 0), else_=1),
-        "ttft_ms_sum": func.coalesce(calls.c.ttft_ms, 0),
-        "ttft_count": case((calls.c.ttft_ms.is_(None), 0), else_=1),
-        "estimated_calls": case((calls.c.estimated, 1), else_=0),
-    }
-    return (one_if.get(name) if name in one_if else calls.c[name]).label(name)  # type: ignore[union-attr]
+    """What one raw call adds to measure ``name``, in a select from ``calls`` alone."""
+    return literal_column(MEASURE_OF_CALL[name], BigInteger).label(name)
 
 
 def _raw_select(spec: Aggregate, edges: list[tuple[int, int]]) -> Select[Any]:
