@@ -23,6 +23,9 @@ from tallygate.store.schema import metadata
 POSTGRES_URL = os.environ.get("TALLYGATE_TEST_POSTGRES_URL",
                               "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() == "true"
+# The period a test queries for calls it has just made: "1d" (today) misses them when the
+# test crosses midnight UTC between the call and the query; the last three days cannot.
+RECENT = "3d"
 
 
 def _unavailable(reason: str) -> None:

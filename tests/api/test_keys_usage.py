@@ -10,6 +10,7 @@ from tallygate.ledger.pricing import Price
 from tallygate.ledger.records import CallRecord
 from tallygate.store.meta import list_audit
 from tests.api.support import ADMIN_TOKEN, Api, bearer
+from tests.conftest import RECENT
 
 US = 1_000_000
 
@@ -65,7 +66,7 @@ def test_a_discount_prices_the_keys_calls_from_when_it_is_set(api: Api) -> None:
     response = api.post_events([{"id": "e1", "ts": now.isoformat(), "model": "m",
                                  "api_key_id": key["id"], "input_tokens": 1_000_000}])
     assert response.json()["accepted"] == 1
-    (record,) = api.ok("/api/v1/usage/calls", {"period": "1d"})["data"]
+    (record,) = api.ok("/api/v1/usage/calls", {"period": RECENT})["data"]
     assert record["cost"] == "0.80"
     cleared = _patch(api, key["id"], {"discount_percent": None})
     assert cleared.json()["discount_percent"] == "0"

@@ -17,6 +17,7 @@ from tallygate.ledger.records import CallRecord
 from tallygate.ledger.service import Ledger
 from tallygate.store.database import Database
 from tests.cli.conftest import Run
+from tests.conftest import RECENT
 
 US = 1_000_000
 
@@ -85,7 +86,7 @@ def test_export_parquet(db: Database, cli: Run, tmp_path: Path,
     Ledger(db).store([CallRecord(id="p1", ts_us=int(now.timestamp()) * US, model="m",
                                  call_type="model", cost_nano=1_234_567_891)])
     path = tmp_path / "calls.parquet"
-    result = cli("export", "--format", "parquet", "--period", "1d", "-o", str(path))
+    result = cli("export", "--format", "parquet", "--period", RECENT, "-o", str(path))
     assert result.exit_code == 0, result.output
     (row,) = pq.read_table(io.BytesIO(path.read_bytes())).to_pylist()
     assert row["id"] == "p1" and str(row["cost"]) == "1.234567891"

@@ -16,6 +16,7 @@ from tallygate.fake_upstream import FakeSettings, FakeUpstream
 from tallygate.keys.schemas import KeyCreate
 from tallygate.keys.service import KeyService
 from tallygate.store.database import Database
+from tests.conftest import RECENT
 from tests.servers import free_port, serve_app
 
 ADMIN = "test-admin-token"
@@ -49,14 +50,14 @@ class GatewayUnderTest:
 
     def summary(self, **params: Any) -> dict[str, Any]:
         with self.admin() as client:
-            response = client.get("/api/v1/usage/summary", params={"period": "1d", **params})
+            response = client.get("/api/v1/usage/summary", params={"period": RECENT, **params})
             response.raise_for_status()
             return response.json()  # type: ignore[no-any-return]
 
     def calls(self, **params: Any) -> list[dict[str, Any]]:
         with self.admin() as client:
             response = client.get("/api/v1/usage/calls",
-                                  params={"period": "1d", "limit": 1000, **params})
+                                  params={"period": RECENT, "limit": 1000, **params})
             response.raise_for_status()
             return response.json()["data"]  # type: ignore[no-any-return]
 

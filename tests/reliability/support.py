@@ -32,6 +32,7 @@ from tallygate.keys.service import KeyService
 from tallygate.ledger.maintenance import check_rollups
 from tallygate.ledger.service import Ledger
 from tallygate.store.database import Database
+from tests.conftest import RECENT
 from tests.servers import free_port, serve_app
 
 ADMIN = "tga-reliability-admin-token"
@@ -146,7 +147,7 @@ def record_of(url: str, request_id: str, timeout: float = 10) -> dict[str, Any]:
     """The call record of ``request_id``, through the admin API, once it is written."""
     def find() -> dict[str, Any] | None:
         response = httpx.get(f"{url}/api/v1/usage/calls", timeout=10,
-                             params={"period": "1d", "limit": 1000},
+                             params={"period": RECENT, "limit": 1000},
                              headers={"Authorization": f"Bearer {ADMIN}"})
         response.raise_for_status()
         return next((r for r in response.json()["data"]

@@ -25,7 +25,7 @@ from tallygate.config import Route, RoutePrice, load_settings
 from tallygate.keys.schemas import KeyCreate
 from tallygate.keys.service import KeyService
 from tallygate.store.database import Database
-from tests.conftest import IN_CI
+from tests.conftest import IN_CI, RECENT
 from tests.reliability.support import ADMIN, CHAT, wait_until
 from tests.servers import free_port, serve_app
 
@@ -165,9 +165,9 @@ def test_fail_closed_answers_503_for_keys_with_limits(sqlite_db: Database,
         assert int(refused.headers["retry-after"]) >= 1
         assert call(url, free).status_code == 200
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {ADMIN}"}) as admin:
-            wait_until(lambda: admin.get("/api/v1/usage/summary", params={"period": "1d"}
+            wait_until(lambda: admin.get("/api/v1/usage/summary", params={"period": RECENT}
                                          ).json()["cards"]["model_calls"] == 2)
-            calls = admin.get("/api/v1/usage/calls", params={"period": "1d"}).json()["data"]
+            calls = admin.get("/api/v1/usage/calls", params={"period": RECENT}).json()["data"]
     assert sorted(c["status_code"] for c in calls) == [200, 503]
 
 

@@ -25,6 +25,7 @@ from tallygate.fake_upstream import FakeSettings, FakeUpstream
 from tallygate.keys.secrets import hash_secret
 from tallygate.store.database import Database
 from tallygate.store.schema import metadata
+from tests.conftest import RECENT
 from tests.reliability.support import CHAT, start_gateway
 from tests.servers import free_port, serve_app
 
@@ -102,7 +103,7 @@ def test_no_secret_in_logs_answers_errors_or_the_database(db: Database, tmp_path
                                  headers={"Authorization": f"Bearer {wrong}"}))
                 keep(client.get("/api/v1/keys", headers={"Authorization": f"Bearer {wrong}"}))
             keep(client.get("/v1/models", headers={"Authorization": f"Bearer {key}"}))
-            keep(client.get("/api/v1/usage/calls", params={"period": "1d"},
+            keep(client.get("/api/v1/usage/calls", params={"period": RECENT},
                             headers={"Authorization": f"Bearer {key}"}))
             keep(client.get("/api/v1/keys", headers=admin))
             keep(client.get(f"/api/v1/keys/{created[0]['id']}", headers=admin))
