@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tallygate")
 ADMIN_HASH = "admin_token_sha256"
+# The database `serve --workers N` resolved, for its workers (it outranks the TOML file).
+WORKER_DATABASE_URL = "TALLYGATE_SERVE_DATABASE_URL"
 PURGE_EVERY_S = 3600
 
 
@@ -199,4 +201,5 @@ def app_from_environment() -> FastAPI:
     from tallygate.config import load_settings
 
     config = os.environ.get("TALLYGATE_CONFIG")
-    return create_app(load_settings(Path(config) if config else None))
+    return create_app(load_settings(Path(config) if config else None,
+                                    database_url=os.environ.get(WORKER_DATABASE_URL)))

@@ -118,15 +118,18 @@ def test_several_workers_serve_the_routes_of_the_config_file(redis_url: str,
     db.dispose()
     with serve_app(FakeUpstream(FakeSettings())) as upstream:
         config = tmp_path / "gateway.toml"
-        config.write_text(f'[[routes]]\nmodel = "{CHAT}"\nbase_url = "{upstream}/v1"\n')
-        env = {**os.environ, "TALLYGATE_DATABASE_URL": database_url,
-               "TALLYGATE_REDIS_URL": redis_url, "TALLYGATE_ADMIN_TOKEN": "admin-x"}
-        env.pop("TALLYGATE_CONFIG", None)
+        # The file names another database: --database-url must win in the workers too.
+        config.write_text(f'database_url = "sqlite:///{tmp_path / "not-this.db"}"\n'
+                          f'[[routes]]\nmodel = "{CHAT}"\nbase_url = "{upstream}/v1"\n')
+        env = {**os.environ, "TALLYGATE_REDIS_URL": redis_url,
+               "TALLYGATE_ADMIN_TOKEN": "admin-x"}
+        for name in ("TALLYGATE_CONFIG", "TALLYGATE_DATABASE_URL"):
+            env.pop(name, None)
         port = free_port()
         process = subprocess.Popen(
-            [sys.executable, "-m", "tallygate", "--config", str(config), "serve", "--port",
-             str(port), "--workers", "2"], env=env, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE)
+            [sys.executable, "-m", "tallygate", "--config", str(config), "--database-url",
+             database_url, "serve", "--port", str(port), "--workers", "2"], env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         url = f"http://127.0.0.1:{port}"
         try:
             _wait_ready(url, process)

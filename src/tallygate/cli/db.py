@@ -10,6 +10,7 @@ from rich.table import Table
 
 from tallygate.cli.context import console, fail, state
 from tallygate.ledger.maintenance import check_rollups, purge_expired
+from tallygate.store.schema import TIER_BY_NAME
 
 app = typer.Typer(help="The database: migrations, checks, retention.", no_args_is_help=True)
 
@@ -52,8 +53,11 @@ def check(ctx: typer.Context, repair: Annotated[bool, typer.Option(
     for column in ("table", "bucket", "key", "model", "category", "type", "stored", "rebuilt"):
         table.add_column(column)
     for diff in report.differences[:show]:
-        key = diff.key if len(diff.key) == 5 else (diff.key[0], "(all keys)", *diff.key[1:])
-        table.add_row(diff.table, *(str(part) for part in key),
+        values = dict(zip(("bucket", *TIER_BY_NAME[diff.table].dimensions), diff.key,
+                          strict=True))
+        key = [str(values.get(column, "(all)"))
+               for column in ("bucket", "api_key_id", "model", "model_category", "call_type")]
+        table.add_row(diff.table, *key,
                       "missing" if diff.stored is None else f"{diff.stored[0]} calls",
                       "none" if diff.rebuilt is None else f"{diff.rebuilt[0]} calls")
     console.print(table)

@@ -15,7 +15,7 @@ import uvicorn
 from rich.panel import Panel
 from rich.progress import BarColumn, Progress, TimeElapsedColumn
 
-from tallygate.app import ADMIN_HASH, create_app
+from tallygate.app import ADMIN_HASH, WORKER_DATABASE_URL, create_app
 from tallygate.cli.context import console, fail, state
 from tallygate.config import Settings
 from tallygate.keys.secrets import ADMIN_PREFIX, hash_secret, new_secret
@@ -57,8 +57,10 @@ def _run(settings: Settings, config_file: Path | None = None) -> None:
         uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
                     log_level=settings.log_level, access_log=settings.access_log)
         return
-    # Worker processes rebuild the settings from the environment and the same TOML file.
-    os.environ["TALLYGATE_DATABASE_URL"] = settings.database_url
+    # Worker processes rebuild the settings from the environment and the same TOML file;
+    # the database this command resolved (a --database-url flag beats the file) is passed
+    # as what it was here: a flag.
+    os.environ[WORKER_DATABASE_URL] = settings.database_url
     if config_file is not None:
         os.environ["TALLYGATE_CONFIG"] = str(config_file.resolve())
     uvicorn.run("tallygate.app:app_from_environment", factory=True, host=settings.host,

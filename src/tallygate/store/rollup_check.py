@@ -60,11 +60,13 @@ def write_rollups(db: Database, tier_name: str,
     table = tier.table
     key_columns = [table.c.bucket, *(table.c[d] for d in tier.dimensions)]
     with db.write() as conn:
-        for key, measures in rows.items():
+        # In key order: the lock order of every writer (no deadlock with live inserts).
+        for key, measures in sorted(rows.items(), key=lambda item: item[0]):
             if measures is None:
                 conn.execute(delete(table).where(
                     *(column == value for column, value in zip(key_columns, key, strict=True))))
-        upserts = [(*key, *measures) for key, measures in rows.items() if measures is not None]
+        upserts = [(*key, *measures) for key, measures in sorted(
+            rows.items(), key=lambda item: item[0]) if measures is not None]
         if upserts:
             raw = conn.connection.driver_connection
             assert raw is not None

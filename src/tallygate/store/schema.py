@@ -122,6 +122,11 @@ class Tier:
     def windowed(self) -> bool:
         return self.grain_s == 60
 
+    @property
+    def clustered_by_key(self) -> bool:
+        """Stored in key order: cheap for one key's rows, a full scan for a time range."""
+        return self.dimensions == ("api_key_id",)
+
 
 def _rollup_table(name: str, dimensions: tuple[str, ...] = ROLLUP_DIMENSIONS) -> Table:
     bucket = Column("bucket", BigInteger, primary_key=True)

@@ -1,10 +1,10 @@
 """Reading the ledger: sums over rollups, with the ragged edges of a range read from raw calls.
 
 A range ``[start, end)`` is split into pieces aligned to the rollup tiers — whole days in the
-middle, then whole hours, quarter-hours and minutes toward the ends — each answered from its
-tier (its cost depends on the number of rollup rows, not of calls), and at most two
-partial-bucket edges, answered from raw records (at most one minute's or quarter-hour's worth
-of calls each). The answers are summed, so every figure equals the brute-force sum over raw
+middle, then whole hours and quarter-hours toward the ends (minutes, for minute buckets) —
+each answered from its tier (its cost depends on the number of rollup rows, not of calls),
+and at most two partial-bucket edges, answered from raw records (at most a quarter-hour's
+worth of calls each). The answers are summed, so every figure equals the brute-force sum over raw
 records.
 """
 
@@ -131,9 +131,17 @@ def usable_tiers(spec: Aggregate) -> list[Tier]:
     local buckets.
     """
     needed = set(spec.dimensions) | set(spec.filter.by_dimension())
+    minutes = spec.bucketing is not None and spec.bucketing.width_s == 60
     tiers: list[Tier] = []
     for tier in reversed(TIERS):  # coarsest grain first, fewest dimensions first in a grain
         if not needed <= set(tier.dimensions):
+            continue
+        if tier.clustered_by_key and not spec.filter.api_key_ids:
+            continue  # every key's minutes of the whole window, for any range
+        if tier.windowed and not minutes:
+            # Totals never lean on the minute window (raw edges of < 15 minutes instead):
+            # whether its oldest rows are still there depends on the retention setting
+            # of whoever purged them, which may not be this process's.
             continue
         if tiers and tiers[-1].grain_s == tier.grain_s:
             continue

@@ -233,7 +233,10 @@ async function loadBreakdown(g = generation) {
     showBreakdown(breakdown);
     if (breakdown.percentiles) return;  // sorted by one: they came with it
   } catch (error) {
-    if (current()) table.failed(error, show);
+    if (current()) {
+      $("percentiles-note").hidden = true;
+      table.failed(error, show);
+    }
     return;
   }
   // p50/p95 are exact, from raw records: slower on long ranges, so they follow the table.
@@ -242,10 +245,11 @@ async function loadBreakdown(g = generation) {
       searchParams({ ...params, percentiles: "true" }));
     if (current()) showBreakdown(full);
   } catch (error) {
-    if (!current()) return;
-    const note = $("percentiles-note");
-    note.hidden = false;
-    note.textContent = t("bd.percentilesFailed", { error: error.message || String(error) });
+    // The table stays; its four cells say "no figure", and the note says why.
+    if (current()) {
+      showBreakdown({ ...last.breakdown, percentiles: {
+        available: false, reason: "failed", error: error.message || String(error) } });
+    }
   }
 }
 
@@ -257,6 +261,8 @@ function showBreakdown(breakdown) {
   note.hidden = why === null;
   if (why?.reason === "raw_records_purged") {
     note.textContent = t("bd.percentilesPurged", { from: fmt.dateTime(why.raw_records_from, state.tz) });
+  } else if (why?.reason === "failed") {
+    note.textContent = t("bd.percentilesFailed", { error: why.error });
   } else if (why) {
     note.textContent = t("bd.percentilesTooMany", { max: fmt.integer(why.max_calls) });
   }
