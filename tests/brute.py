@@ -1,7 +1,7 @@
 """A brute-force ledger: every statistic recomputed from raw call records with plain loops.
 
 Written apart from the code under test: it uses nothing from ``tallygate.store.usage``,
-``tallygate.ledger.timerange``, ``tallygate.ledger.rollups`` or ``tallygate.ledger.statistics``.
+``tallygate.ledger.timerange`` or ``tallygate.ledger.statistics``.
 Each record's local date, hour and minute come straight from zoneinfo, and every figure is a
 sum over the records that match. Slow on purpose, and obviously right.
 """

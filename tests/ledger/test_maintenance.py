@@ -10,7 +10,6 @@ from sqlalchemy import func, select, update
 
 from tallygate.ledger.maintenance import check_rollups, purge_expired
 from tallygate.ledger.records import CallRecord
-from tallygate.ledger.rollups import GRAIN_15M
 from tallygate.ledger.service import Ledger
 from tallygate.ledger.statistics import UsageQuery, usage_breakdown, usage_summary, usage_trend
 from tallygate.ledger.timerange import resolve_range
@@ -20,6 +19,7 @@ from tallygate.store.schema import TIERS, calls, rollup_1m, rollup_15m
 from tallygate.store.usage import CallFilter
 
 US = 1_000_000
+GRAIN_15M = 900
 DAY = 86400
 
 
@@ -49,7 +49,7 @@ def _figures(ledger: Ledger, start: str, end: str) -> dict[str, Any]:
 
 
 def _written_when_fresh(db: Database, records: list[CallRecord]) -> None:
-    """As the recorder wrote them at the time: raw rows and both rollup grains."""
+    """As the recorder wrote them at the time: raw rows and every rollup tier."""
     insert_calls(db, records, minute_cutoff_s=None)
 
 

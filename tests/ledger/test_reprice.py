@@ -15,7 +15,7 @@ from tallygate.ledger.reprice import reprice
 from tallygate.ledger.service import Ledger
 from tallygate.store import prices as price_store
 from tallygate.store.database import Database
-from tallygate.store.schema import calls, rollup_1m, rollup_15m
+from tallygate.store.schema import TIERS, calls, rollup_1m, rollup_15m
 from tallygate.store.usage import CallFilter
 
 US = 1_000_000
@@ -74,8 +74,8 @@ def test_recompute_reprices_raw_and_rollups_in_one_go(ledger: Ledger) -> None:
             r.model, r.ts_us, r.input_tokens, r.cached_input_tokens, r.output_tokens,
             r.status_code, r.api_key_id) for r in records)
     assert report.after_nano == expected == _sum(ledger.db, calls)
-    # Both rollup grains moved by exactly the same amounts, per key and model.
-    assert _sum(ledger.db, rollup_15m) == _sum(ledger.db, rollup_1m) == expected
+    # Every rollup tier moved by exactly the same amounts, per key and model.
+    assert [_sum(ledger.db, tier.table) for tier in TIERS] == [expected] * len(TIERS)
     for key in ("k1", "k2", None):
         for model in ("chat", "embed", "unpriced"):
             raw = sum(cost for k, m, cost in _stored(ledger) if k == key and m == model)

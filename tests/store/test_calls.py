@@ -1,4 +1,4 @@
-"""Storing call records: raw rows and both rollups in one transaction, each id exactly once.
+"""Storing call records: raw rows and every rollup tier in one transaction, each id once.
 
 After every write the rollup tables must equal a rebuild from the raw rows (``tests/brute.py``),
 on SQLite and on PostgreSQL, for retried, overlapping and concurrent batches alike.

@@ -20,10 +20,10 @@ from typing import Any
 from sqlalchemy import BigInteger, Boolean, Column, Integer, String, Text, delete
 
 from tallygate.ledger.records import CallRecord
-from tallygate.ledger.rollups import GRAIN_1M
 from tallygate.store.database import Database
 from tallygate.store.schema import (
     MEASURE_OF_CALL,
+    MINUTE_S,
     ROLLUP_MEASURES,
     TIERS,
     Tier,
@@ -101,7 +101,7 @@ def insert_calls(db: Database, records: Sequence[CallRecord], *,
     minute_from_us = 0
     if minute_cutoff_s is not None:
         # A minute bucket is >= the cutoff exactly when its calls are >= the cutoff rounded up.
-        minute_from_us = -(-minute_cutoff_s // GRAIN_1M) * GRAIN_1M * US
+        minute_from_us = -(-minute_cutoff_s // MINUTE_S) * MINUTE_S * US
     minutes = minute_cutoff_s is None or max(map(_record_ts, batch)) >= minute_from_us
     with db.write() as conn:
         raw = conn.connection.driver_connection

@@ -90,6 +90,7 @@ MEASURE_OF_CALL = {
 }
 assert tuple(MEASURE_OF_CALL) == ROLLUP_MEASURES
 ROLLUP_DIMENSIONS = ("api_key_id", "model", "model_category", "call_type")
+MINUTE_S = 60  # the grain of the tiers kept only for the minute window
 KEYLESS_DIMENSIONS = ROLLUP_DIMENSIONS[1:]
 _DIMENSION_WIDTHS = {"api_key_id": 64, "model": 200, "model_category": 20, "call_type": 10}
 
@@ -120,7 +121,7 @@ class Tier:
 
     @property
     def windowed(self) -> bool:
-        return self.grain_s == 60
+        return self.grain_s == MINUTE_S
 
     @property
     def clustered_by_key(self) -> bool:
