@@ -12,6 +12,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -23,6 +24,20 @@ from tallygate.store.schema import metadata
 POSTGRES_URL = os.environ.get("TALLYGATE_TEST_POSTGRES_URL",
                               "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() == "true"
+def ping_redis_or_skip(client: Any, url: str) -> None:
+    """Reach the test Redis through ``client``; without it, skip with the reason (closing the
+    client), or fail in CI, where it must be there."""
+    import redis
+
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        client.close()
+        if IN_CI:
+            pytest.fail(f"Redis is required in CI: {url}: {exc}")
+        pytest.skip(f"Redis not available at {url}: {exc}")
+
+
 # The period a test queries for calls it has just made: "1d" (today) misses them when the
 # test crosses midnight UTC between the call and the query; the last three days cannot.
 RECENT = "3d"

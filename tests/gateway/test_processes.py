@@ -18,7 +18,7 @@ from tallygate.fake_upstream import FakeSettings, FakeUpstream
 from tallygate.keys.schemas import KeyCreate
 from tallygate.keys.service import KeyService
 from tallygate.store.database import Database
-from tests.conftest import IN_CI
+from tests.conftest import ping_redis_or_skip
 from tests.servers import free_port, serve_app
 
 REDIS_URL = os.environ.get("TALLYGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -30,13 +30,7 @@ def redis_url() -> Iterator[str]:
     import redis
 
     client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        client.close()
-        if IN_CI:
-            pytest.fail(f"Redis is required in CI: {REDIS_URL}: {exc}")
-        pytest.skip(f"Redis not available at {REDIS_URL}: {exc}")
+    ping_redis_or_skip(client, REDIS_URL)
     for name in client.scan_iter("tallygate:*"):
         client.delete(name)
     yield REDIS_URL

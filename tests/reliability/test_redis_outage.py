@@ -25,7 +25,7 @@ from tallygate.config import Route, RoutePrice, load_settings
 from tallygate.keys.schemas import KeyCreate
 from tallygate.keys.service import KeyService
 from tallygate.store.database import Database
-from tests.conftest import IN_CI, RECENT
+from tests.conftest import RECENT, ping_redis_or_skip
 from tests.reliability.support import ADMIN, CHAT, wait_until
 from tests.servers import free_port, serve_app
 
@@ -95,13 +95,7 @@ def redis_proxy() -> Iterator[TcpProxy]:
     parsed = urlparse(REDIS_URL)
     host, port = parsed.hostname or "127.0.0.1", parsed.port or 6379
     client = redis.Redis(host=host, port=port, db=REDIS_DB)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        client.close()
-        if IN_CI:
-            pytest.fail(f"Redis is required in CI: {REDIS_URL}: {exc}")
-        pytest.skip(f"Redis not available at {REDIS_URL}: {exc}")
+    ping_redis_or_skip(client, REDIS_URL)
     proxy = TcpProxy(host, port)
     yield proxy
     proxy.close()
