@@ -51,12 +51,7 @@ def price_dict(price: Price, until_us: int | None, now: int) -> dict[str, Any]:
         "effective_from": format_ts(price.effective_from_us),
         "effective_until": None if until_us is None else format_ts(until_us),
         "in_force": price.effective_from_us <= now and (until_us is None or now < until_us),
-        "input_per_million": str(price.input_per_million),
-        "cached_input_per_million": None if price.cached_input_per_million is None
-        else str(price.cached_input_per_million),
-        "output_per_million": str(price.output_per_million),
-        "per_call": str(price.per_call),
-        "currency": price.currency,
+        **price.rates(),
     }
 
 

@@ -30,6 +30,17 @@ class Price:
     per_call: Decimal = ZERO
     currency: str = "USD"
 
+    def rates(self) -> dict[str, str | None]:
+        """The rates as exact decimal strings, and the currency: as stored and as shown."""
+        return {
+            "input_per_million": str(self.input_per_million),
+            "cached_input_per_million": None if self.cached_input_per_million is None
+            else str(self.cached_input_per_million),
+            "output_per_million": str(self.output_per_million),
+            "per_call": str(self.per_call),
+            "currency": self.currency,
+        }
+
     def amount(self, input_tokens: int, cached_input_tokens: int, output_tokens: int,
                succeeded: bool = True) -> Decimal:
         """The exact list price of a call. Tokens are charged whatever the outcome (a stream

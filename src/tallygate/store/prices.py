@@ -31,14 +31,7 @@ def list_prices(db: Database) -> list[Price]:
 
 def set_price(db: Database, price: Price) -> None:
     """Add a price from ``effective_from_us`` on (replacing one with the same start)."""
-    values = {
-        "input_per_million": str(price.input_per_million),
-        "cached_input_per_million": None if price.cached_input_per_million is None
-        else str(price.cached_input_per_million),
-        "output_per_million": str(price.output_per_million),
-        "per_call": str(price.per_call),
-        "currency": price.currency,
-    }
+    values = price.rates()
     with db.write() as conn:
         existing = conn.execute(select(prices.c.model).where(
             prices.c.model == price.model,
