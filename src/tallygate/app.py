@@ -1,22 +1,32 @@
-"""The ASGI application: wires the parts together and keeps them on ``app.state``."""
+"""The ASGI application: wires the parts together and keeps them on ``app.state``.
+
+The gateway's endpoints and the health probes are answered here, in raw ASGI: a relayed
+call skips every framework's routing, exception and dependency machinery (a measurable
+share of the time it adds, docs/benchmarks.md). Every other path (the ``/api/v1`` API,
+the pages, ``/metrics``, the OpenAPI document) belongs to the admin application, on
+FastAPI, which is built the first time one of them is asked for: a process that only relays
+calls never loads FastAPI, the API's models or the templates, and starts faster and smaller.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI
-from fastapi.staticfiles import StaticFiles
+import orjson
+from starlette.datastructures import State
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tallygate import __version__
-from tallygate.api import anomalies, dimensions, health, keys, metrics, pricing, usage
-from tallygate.api.errors import install_error_handlers
 from tallygate.config import Settings
-from tallygate.gateway.wiring import GatewayEndpoints, build_gateway, make_counters
+from tallygate.errors import error_body
+from tallygate.gateway.proxy import ENDPOINTS, Gateway
+from tallygate.gateway.wiring import build_gateway, make_counters, return_freed_memory
+from tallygate.health import LIVE, readiness
 from tallygate.keys.secrets import hash_secret
 from tallygate.keys.service import KeyService
 from tallygate.ledger.anomalies import AnomalyParams
@@ -27,11 +37,12 @@ from tallygate.ledger.spool import Spool, spool_directory
 from tallygate.metrics import LedgerMetrics
 from tallygate.store.database import Database
 from tallygate.store.meta import get_value
-from tallygate.web import pages
-from tallygate.web.security import SecurityHeaders
+from tallygate.web.security import HEADERS
 from tallygate.web.sessions import Sessions, SignInBrake
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
+
     from tallygate.ledger.webhook import AnomalyNotifier
 
 log = logging.getLogger("tallygate")
@@ -39,6 +50,13 @@ ADMIN_HASH = "admin_token_sha256"
 # The database `serve --workers N` resolved, for its workers (it outranks the TOML file).
 WORKER_DATABASE_URL = "TALLYGATE_SERVE_DATABASE_URL"
 PURGE_EVERY_S = 3600
+
+Handler = Callable[[Gateway, Scope, Receive, Send], Awaitable[None]]
+GATEWAY_HANDLERS: dict[tuple[str, str], Handler] = {
+    **{("POST", path): Gateway.forward for path in ENDPOINTS},
+    ("GET", "/v1/models"): Gateway.models,
+}
+SECURITY_HEADERS = [(name.encode(), value.encode()) for name, value in HEADERS.items()]
 
 
 def admin_token_hash(settings: Settings, db: Database) -> str | None:
@@ -48,81 +66,167 @@ def admin_token_hash(settings: Settings, db: Database) -> str | None:
     return get_value(db, ADMIN_HASH)
 
 
-def create_app(settings: Settings) -> FastAPI:
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        db = Database(settings.database_url)
-        try:
-            db.ensure_current()
-        except Exception:
-            db.dispose()
-            raise
-        ledger = Ledger.from_settings(db, settings)
-        ledger.sync_route_prices(settings.routes)
-        ledger_metrics = LedgerMetrics(currency=settings.currency,
-                                       per_key=settings.metrics_per_key)
-        recorder = Recorder(ledger, flush_interval_s=settings.flush_interval_ms / 1000,
-                            max_batch=settings.flush_max_records, observer=ledger_metrics,
-                            spool=Spool(spool_directory(settings.spool_dir, db.url)))
-        ledger_metrics.watch(recorder)
-        app.state.metrics = ledger_metrics
-        app.state.anomaly_params = AnomalyParams(
-            threshold=settings.anomaly_threshold,
-            hour_seasonality=settings.anomaly_hour_seasonality)
-        app.state.settings = settings
-        app.state.db = db
-        app.state.ledger = ledger
-        app.state.keys = KeyService(db)
-        app.state.sessions = Sessions(db)
-        app.state.sign_in_brake = SignInBrake()
-        app.state.recorder = recorder
-        app.state.admin_token_hash = admin_token_hash(settings, db)
-        counters = make_counters(settings)
-        gateway = build_gateway(settings, ledger, recorder, counters)
-        gateway.limits.redis_failure = settings.redis_failure
-        app.state.gateway = gateway
-        app.state.keys.listeners.append(gateway.key_cache.clear)
-        app.state.keys.listeners.append(ledger.prices_changed)  # a new discount, at once
-        await recorder.start()
-        purger = asyncio.create_task(_purge_periodically(ledger), name="tallygate-purge")
-        notifier = _webhook_notifier(settings, ledger, app.state.anomaly_params)
-        notifying = None if notifier is None else asyncio.create_task(
-            notifier.run(), name="tallygate-anomaly-webhook")
-        try:
-            yield
-        finally:
-            purger.cancel()
-            if notifier is not None and notifying is not None:
-                notifying.cancel()
-                await notifier.close()
-            await gateway.client.close()
-            await recorder.stop()
-            await counters.close()
-            db.dispose()
+class Tallygate:
+    """The application ``create_app`` returns; ``state`` holds the running parts."""
 
-    app = FastAPI(
-        title="tallygate",
-        version=__version__,
-        summary="OpenAI-compatible LLM API gateway with an exact usage ledger",
-        lifespan=lifespan,
-        docs_url=None,  # served from vendored assets by web/pages.py
-        redoc_url=None,
-    )
-    install_error_handlers(app)
-    app.openapi = _openapi_with_error_answers(app)  # type: ignore[method-assign]
-    app.include_router(dimensions.router)
-    app.include_router(usage.router)
-    app.include_router(keys.router)
-    app.include_router(pricing.router)
-    app.include_router(anomalies.router)
-    app.include_router(metrics.router)
-    app.include_router(health.router)
-    app.include_router(pages.router)
-    app.mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"),
-              name="static")
-    app.add_middleware(SecurityHeaders)
-    app.add_middleware(GatewayEndpoints)  # added last: outermost, ahead of the rest
-    return app
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.state = State()
+        self._admin: FastAPI | None = None
+        self._admin_building = asyncio.Lock()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            method, path = scope["method"], scope["path"]
+            handler = GATEWAY_HANDLERS.get((method, path))
+            if handler is not None:
+                await _answering_failures(handler, self.state.gateway, scope, receive, send)
+                return
+            if method == "GET" and path in ("/healthz", "/readyz"):
+                await self._health(path, send)
+                return
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        scope["app"] = self  # until the admin application puts itself there
+        admin = self._admin or await self._build_admin()
+        await admin(scope, receive, send)
+
+    @property
+    def admin(self) -> FastAPI:
+        """The admin application, built now if no request has built it yet."""
+        if self._admin is None:
+            self._admin = _admin_app(self.state)
+        return self._admin
+
+    def openapi(self) -> dict[str, Any]:
+        return self.admin.openapi()
+
+    async def _build_admin(self) -> ASGIApp:
+        async with self._admin_building:
+            if self._admin is None:
+                # Off the event loop: importing FastAPI and building the routes takes a few
+                # hundred milliseconds that relayed calls should not wait for.
+                self._admin = await asyncio.to_thread(_admin_app, self.state)
+                gc.freeze()  # long-lived, like start-up's objects (see _lifespan)
+        return self._admin
+
+    async def _health(self, path: str, send: Send) -> None:
+        status, body = (200, LIVE) if path == "/healthz" else await asyncio.to_thread(
+            readiness, self.state.db, self.state.recorder)
+        content = orjson.dumps(body)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(content)).encode()),
+                                *SECURITY_HEADERS]})
+        await send({"type": "http.response.body", "body": content})
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        """Start-up and shutdown (ASGI lifespan). Once started, everything start-up built
+        (modules, settings, the database engine) is moved out of the garbage collector's
+        reach with ``gc.freeze``: otherwise each full collection walks those hundreds of
+        thousands of objects again, a pause of 100 ms and more in the middle of calls
+        (measured: the gateway's p99 at 500 requests/s, docs/benchmarks.md)."""
+        await receive()  # lifespan.startup
+        async with contextlib.AsyncExitStack() as running:
+            try:
+                await running.enter_async_context(_running(self.settings, self.state))
+            except Exception as exc:
+                await send({"type": "lifespan.startup.failed", "message": repr(exc)})
+                raise
+            await send({"type": "lifespan.startup.complete"})
+            gc.collect()  # start-up's garbage goes first, rather than frozen for good
+            gc.freeze()
+            return_freed_memory()
+            await receive()  # lifespan.shutdown
+            gc.unfreeze()
+        await send({"type": "lifespan.shutdown.complete"})
+
+
+def create_app(settings: Settings) -> Tallygate:
+    return Tallygate(settings)
+
+
+def _admin_app(state: State) -> FastAPI:
+    from tallygate.admin import build_admin_app
+
+    return build_admin_app(state)
+
+
+async def _answering_failures(handler: Handler, gateway: Gateway, scope: Scope,
+                              receive: Receive, send: Send) -> None:
+    """A gateway endpoint that fails unexpectedly answers 500 in OpenAI's shape, if it had
+    not started answering, and the failure is logged with its traceback."""
+    started = False
+
+    async def watched(message: Any) -> None:
+        nonlocal started
+        started = started or message["type"] == "http.response.start"
+        await send(message)
+
+    try:
+        await handler(gateway, scope, receive, watched)
+    except Exception:
+        log.exception("a gateway call failed")
+        if not started:
+            body = orjson.dumps(error_body(500, "The gateway failed; the failure is logged.",
+                                           "internal_error"))
+            await send({"type": "http.response.start", "status": 500,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+
+
+@contextlib.asynccontextmanager
+async def _running(settings: Settings, state: State) -> AsyncIterator[None]:
+    """Everything the application runs with, started in order and stopped in reverse."""
+    db = Database(settings.database_url)
+    try:
+        db.ensure_current()
+    except Exception:
+        db.dispose()
+        raise
+    ledger = Ledger.from_settings(db, settings)
+    ledger.sync_route_prices(settings.routes)
+    ledger_metrics = LedgerMetrics(currency=settings.currency,
+                                   per_key=settings.metrics_per_key)
+    recorder = Recorder(ledger, flush_interval_s=settings.flush_interval_ms / 1000,
+                        max_batch=settings.flush_max_records, observer=ledger_metrics,
+                        spool=Spool(spool_directory(settings.spool_dir, db.url)))
+    ledger_metrics.watch(recorder)
+    state.metrics = ledger_metrics
+    state.anomaly_params = AnomalyParams(threshold=settings.anomaly_threshold,
+                                         hour_seasonality=settings.anomaly_hour_seasonality)
+    state.settings = settings
+    state.db = db
+    state.ledger = ledger
+    state.keys = KeyService(db)
+    state.sessions = Sessions(db)
+    state.sign_in_brake = SignInBrake()
+    state.recorder = recorder
+    state.admin_token_hash = admin_token_hash(settings, db)
+    counters = make_counters(settings)
+    gateway = build_gateway(settings, ledger, recorder, counters)
+    gateway.limits.redis_failure = settings.redis_failure
+    state.gateway = gateway
+    state.keys.listeners.append(gateway.key_cache.clear)
+    state.keys.listeners.append(ledger.prices_changed)  # a new discount, at once
+    await recorder.start()
+    purger = asyncio.create_task(_purge_periodically(ledger), name="tallygate-purge")
+    notifier = _webhook_notifier(settings, ledger, state.anomaly_params)
+    notifying = None if notifier is None else asyncio.create_task(
+        notifier.run(), name="tallygate-anomaly-webhook")
+    try:
+        yield
+    finally:
+        purger.cancel()
+        if notifier is not None and notifying is not None:
+            notifying.cancel()
+            await notifier.close()
+        await gateway.client.close()
+        await recorder.stop()
+        await counters.close()
+        db.dispose()
 
 
 def _webhook_notifier(settings: Settings, ledger: Ledger,
@@ -147,53 +251,7 @@ async def _purge_periodically(ledger: Ledger) -> None:
         await asyncio.sleep(PURGE_EVERY_S)
 
 
-_ERROR_SCHEMA = {
-    "type": "object", "required": ["error"], "description": "OpenAI's error shape.",
-    "properties": {"error": {
-        "type": "object", "required": ["message", "type", "code", "param"],
-        "properties": {"message": {"type": "string"}, "type": {"type": "string"},
-                       "code": {"type": ["string", "null"]},
-                       "param": {"type": ["string", "null"]}}}}}
-_ERROR_ANSWERS = {
-    "400": "A bad parameter or body; `param` names it.",
-    "401": "No credential, or an unknown one.",
-    "403": "An API key asking for admin endpoints or another key's usage; an inactive key.",
-}
-
-
-def _openapi_with_error_answers(app: FastAPI) -> Callable[[], dict[str, Any]]:
-    """The OpenAPI document with the errors ``/api/v1`` really answers (docs/api.md): FastAPI
-    would document 422 for invalid input, where tallygate answers 400, in OpenAI's shape."""
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is not None:
-            return app.openapi_schema
-        document = FastAPI.openapi(app)
-        schemas = document.setdefault("components", {}).setdefault("schemas", {})
-        schemas["Error"] = _ERROR_SCHEMA
-        error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
-        for path, operations in document["paths"].items():
-            if not path.startswith("/api/v1/"):
-                continue
-            for method, operation in operations.items():
-                answers = operation["responses"]
-                answers.pop("422", None)
-                wanted = dict(_ERROR_ANSWERS)
-                if "{" in path:
-                    wanted["404"] = "No such resource."
-                if method == "post" and path.endswith("/events"):
-                    wanted["413"] = "Too many events, or too large a body."
-                for status, description in wanted.items():
-                    answers.setdefault(status, {"description": description, "content": error})
-        if "schemas/HTTPValidationError" not in str(document["paths"]):
-            schemas.pop("HTTPValidationError", None)
-            schemas.pop("ValidationError", None)
-        app.openapi_schema = document
-        return document
-
-    return openapi
-
-
-def app_from_environment() -> FastAPI:
+def app_from_environment() -> Tallygate:
     """For ``uvicorn --factory`` with several workers: settings from the environment and
     the TOML file named by ``TALLYGATE_CONFIG``, as ``serve`` read them."""
     import os

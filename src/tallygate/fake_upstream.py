@@ -8,7 +8,10 @@ by an extra body field, which the gateway forwards untouched like any unknown fi
 
     {"model": "...", "messages": [...], "fake": {"status": 500, "latency_ms": 20,
      "chunks": 4, "chunk_delay_ms": 5, "cut_after": 2, "no_usage": true,
-     "input_tokens": 10, "output_tokens": 3}}
+     "input_tokens": 10, "output_tokens": 3, "stamp": true}}
+
+``stamp`` puts the time each streamed event left (``sent_at``, Unix seconds) into the event,
+so a benchmark on the same machine can tell how long the event took to reach it.
 
 It is a bare ASGI application (no framework), so it is never the bottleneck of a benchmark.
 """
@@ -114,7 +117,7 @@ class FakeUpstream:
             await self._stream(send, kind, model, input_tokens, output_tokens, include_usage,
                                int(control.get("chunks", s.chunks)),
                                float(control.get("chunk_delay_ms", s.chunk_delay_ms)),
-                               control.get("cut_after"))
+                               control.get("cut_after"), control.get("stamp") is True)
         else:
             await self._complete(send, kind, model, input_tokens, output_tokens, report)
 
@@ -147,7 +150,7 @@ class FakeUpstream:
 
     async def _stream(self, send: Send, kind: str, model: str, input_tokens: int,
                       output_tokens: int, include_usage: bool, chunks: int, delay_ms: float,
-                      cut_after: Any) -> None:
+                      cut_after: Any, stamp: bool) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": _SSE})
         call_id, created = _id(kind), int(time.time())
         obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
@@ -159,6 +162,8 @@ class FakeUpstream:
                                     [choice]}
             if include_usage:
                 data["usage"] = usage
+            if stamp:
+                data["sent_at"] = time.time()
             return b"data: " + orjson.dumps(data) + b"\n\n"
 
         def piece_choice(text: str, finish: str | None = None) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -26,13 +26,25 @@ def wait_for(condition: Callable[[], Any], timeout: float = 5.0) -> Any:
         time.sleep(0.02)
 
 
-def client(gateway: GatewayUnderTest, key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=key, max_retries=0)
+@pytest.fixture
+def client(gateway: GatewayUnderTest) -> Iterator[Callable[[str], openai.OpenAI]]:
+    """An SDK client for a key, closed after the test (an open connection left to the
+    garbage collector is a ResourceWarning in some later test)."""
+    made: list[openai.OpenAI] = []
+
+    def for_key(key: str) -> openai.OpenAI:
+        made.append(openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=key, max_retries=0))
+        return made[-1]
+
+    yield for_key
+    for sdk in made:
+        sdk.close()
 
 
-def test_sdk_calls_are_metered_exactly(gateway: GatewayUnderTest) -> None:
+def test_sdk_calls_are_metered_exactly(gateway: GatewayUnderTest,
+                                       client: Callable[[str], openai.OpenAI]) -> None:
     key_id, key = gateway.new_key(name="sdk")
-    sdk = client(gateway, key)
+    sdk = client(key)
     seen_in = seen_out = 0
     reply = sdk.chat.completions.create(model=CHAT, max_tokens=40,
                                         messages=[{"role": "user", "content": "hello"}])
@@ -79,9 +91,10 @@ def test_sdk_calls_are_metered_exactly(gateway: GatewayUnderTest) -> None:
     assert embed["model_category"] == "embedding" and embed["output_tokens"] == 0
 
 
-def test_stream_without_include_usage_hides_the_usage_chunk(gateway: GatewayUnderTest) -> None:
+def test_stream_without_include_usage_hides_the_usage_chunk(
+        gateway: GatewayUnderTest, client: Callable[[str], openai.OpenAI]) -> None:
     key_id, key = gateway.new_key()
-    chunks = list(client(gateway, key).chat.completions.create(
+    chunks = list(client(key).chat.completions.create(
         model=CHAT, stream=True, messages=[{"role": "user", "content": "no usage please"}]))
     assert all(chunk.usage is None for chunk in chunks)
     assert all(chunk.choices for chunk in chunks)  # the usage-only chunk was removed
@@ -153,8 +166,9 @@ def test_unknown_fields_reach_the_upstream_unchanged(gateway: GatewayUnderTest) 
 
 
 @pytest.mark.parametrize("internal", [True, False])
-def test_internal_keys_make_internal_calls(gateway: GatewayUnderTest, internal: bool) -> None:
+def test_internal_keys_make_internal_calls(gateway: GatewayUnderTest, internal: bool,
+                                           client: Callable[[str], openai.OpenAI]) -> None:
     key_id, key = gateway.new_key(internal=internal)
-    client(gateway, key).chat.completions.create(model=SERVICE, messages=[])
+    client(key).chat.completions.create(model=SERVICE, messages=[])
     record = wait_for(lambda: gateway.calls(api_key_id=key_id))[0]
     assert record["call_type"] == ("internal" if internal else "service")

@@ -1,4 +1,4 @@
-"""One error shape everywhere, OpenAI's: ``{"error": {"message", "type", "code", "param"}}``."""
+"""Every error of the API in OpenAI's shape (tallygate/errors.py)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from tallygate.errors import error_body
 from tallygate.ledger.timerange import BadParameter
-
-_TYPES = {400: "invalid_request_error", 401: "authentication_error",
-          403: "permission_error", 404: "not_found_error", 409: "conflict_error",
-          413: "request_too_large", 429: "rate_limit_error"}
 
 
 class ApiError(Exception):
@@ -26,12 +23,6 @@ class ApiError(Exception):
         self.code = code
         self.param = param
         self.headers = headers
-
-
-def error_body(status: int, message: str, code: str | None = None,
-               param: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": _TYPES.get(status, "api_error"),
-                      "code": code, "param": param}}
 
 
 def error_response(status: int, message: str, code: str | None = None, param: str | None = None,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 from fastapi import Depends, Query
@@ -11,12 +10,8 @@ from tallygate.api.auth import Principal, usage_principal
 from tallygate.api.errors import ApiError
 from tallygate.ledger.categories import CALL_TYPES, MODEL_CATEGORIES
 from tallygate.ledger.statistics import UsageQuery
-from tallygate.ledger.timerange import BadParameter, TimeRange, resolve_range
+from tallygate.ledger.timerange import BadParameter, checked_range
 from tallygate.store.usage import CallFilter
-
-# Previous periods and local days are computed with datetime, which ends at years 1 and 9999:
-# far from those ends every range is safe. Both accepted forms begin with the year.
-YEARS = range(1970, 9000)
 
 
 def _checked(values: list[str] | None, allowed: tuple[str, ...], param: str) -> tuple[str, ...]:
@@ -24,19 +19,6 @@ def _checked(values: list[str] | None, allowed: tuple[str, ...], param: str) -> 
         if value not in allowed:
             raise BadParameter(param, f"{value!r} is not one of {', '.join(allowed)}")
     return tuple(values or ())
-
-
-_YEAR = re.compile("[0-9]{4}")
-
-
-def checked_range(period: str | None, start: str | None, end: str | None,
-                  tz: str | None) -> TimeRange:
-    for param, value in (("start", start), ("end", end)):
-        # ASCII digits only: str.isdigit() is also true of "¹" and "２", which int() refuses.
-        if value is not None and _YEAR.fullmatch(value[:4]) and int(value[:4]) not in YEARS:
-            raise BadParameter(param, f"the year must be between {YEARS.start} and "
-                                      f"{YEARS.stop - 1}")
-    return resolve_range(period, start, end, tz)
 
 
 def usage_query(

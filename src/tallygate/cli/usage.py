@@ -8,11 +8,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from tallygate.api.filters import checked_range
 from tallygate.cli.context import console, fail, state
 from tallygate.ledger.categories import CALL_TYPES, MODEL_CATEGORIES
 from tallygate.ledger.statistics import UsageQuery, usage_breakdown, usage_summary, usage_trend
-from tallygate.ledger.timerange import BadParameter
+from tallygate.ledger.timerange import BadParameter, checked_range
 from tallygate.store.usage import CallFilter, iter_calls
 
 app = typer.Typer(help="Usage statistics (the same figures as the API and the page).",

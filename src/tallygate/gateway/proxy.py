@@ -26,7 +26,7 @@ import anyio
 import orjson
 from starlette.types import Message, Receive, Scope, Send
 
-from tallygate.api.errors import error_body
+from tallygate.errors import error_body
 from tallygate.gateway.keycache import KeyCache
 from tallygate.gateway.limits import Limits, Refusal
 from tallygate.gateway.sse import StreamWatcher

@@ -155,6 +155,24 @@ def resolve_range(period: str | None, start: str | None, end: str | None, tz_nam
                      tz, "custom")
 
 
+# Previous periods and local days are computed with datetime, which ends at years 1 and 9999:
+# far from those ends every range is safe. Both accepted forms begin with the year.
+YEARS = range(1970, 9000)
+_YEAR = re.compile("[0-9]{4}")
+
+
+def checked_range(period: str | None, start: str | None, end: str | None,
+                  tz: str | None) -> TimeRange:
+    """``resolve_range`` for what a user typed (API, CLI): years outside ``YEARS`` are a
+    clear error naming the parameter rather than an overflow deeper down."""
+    for param, value in (("start", start), ("end", end)):
+        # ASCII digits only: str.isdigit() is also true of "¹" and "２", which int() refuses.
+        if value is not None and _YEAR.fullmatch(value[:4]) and int(value[:4]) not in YEARS:
+            raise BadParameter(param, f"the year must be between {YEARS.start} and "
+                                      f"{YEARS.stop - 1}")
+    return resolve_range(period, start, end, tz)
+
+
 def offset_segments(tz: ZoneInfo, start_s: int, end_s: int) -> tuple[tuple[int, int], ...]:
     """``(from_s, utc_offset_s)`` for every change of the zone's offset in ``[start, end)``.
 
