@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from tallygate.ledger.records import format_ts
 from tallygate.store.database import Database
@@ -31,8 +30,12 @@ class Delivery:
 
 def add_delivery(db: Database, delivery_id: str, event: str, payload: str, now_us: int) -> bool:
     """Log a new delivery, due now; False when it was logged before (by any process)."""
-    insert = sqlite.insert if db.is_sqlite else postgresql.insert
-    statement = insert(deliveries).values(
+    # Each dialect's module loads only where it is used (PostgreSQL's is 2 MB of modules).
+    if db.is_sqlite:
+        from sqlalchemy.dialects import sqlite as dialect
+    else:
+        from sqlalchemy.dialects import postgresql as dialect  # type: ignore[no-redef]
+    statement = dialect.insert(deliveries).values(
         id=delivery_id, created_at=now_us, event=event, payload=payload, status="pending",
         attempts=0, next_attempt_at=now_us).on_conflict_do_nothing(
         index_elements=["id"]).returning(deliveries.c.id)
