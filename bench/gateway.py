@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
@@ -242,13 +243,28 @@ def run(plan: Plan, workdir: Path, servers: list[Server], *, with_litellm: bool,
             time.sleep(SETTLE_S)
             idle["tallygate"]["cold_start_s"].append(extra.started_s)
             idle["tallygate"]["rss_mb"].append(rss_mb(extra.pid))
+            # The admin API and pages load on their first use: what that adds, idle again.
+            admin_first_use(extra.base_url, setup.admin_token)
+            time.sleep(SETTLE_S)
+            idle["tallygate"].setdefault("rss_after_admin_mb", []).append(rss_mb(extra.pid))
         finally:
             extra.stop()
     for figures in idle.values():
         figures["cold_start_median_s"] = statistics.median(figures["cold_start_s"])
         figures["rss_median_mb"] = statistics.median(figures["rss_mb"])
+        if "rss_after_admin_mb" in figures:
+            figures["rss_after_admin_median_mb"] = statistics.median(
+                figures["rss_after_admin_mb"])
     results["idle"] = idle
     return results
+
+
+def admin_first_use(base_url: str, admin_token: str) -> None:
+    """One summary from the admin API, as the usage page's first refresh asks for it."""
+    request = urllib.request.Request(f"{base_url}/api/v1/usage/summary?period=30d",
+                                     headers={"authorization": f"Bearer {admin_token}"})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        answer.read()
 
 
 def check_answers(targets: list[Target]) -> None:
@@ -329,9 +345,12 @@ def _stream_body(index: int, chunks: int, delay_ms: float, **fake: Any) -> bytes
 
 
 def streaming(plan: Plan, targets: list[Target]) -> dict[str, Any]:
-    """Time to the first event and the arrival of every event, per target; what a gateway
-    adds is its figure minus the direct one."""
-    body = _stream_body(300, STREAM_CHUNKS, STREAM_CHUNK_DELAY_MS)
+    """Time to the first event, and each event's trip from the upstream to the client (the
+    fake upstream stamps the moment it sends each event; one machine, one clock), per target;
+    what a gateway adds is its figure minus the direct one. How late each event arrives,
+    counted from the request, is kept too: it adds the first-token delay to every event and
+    the upstream's own timer drift when the gateway takes CPU from it."""
+    body = _stream_body(300, STREAM_CHUNKS, STREAM_CHUNK_DELAY_MS, stamp=True)
     out: dict[str, Any] = {}
     arrivals: dict[str, list[float]] = {}
     for target in targets:
@@ -340,24 +359,31 @@ def streaming(plan: Plan, targets: list[Target]) -> dict[str, Any]:
                                       concurrency=4))
         complete = [r for r in results if r.complete]
         ttft = [r.arrivals[0] for r in complete]
+        transits = [t for r in complete for t in r.transits]
         arrivals[target.name] = _median_arrivals(complete)
         out[target.name] = {"streams": len(results), "complete": len(complete),
                             "events_per_stream": statistics.median(
                                 len(r.arrivals) for r in complete) if complete else 0,
                             "ttft_p50_ms": percentile(ttft, 50) * 1000,
                             "ttft_p99_ms": percentile(ttft, 99) * 1000,
+                            "transit_p50_ms": percentile(transits, 50) * 1000,
+                            "transit_p99_ms": percentile(transits, 99) * 1000,
                             "last_event_p50_ms": percentile(
                                 [r.arrivals[-1] for r in complete], 50) * 1000}
         console.print(f"  {target.name:9} ttft p50 {out[target.name]['ttft_p50_ms']:.2f} ms, "
+                      f"transit p50 {out[target.name]['transit_p50_ms']:.2f} ms, "
                       f"{len(complete)}/{len(results)} complete")
     for name in ("tallygate", "litellm"):
         if name not in out:
             continue
-        out[name]["ttft_added_p50_ms"] = out[name]["ttft_p50_ms"] - out["direct"]["ttft_p50_ms"]
+        mine, direct = out[name], out["direct"]
+        mine["ttft_added_p50_ms"] = mine["ttft_p50_ms"] - direct["ttft_p50_ms"]
+        mine["chunk_added_p50_ms"] = mine["transit_p50_ms"] - direct["transit_p50_ms"]
+        mine["chunk_added_p99_ms"] = mine["transit_p99_ms"] - direct["transit_p99_ms"]
         paired = list(zip(arrivals[name], arrivals["direct"], strict=False))
-        added = [(mine - direct) * 1000 for mine, direct in paired]
+        late = [(mine_s - direct_s) * 1000 for mine_s, direct_s in paired]
         # Every event after the first: how much later than direct it reaches the client.
-        out[name]["chunk_added_p50_ms"] = statistics.median(added[1:]) if len(added) > 1 \
+        mine["lateness_added_p50_ms"] = statistics.median(late[1:]) if len(late) > 1 \
             else float("nan")
     return out
 

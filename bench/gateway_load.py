@@ -85,6 +85,8 @@ def _number(pattern: str, text: str) -> float:
 class StreamResult:
     status: int = 0
     arrivals: list[float] = field(default_factory=list)  # s from the request, per data event
+    # s from leaving the upstream to reaching the client, per event the upstream stamped
+    transits: list[float] = field(default_factory=list)
     done: bool = False  # saw ``data: [DONE]``
     error: str | None = None
 
@@ -103,6 +105,7 @@ async def stream_once(session: aiohttp.ClientSession, url: str, headers: dict[st
             result.status = response.status
             tail = b""
             async for piece in response.content.iter_any():
+                arrived = time.time()
                 now = time.perf_counter() - started
                 data = tail + piece
                 events = data.split(b"\n\n")
@@ -112,6 +115,8 @@ async def stream_once(session: aiohttp.ClientSession, url: str, headers: dict[st
                         result.arrivals.append(now)
                         if event[5:].strip() == b"[DONE]":
                             result.done = True
+                        elif b'"sent_at"' in event:
+                            result.transits.append(arrived - orjson.loads(event[5:])["sent_at"])
     except (aiohttp.ClientError, TimeoutError) as exc:
         result.error = f"{exc.__class__.__name__}: {exc}"
     return result

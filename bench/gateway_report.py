@@ -195,14 +195,18 @@ def tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]
     out.append(("Throughput, one worker each", header, rows))
 
     stream = results["streaming"]
-    header = ["", "first token p50", "added", "each chunk added (p50)", "last event p50",
+    header = ["", "first token p50", "added", "event transit p50 / p99",
+              "each chunk added p50 / p99", "events later than direct (p50)", "last event p50",
               "complete"]
     rows = []
     for key, label in peers:
         s = stream[key]
         rows.append([label, f"{_ms(s['ttft_p50_ms'])} ms",
                      "" if key == "direct" else f"+{_ms(s['ttft_added_p50_ms'])} ms",
-                     "" if key == "direct" else f"+{_ms(s['chunk_added_p50_ms'])} ms",
+                     f"{_ms(s['transit_p50_ms'])} / {_ms(s['transit_p99_ms'])} ms",
+                     "" if key == "direct" else
+                     f"+{_ms(s['chunk_added_p50_ms'])} / +{_ms(s['chunk_added_p99_ms'])} ms",
+                     "" if key == "direct" else f"+{_ms(s['lateness_added_p50_ms'])} ms",
                      f"{_ms(s['last_event_p50_ms'])} ms", f"{s['complete']}/{s['streams']}"])
     plan = report["plan"]
     out.append((f"Streaming: {plan['stream_chunks']} chunks {plan['stream_chunk_delay_ms']} ms "
@@ -229,6 +233,9 @@ def tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]
         [f"freshness over {fresh['calls']} calls: p50 / p99 / max",
          f"{fresh['p50_ms']:.0f} / {fresh['p99_ms']:.0f} / {fresh['max_ms']:.0f} ms"],
         ["summary query p50 (admin API)", f"{fresh['summary_query_p50_ms']:.1f} ms"],
+        *([["idle RSS after start, then one admin API call (the admin application loads "
+            "on first use)", f"{idle['tallygate']['rss_after_admin_median_mb']:.1f} MB"]]
+          if "rss_after_admin_median_mb" in idle["tallygate"] else []),
     ]))
     return out
 
