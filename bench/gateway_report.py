@@ -25,13 +25,14 @@ WHY_MISSED: dict[str, str] = {
         "(5, 10, 25) every N/R seconds, and one worker process serves a burst one call after "
         "another. The overhead is then mostly queueing: about N/2 × (the gateway's CPU per "
         "call − the upstream's) from the CPU column. Evenly spaced, the same rates meet "
-        "the bar (the *evenly spaced* rows). "
-        "The CPU of a relayed call: about 1.3 million instructions (callgrind); py-spy puts "
-        "30 % of it in the four socket writes (to the upstream, and uvicorn's separate writes "
-        "of the response head and body), 25 % in aiohttp's client, 10–15 % in the recorder's "
-        "SQLite writes (another thread, same GIL), 10 % in uvicorn's and FastAPI's middleware "
-        "and 10 % in tallygate's own code. To meet ≤ 1 ms in bursts of 25 it would need "
-        "under 0.1 ms of CPU per call more than the upstream."),
+        "the bar (the *evenly spaced* rows). Where a relayed call's CPU goes (py-spy, "
+        "samples of the thread holding the GIL at 4 000 calls/s, 2026-11-28): no single "
+        "place: aiohttp's client about a quarter (building the request, writing it, parsing "
+        "the answer), uvicorn's protocol and its socket writes about a quarter, the "
+        "recorder's SQLite batch 7 %, tallygate's own code (key look-up, limits, the record, "
+        "the price) about 10 %, the rest the event loop. To meet ≤ 1 ms in bursts of 25 it "
+        "would need under 0.1 ms of CPU per call more than the upstream, about a third of "
+        "what it takes now."),
     "overhead p99, in bursts": (
         "The same bursts: the last call of a burst of N waits for the N − 1 before it. "
         "Inside the gateway, a full garbage collection used to stop it for 120–190 ms "
@@ -50,11 +51,10 @@ WHY_MISSED: dict[str, str] = {
         "(authentication, limits, the upstream request through aiohttp, the response "
         "head), and the same two extra hops."),
     "stream: each chunk": (
-        "A chunk's arrival includes the call's own start (the first-token figure) and the "
-        "relay of each event: a read from the upstream socket, the usage scan of the event, "
-        "a write to the client and two more process wake-ups. The 4 streams' chunks leave "
-        "the upstream on the same timer tick, so the one gateway process relays them one "
-        "after another."),
+        "Each event's relay: a read from the upstream socket, the usage scan of the event, a "
+        "write to the client and two more process wake-ups. The 4 streams' chunks leave the "
+        "upstream on the same timer tick, so the one gateway process relays them one after "
+        "another."),
     "stream: RSS growth 10": (
         "A one-off high-water mark, not accumulation: 20 concurrent streams that the "
         "upstream sends as fast as it can are read in blocks of up to 64 KB (aiohttp's read "
@@ -73,18 +73,15 @@ WHY_MISSED: dict[str, str] = {
         "write. The run of 2026-11-28 00:16 UTC, with 0.30 cores of other work, measured "
         "p99 153 ms with 14 ms queries."),
     "idle RSS": (
-        "Imports, before any gateway code runs: `import tallygate.app` alone peaks at "
-        "75.5 MB (FastAPI and pydantic, SQLAlchemy, aiohttp, uvloop, Jinja2, "
-        "prometheus_client, and tallygate's own routes and models), the CLI adds 6 MB. "
-        "psycopg, httpx and Alembic are no longer loaded by a SQLite server without a "
-        "webhook (−19 MB since 2026-11-28 00:45), and start-up's freed heap is handed back "
-        "(malloc_trim). The rest is the frameworks'."),
+        "Imports, before any gateway code runs: a relaying process loads SQLAlchemy, "
+        "aiohttp (with its two TLS contexts), pydantic and pydantic-settings, uvicorn with "
+        "uvloop, Typer with Rich, prometheus_client and tallygate's own ledger and gateway: "
+        "`import tallygate.cli.main` peaks at 73 MB. FastAPI, the API's models and the "
+        "templates load with the admin application, on its first use."),
     "cold start": (
-        "The imports take 0.95–1.2 s of it on this machine today (`python -X importtime -c "
-        "'import tallygate.cli.main'`: SQLAlchemy 0.20 s, aiohttp 0.17 s, FastAPI 0.12 s, "
-        "tallygate's own routes and pydantic models 0.22 s); the schema check no longer "
-        "loads Alembic (0.30 → 0.02 s). In the same run LiteLLM answered ~30 % slower than "
-        "in the run of 2026-11-28 00:38, which measured 1.06 s."),
+        "The imports: `python -X importtime -c 'import tallygate.cli.main'` (SQLAlchemy "
+        "0.13–0.20 s, aiohttp 0.16 s, pydantic-settings 0.15 s on this machine); FastAPI "
+        "and the admin application are no longer among them."),
 }
 
 
@@ -92,22 +89,22 @@ WHY_MISSED: dict[str, str] = {
 # machine, interleaved runs; instruction counts from valgrind's callgrind, which the load of
 # the machine does not change).
 CHANGES = (
-    "- Endpoints on raw ASGI instead of Starlette's request, response and streaming "
-    "response objects (and their per-stream task group), with each route's upstream URL "
-    "and headers built once and no cookie jar: 1.38–1.46 → 1.29 million instructions per "
-    "relayed call (−7 to −12 %, 500 sequential calls under callgrind).\n"
-    "- `gc.freeze()` once the application has started: full collections no longer walk "
-    "the start-up objects; they had stopped the process for 120–190 ms each "
-    "(gc callbacks), and p99 at 500 calls/s fell from 56–148 ms to 21–47 ms in "
-    "interleaved runs on the loaded machine.\n"
-    "- The event splitter of streams is linear: it rescanned the rest of each network "
-    "read for `\\r\\n\\r\\n` after every event, 17.4 ms per 64 KB read of 1 000 events; "
-    "now 0.3 ms.\n"
-    "- Two fixes found on the way, not speed: the upstream client has no cookie jar (a "
-    "cookie that an upstream reached by host name set for one caller rode along on "
-    "everyone's later calls) and no longer sends `Accept-Encoding: gzip, deflate` (an "
-    "upstream that compresses would have had its gzip bytes passed to the client without "
-    "the header saying so, and the usage left unread).")
+    "- The admin application (the `/api/v1` API, the pages, `/metrics`, OpenAPI: FastAPI) "
+    "loads on its first use; the gateway's endpoints and the health probes are answered "
+    "without it. Cold start 1.26 → 0.64 s and idle RSS 92.1 → 77.7 MB against the run of "
+    "2026-11-28 02:14 UTC (the *idle RSS after start, then one admin API call* row shows "
+    "what the admin application adds once loaded). SQLAlchemy's PostgreSQL dialect loads "
+    "only on PostgreSQL (−2.2 MB).\n"
+    "- Streaming: *each chunk added* is now what the gateway adds to each event's trip from "
+    "the upstream to the client (the fake upstream stamps each event as it sends it; one "
+    "machine, one clock). It was each event's lateness counted from the request, which "
+    "counted the first-token delay again in every chunk; that figure stays in the table "
+    "(*events later than direct*). LiteLLM rebuilds every event and drops the stamp, so "
+    "only its lateness is known.\n"
+    "- Earlier runs: endpoints on raw ASGI (1.38–1.46 → 1.29 million instructions per "
+    "relayed call under callgrind); `gc.freeze()` after start-up (full collections had "
+    "stopped the process for 120–190 ms); a linear event splitter for streams; no cookie "
+    "jar and no `Accept-Encoding` on the upstream client.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +156,12 @@ def _ms(value: float | None) -> str:
     return "–" if value is None else _num(value)
 
 
+def _pair(p50: float, p99: float, sign: str) -> str:
+    if math.isnan(p50):
+        return "n/a (the events lost the upstream's stamp)"
+    return f"{sign}{_ms(p50)} / {sign}{_ms(p99)} ms"
+
+
 def tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) for every table of the report."""
     results = report["results"]
@@ -203,9 +206,9 @@ def tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]
         s = stream[key]
         rows.append([label, f"{_ms(s['ttft_p50_ms'])} ms",
                      "" if key == "direct" else f"+{_ms(s['ttft_added_p50_ms'])} ms",
-                     f"{_ms(s['transit_p50_ms'])} / {_ms(s['transit_p99_ms'])} ms",
+                     _pair(s["transit_p50_ms"], s["transit_p99_ms"], ""),
                      "" if key == "direct" else
-                     f"+{_ms(s['chunk_added_p50_ms'])} / +{_ms(s['chunk_added_p99_ms'])} ms",
+                     _pair(s["chunk_added_p50_ms"], s["chunk_added_p99_ms"], "+"),
                      "" if key == "direct" else f"+{_ms(s['lateness_added_p50_ms'])} ms",
                      f"{_ms(s['last_event_p50_ms'])} ms", f"{s['complete']}/{s['streams']}"])
     plan = report["plan"]

@@ -93,6 +93,10 @@ class Tallygate:
         await admin(scope, receive, send)
 
     @property
+    def admin_loaded(self) -> bool:
+        return self._admin is not None
+
+    @property
     def admin(self) -> FastAPI:
         """The admin application, built now if no request has built it yet."""
         if self._admin is None:
