@@ -6,8 +6,10 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select, update
 
+from tallygate.ledger import maintenance
 from tallygate.ledger.maintenance import check_rollups, purge_expired
 from tallygate.ledger.records import CallRecord
 from tallygate.ledger.service import Ledger
@@ -196,3 +198,33 @@ def test_percentiles_are_not_shown_for_a_range_retention_cut_into(db: Database) 
     assert busy["rows"][0]["p95_latency_ms"] is None
     ledger.percentile_max_calls = 20
     assert breakdown(7)["rows"][0]["p95_latency_ms"] == 1900
+
+
+def test_a_repair_reads_again_what_live_traffic_added_since_the_check(
+        db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`db check --repair` under traffic: a call recorded between the check's read and its
+    repair must not be overwritten by the sums read before it."""
+    ledger = Ledger(db)
+    bucket = int(time.time()) // GRAIN_15M * GRAIN_15M - 2 * GRAIN_15M
+    _written_when_fresh(db, [_record("first", bucket + 10)])
+    with db.write() as conn:
+        conn.execute(update(rollup_15m).where(rollup_15m.c.bucket == bucket).values(calls=5))
+    read_from_raw = maintenance.rollups_from_raw
+    arrived: list[str] = []
+
+    def read_then_a_call_arrives(db_: Database, tier_name: str, lo: int,
+                                 hi: int) -> dict[tuple[Any, ...], tuple[int, ...]]:
+        rebuilt = read_from_raw(db_, tier_name, lo, hi)
+        if tier_name == rollup_15m.name and not arrived:
+            _written_when_fresh(db, [_record("second", bucket + 20)])
+            arrived.append("second")
+        return rebuilt
+
+    monkeypatch.setattr(maintenance, "rollups_from_raw", read_then_a_call_arrives)
+    assert check_rollups(ledger, repair=True).repaired == 1
+    monkeypatch.undo()
+    assert arrived == ["second"]
+    assert check_rollups(ledger).ok
+    with db.read() as conn:
+        assert conn.execute(select(rollup_15m.c.calls).where(
+            rollup_15m.c.bucket == bucket)).scalar_one() == 2

@@ -11,9 +11,9 @@ from tallygate.store.calls import purge_before
 from tallygate.store.rollup_check import (
     RollupKey,
     raw_time_span,
+    repair_rollups,
     rollups_from_raw,
     stored_rollups,
-    write_rollups,
 )
 from tallygate.store.schema import TIERS, rollup_15m
 
@@ -62,8 +62,9 @@ def check_rollups(ledger: Ledger, *, repair: bool = False,
 
     Only buckets whose raw records are all still there are compared: from each tier's first
     whole bucket after the oldest raw record (retention may have cut into the one before)
-    and, for minutes, within the minute window. With ``repair`` the stored rows are
-    replaced by the rebuilt ones.
+    and, for minutes, within the minute window. With ``repair`` a tier and day found wrong
+    is rebuilt again and rewritten in one transaction that holds new records back, so
+    repairing under live traffic loses none of them.
     """
     report = CheckReport()
     span = raw_time_span(ledger.db)
@@ -99,8 +100,9 @@ def check_rollups(ledger: Ledger, *, repair: bool = False,
                 report.differences.append(Difference(tier.name, key, stored.get(key),
                                                      rebuilt.get(key)))
             if repair and wrong:
-                report.repaired += write_rollups(ledger.db, tier.name,
-                                                 {key: rebuilt.get(key) for key in wrong})
+                # Read again and written in one locked transaction: the rows found above
+                # may have moved on since (live traffic).
+                report.repaired += len(repair_rollups(ledger.db, tier.name, lo, hi))
         if progress is not None:
             progress(day + 1, days)
     return report
