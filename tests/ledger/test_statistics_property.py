@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from sqlalchemy import delete
 
 from tallygate.ledger.records import CallRecord
-from tallygate.ledger.service import Ledger
+from tallygate.ledger.service import RECENT_MINUTES_S, Ledger
 from tallygate.ledger.statistics import (
     BREAKDOWN_SORTS,
     UsageQuery,
@@ -82,6 +82,9 @@ class FixedClockLedger(Ledger):
 
     def minute_floor_s(self, now_s: float | None = None) -> int:
         return super().minute_floor_s(self.clock_s if now_s is None else now_s)
+
+    def recent_minutes_floor_s(self, now_s: float | None = None) -> int:
+        return super().recent_minutes_floor_s(self.clock_s if now_s is None else now_s)
 
 
 @dataclass(frozen=True)
@@ -257,8 +260,9 @@ def cases(draw: st.DrawFn, short: bool = False) -> Case:
     clock_s = now_us // US + draw(st.integers(0, 86400))
     minute_retention_days = draw(st.sampled_from((1, 2, 7, 90)))
     window_edge = (clock_s - minute_retention_days * 86400) // 60 * 60 + 60
+    recent_edge = -(-(clock_s - RECENT_MINUTES_S) // 60) * 60  # totals' minutes from here
     lo, hi = min(edges) - DAY_US, max(edges) + DAY_US
-    points = (*_grid_points((*edges, now_us, window_edge * US)),
+    points = (*_grid_points((*edges, now_us, window_edge * US, recent_edge * US)),
               *(t for t in changes if lo <= t < hi))
     stamps = draw(_stamps(lo, hi, edges[:2], points))
     records = [draw(_record(i, ts)) for i, ts in enumerate(stamps)]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tallygate.store.usage import Aggregate, Bucketing, CallFilter, usable_tiers
+from tallygate.store.usage import Aggregate, Bucketing, CallFilter, split_range, usable_tiers
 
 US = 1_000_000
 START = 20_718 * 86400 * US  # a UTC midnight
@@ -17,6 +17,23 @@ def test_totals_never_read_the_minute_window() -> None:
     # Whether the window's oldest rows are still there depends on who purged them last.
     spec = Aggregate(START, START + 86400 * US, minute_floor_s=START // US - 86400)
     assert _names(spec) == ["rollup_1d_all", "rollup_1h_all", "rollup_15m_all"]
+
+
+def test_totals_read_the_minutes_no_retention_can_have_purged() -> None:
+    # The range ends 37 min 10 s into a day whose minutes all processes still keep.
+    recent = START // US + 86400
+    end = START + (86400 + 37 * 60 + 10) * US
+    spec = Aggregate(START, end, minute_floor_s=START // US - 86400,
+                     recent_minutes_from_s=recent)
+    pieces, edges = split_range(spec)
+    assert [(tier.name, lo - START // US, hi - START // US) for tier, lo, hi in pieces] == [
+        ("rollup_1d_all", 0, 86400), ("rollup_15m_all", 86400, 86400 + 1800),
+        ("rollup_1m_total", 86400 + 1800, 86400 + 37 * 60)]
+    assert edges == [(end - 10 * US, end)]  # only the partial minute from raw records
+    # Before that day, the quarter-hour in progress still comes from raw records.
+    older = Aggregate(START, end, minute_floor_s=START // US - 86400,
+                      recent_minutes_from_s=recent + 3600)
+    assert split_range(older)[1] == [(START + (86400 + 1800) * US, end)]
 
 
 def test_a_view_of_one_key_reads_keyed_tiers_and_its_minute_totals() -> None:

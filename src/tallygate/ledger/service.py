@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from tallygate.config import Route, Settings
 
 log = logging.getLogger("tallygate.ledger")
+# Minutes every process keeps: a day (the least minute_retention_days) less an hour.
+RECENT_MINUTES_S = 23 * 3600
 
 
 @dataclass
@@ -44,6 +46,14 @@ class Ledger:
         """The earliest minute whose rollup is guaranteed complete."""
         now = time.time() if now_s is None else now_s
         return (int(now) - self.minute_retention_days * 86400) // 60 * 60 + 60
+
+    def recent_minutes_floor_s(self, now_s: float | None = None) -> int:
+        """The earliest minute no process's retention can have purged from the minute
+        rollups: ``minute_retention_days`` is at least 1 everywhere, and an hour is left for
+        clocks that disagree. Totals read the minute rollups from here on, so the raw
+        records they read are only those of the range's partial minutes."""
+        now = time.time() if now_s is None else now_s
+        return -(-(int(now) - RECENT_MINUTES_S) // 60) * 60
 
     def raw_floor_us(self, now_s: float | None = None) -> int | None:
         """The oldest instant whose raw records are surely all still kept (None: all are)."""

@@ -62,7 +62,8 @@ def _ratio(part: int, whole: int) -> float | None:
 
 def _cards(ledger: Ledger, query: UsageQuery, start_us: int, end_us: int) -> dict[str, Any]:
     rows = aggregate(ledger.db, Aggregate(start_us, end_us, query.filter, ("call_type",),
-                                          measures=CARD_MEASURES))
+                                          measures=CARD_MEASURES,
+                                          recent_minutes_from_s=ledger.recent_minutes_floor_s()))
     totals = dict.fromkeys(CARD_MEASURES, 0)
     by_type = {"service": 0, "internal": 0}
     for row in rows:
@@ -162,7 +163,8 @@ def usage_trend(ledger: Ledger, query: UsageQuery, metric: str = "requests",
     measure = METRICS[metric]
     rows = aggregate(ledger.db, Aggregate(
         query.range.start_us, query.range.end_us, query.filter, (dimension,), bucketing,
-        measures=(measure,), minute_floor_s=ledger.minute_floor_s()))
+        measures=(measure,), minute_floor_s=ledger.minute_floor_s(),
+        recent_minutes_from_s=ledger.recent_minutes_floor_s()))
     buckets = list(iter_buckets(query.range, bucketing))
     position = {(b.index, b.offset): i for i, b in enumerate(buckets)}
     series: dict[str, list[int | None]] = {}
@@ -220,7 +222,8 @@ def usage_breakdown(ledger: Ledger, query: UsageQuery, group_by: Sequence[str] =
                                    "group), with - for descending")
     dims = tuple(GROUPS[g] for g in group_by)
     spec = Aggregate(query.range.start_us, query.range.end_us, query.filter, dims,
-                     minute_floor_s=ledger.minute_floor_s())
+                     minute_floor_s=ledger.minute_floor_s(),
+                     recent_minutes_from_s=ledger.recent_minutes_floor_s())
     rows = aggregate(ledger.db, spec)
     peaks = peak_per_minute(ledger.db, spec)
     total_calls = sum(row[2 + len(dims)] for row in rows)

@@ -84,6 +84,8 @@ class Aggregate:
     bucketing: Bucketing | None = None
     measures: tuple[str, ...] = ROLLUP_MEASURES
     minute_floor_s: int | None = None  # earliest minute the minute rollups still hold
+    # Totals may read the minute rollups from here on: minutes no retention can have purged.
+    recent_minutes_from_s: int | None = None
 
 
 Row = tuple[Any, ...]  # (bucket, offset, *dimensions, *measures); bucket/offset None if unused
@@ -131,21 +133,15 @@ def usable_tiers(spec: Aggregate) -> list[Tier]:
     local buckets.
     """
     needed = set(spec.dimensions) | set(spec.filter.by_dimension())
-    minutes = spec.bucketing is not None and spec.bucketing.width_s == 60
     tiers: list[Tier] = []
     for tier in reversed(TIERS):  # coarsest grain first, fewest dimensions first in a grain
         if not needed <= set(tier.dimensions):
             continue
         if tier.clustered_by_key and not spec.filter.api_key_ids:
             continue  # every key's minutes of the whole window, for any range
-        if tier.windowed and not minutes:
-            # Totals never lean on the minute window (raw edges of < 15 minutes instead):
-            # whether its oldest rows are still there depends on the retention setting
-            # of whoever purged them, which may not be this process's.
+        if tier.windowed and minute_tiers_from_s(spec) is None:
             continue
         if tiers and tiers[-1].grain_s == tier.grain_s:
-            continue
-        if tier.windowed and spec.minute_floor_s is None:
             continue
         if spec.bucketing is not None:
             grain = tier.grain_s
@@ -157,12 +153,25 @@ def usable_tiers(spec: Aggregate) -> list[Tier]:
     return tiers
 
 
+def minute_tiers_from_s(spec: Aggregate) -> int | None:
+    """From when ``spec`` may read the minute rollups (None: not at all).
+
+    Minute buckets have nothing else to read: the minute window (``minute_floor_s``).
+    Totals read them only for the recent minutes that no retention can have purged yet
+    (``recent_minutes_from_s``): whether the window's oldest rows are still there depends on
+    the retention setting of whoever purged them, which may not be this process's.
+    """
+    if spec.bucketing is not None and spec.bucketing.width_s == 60:
+        return spec.minute_floor_s
+    return spec.recent_minutes_from_s
+
+
 def split_range(spec: Aggregate) -> tuple[list[tuple[Tier, int, int]], list[tuple[int, int]]]:
     """``[start, end)`` as rollup pieces ``(tier, from_s, to_s)`` and raw edges (µs).
 
     The coarsest tier takes the whole buckets of the middle, finer tiers the whole buckets
     of what is left at either end, and raw records the partial minutes (or quarter-hours)
-    at the very edges. The minute tiers only reach back to ``spec.minute_floor_s``.
+    at the very edges. The minute tiers only reach back to ``minute_tiers_from_s(spec)``.
     """
     tiers = usable_tiers(spec)
     pieces: list[tuple[Tier, int, int]] = []
@@ -174,8 +183,9 @@ def split_range(spec: Aggregate) -> tuple[list[tuple[Tier, int, int]], list[tupl
             grain = tier.grain_s * US
             first, last = -(-lo // grain) * grain, hi // grain * grain
             if tier.windowed:
-                assert spec.minute_floor_s is not None
-                first = max(first, -(-spec.minute_floor_s * US // grain) * grain)
+                floor_s = minute_tiers_from_s(spec)
+                assert floor_s is not None
+                first = max(first, -(-floor_s * US // grain) * grain)
             if first < last:
                 pieces.append((tier, first // US, last // US))
                 split(lo, first, level + 1)
