@@ -52,10 +52,7 @@ WORKER_DATABASE_URL = "TALLYGATE_SERVE_DATABASE_URL"
 PURGE_EVERY_S = 3600
 
 Handler = Callable[[Gateway, Scope, Receive, Send], Awaitable[None]]
-GATEWAY_HANDLERS: dict[tuple[str, str], Handler] = {
-    **{("POST", path): Gateway.forward for path in ENDPOINTS},
-    ("GET", "/v1/models"): Gateway.models,
-}
+PROBES = ("/healthz", "/readyz")
 SECURITY_HEADERS = [(name.encode(), value.encode()) for name, value in HEADERS.items()]
 
 
@@ -72,18 +69,22 @@ class Tallygate:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.state = State()
+        self.handlers: dict[tuple[str, str], Handler] = {
+            **{("POST", path): Gateway.forward for path in ENDPOINTS},
+            ("GET", "/v1/models"): Gateway.models,
+        }
         self._admin: FastAPI | None = None
         self._admin_building = asyncio.Lock()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             method, path = scope["method"], scope["path"]
-            handler = GATEWAY_HANDLERS.get((method, path))
+            handler = self.handlers.get((method, path))
             if handler is not None:
-                await _answering_failures(handler, self.state.gateway, scope, receive, send)
+                await _answering_failures(handler, self.state, scope, receive, send)
                 return
-            if method == "GET" and path in ("/healthz", "/readyz"):
-                await self._health(path, send)
+            if method in ("GET", "HEAD") and path in PROBES:
+                await self._health(path, send, with_body=method == "GET")
                 return
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
@@ -115,7 +116,7 @@ class Tallygate:
                 gc.freeze()  # long-lived, like start-up's objects (see _lifespan)
         return self._admin
 
-    async def _health(self, path: str, send: Send) -> None:
+    async def _health(self, path: str, send: Send, *, with_body: bool) -> None:
         status, body = (200, LIVE) if path == "/healthz" else await asyncio.to_thread(
             readiness, self.state.db, self.state.recorder)
         content = orjson.dumps(body)
@@ -123,7 +124,7 @@ class Tallygate:
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(content)).encode()),
                                 *SECURITY_HEADERS]})
-        await send({"type": "http.response.body", "body": content})
+        await send({"type": "http.response.body", "body": content if with_body else b""})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         """Start-up and shutdown (ASGI lifespan). Once started, everything start-up built
@@ -144,6 +145,11 @@ class Tallygate:
             return_freed_memory()
             await receive()  # lifespan.shutdown
             gc.unfreeze()
+            try:
+                await running.aclose()
+            except Exception as exc:
+                await send({"type": "lifespan.shutdown.failed", "message": repr(exc)})
+                raise
         await send({"type": "lifespan.shutdown.complete"})
 
 
@@ -157,7 +163,7 @@ def _admin_app(state: State) -> FastAPI:
     return build_admin_app(state)
 
 
-async def _answering_failures(handler: Handler, gateway: Gateway, scope: Scope,
+async def _answering_failures(handler: Handler, state: State, scope: Scope,
                               receive: Receive, send: Send) -> None:
     """A gateway endpoint that fails unexpectedly answers 500 in OpenAI's shape, if it had
     not started answering, and the failure is logged with its traceback."""
@@ -169,7 +175,7 @@ async def _answering_failures(handler: Handler, gateway: Gateway, scope: Scope,
         await send(message)
 
     try:
-        await handler(gateway, scope, receive, watched)
+        await handler(state.gateway, scope, receive, watched)
     except Exception:
         log.exception("a gateway call failed")
         if not started:
@@ -215,15 +221,17 @@ async def _running(settings: Settings, state: State) -> AsyncIterator[None]:
     state.gateway = gateway
     state.keys.listeners.append(gateway.key_cache.clear)
     state.keys.listeners.append(ledger.prices_changed)  # a new discount, at once
-    await recorder.start()
-    purger = asyncio.create_task(_purge_periodically(ledger), name="tallygate-purge")
-    notifier = _webhook_notifier(settings, ledger, state.anomaly_params)
-    notifying = None if notifier is None else asyncio.create_task(
-        notifier.run(), name="tallygate-anomaly-webhook")
+    purger = notifier = notifying = None
     try:
+        await recorder.start()
+        purger = asyncio.create_task(_purge_periodically(ledger), name="tallygate-purge")
+        notifier = _webhook_notifier(settings, ledger, state.anomaly_params)
+        notifying = None if notifier is None else asyncio.create_task(
+            notifier.run(), name="tallygate-anomaly-webhook")
         yield
-    finally:
-        purger.cancel()
+    finally:  # also when start-up fails half-way: nothing is left running
+        if purger is not None:
+            purger.cancel()
         if notifier is not None and notifying is not None:
             notifying.cancel()
             await notifier.close()

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
 from tallygate.ledger import maintenance
 from tallygate.ledger.maintenance import check_rollups, purge_expired
@@ -209,18 +209,17 @@ def test_a_repair_reads_again_what_live_traffic_added_since_the_check(
     _written_when_fresh(db, [_record("first", bucket + 10)])
     with db.write() as conn:
         conn.execute(update(rollup_15m).where(rollup_15m.c.bucket == bucket).values(calls=5))
-    read_from_raw = maintenance.rollups_from_raw
+    compare = maintenance.compare_rollups
     arrived: list[str] = []
 
-    def read_then_a_call_arrives(db_: Database, tier_name: str, lo: int,
-                                 hi: int) -> dict[tuple[Any, ...], tuple[int, ...]]:
-        rebuilt = read_from_raw(db_, tier_name, lo, hi)
+    def compare_then_a_call_arrives(db_: Database, tier_name: str, lo: int, hi: int) -> Any:
+        found = compare(db_, tier_name, lo, hi)
         if tier_name == rollup_15m.name and not arrived:
             _written_when_fresh(db, [_record("second", bucket + 20)])
             arrived.append("second")
-        return rebuilt
+        return found
 
-    monkeypatch.setattr(maintenance, "rollups_from_raw", read_then_a_call_arrives)
+    monkeypatch.setattr(maintenance, "compare_rollups", compare_then_a_call_arrives)
     assert check_rollups(ledger, repair=True).repaired == 1
     monkeypatch.undo()
     assert arrived == ["second"]
@@ -228,3 +227,48 @@ def test_a_repair_reads_again_what_live_traffic_added_since_the_check(
     with db.read() as conn:
         assert conn.execute(select(rollup_15m.c.calls).where(
             rollup_15m.c.bucket == bucket)).scalar_one() == 2
+
+
+def test_a_repair_leaves_alone_the_buckets_a_purge_cut_into_since_the_check(
+        db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gateway's hourly purge between the check's read and its repair: the bucket it cut
+    into no longer has all its raw records, and must not be rewritten from what is left."""
+    ledger = Ledger(db, raw_retention_days=30)
+    second = int(time.time()) // GRAIN_15M * GRAIN_15M - 4 * GRAIN_15M
+    _written_when_fresh(db, [_record("oldest", second - GRAIN_15M + 100),
+                             _record("cut", second + 2), _record("kept", second + 10)])
+    with db.write() as conn:
+        conn.execute(update(rollup_15m).where(rollup_15m.c.bucket == second).values(calls=5))
+    compare = maintenance.compare_rollups
+
+    def compare_then_purge(db_: Database, tier_name: str, lo: int, hi: int) -> Any:
+        found = compare(db_, tier_name, lo, hi)
+        with db.write() as conn:  # as purge_before does, up to a cutoff inside `second`'s bucket
+            conn.execute(delete(calls).where(calls.c.ts < (second + 5) * US))
+        return found
+
+    monkeypatch.setattr(maintenance, "compare_rollups", compare_then_purge)
+    check_rollups(ledger, repair=True)
+    with db.read() as conn:
+        calls_stored = conn.execute(select(rollup_15m.c.calls).where(
+            rollup_15m.c.bucket == second)).scalar_one()
+    assert calls_stored == 5  # not 1, the one raw record the purge left
+
+
+def test_totals_are_exact_after_another_process_purged_minutes_with_a_shorter_window(
+        db: Database) -> None:
+    """Minute rollups kept 7 days by this process, purged to 1 day by another: totals read
+    only the minutes of the last 23 hours, which every window keeps."""
+    now = time.time()
+    records = [_record(f"r{i}", now - i * 97 - 7, input_tokens=i) for i in range(2700)]
+    _written_when_fresh(db, records)
+    purge_expired(Ledger(db, minute_retention_days=1), now_s=now)
+    ledger = Ledger(db, minute_retention_days=7)
+    for start_s in (now - 3 * DAY, now - DAY - 600, now - 23 * 3600 - 61, now - 5400):
+        start = datetime.fromtimestamp(start_s, UTC).isoformat()
+        end = datetime.fromtimestamp(now + 60, UTC).isoformat()
+        query = UsageQuery(CallFilter(), resolve_range(None, start, end, "UTC"))
+        cards = usage_summary(ledger, query)["cards"]
+        inside = [r for r in records if start_s * US <= r.ts_us]
+        assert cards["model_calls"] == len(inside), start
+        assert cards["input_tokens"] == sum(r.input_tokens for r in inside), start

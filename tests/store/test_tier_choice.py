@@ -13,7 +13,7 @@ def _names(spec: Aggregate) -> list[str]:
     return [tier.name for tier in usable_tiers(spec)]
 
 
-def test_totals_never_read_the_minute_window() -> None:
+def test_totals_without_a_recent_floor_read_no_minute_tier() -> None:
     # Whether the window's oldest rows are still there depends on who purged them last.
     spec = Aggregate(START, START + 86400 * US, minute_floor_s=START // US - 86400)
     assert _names(spec) == ["rollup_1d_all", "rollup_1h_all", "rollup_15m_all"]

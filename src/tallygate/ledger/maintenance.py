@@ -10,10 +10,9 @@ from tallygate.ledger.service import Ledger
 from tallygate.store.calls import purge_before
 from tallygate.store.rollup_check import (
     RollupKey,
+    compare_rollups,
     raw_time_span,
     repair_rollups,
-    rollups_from_raw,
-    stored_rollups,
 )
 from tallygate.store.schema import TIERS, rollup_15m
 
@@ -91,8 +90,7 @@ def check_rollups(ledger: Ledger, *, repair: bool = False,
             lo, hi = max(day_lo, start), min(day_lo + DAY_S, end)
             if lo >= hi:
                 continue
-            rebuilt = rollups_from_raw(ledger.db, tier.name, lo, hi)
-            stored = stored_rollups(ledger.db, tier.name, lo, hi)
+            rebuilt, stored = compare_rollups(ledger.db, tier.name, lo, hi)
             report.rows_compared += len(rebuilt.keys() | stored.keys())
             wrong = {key for key in rebuilt.keys() | stored.keys()
                      if rebuilt.get(key) != stored.get(key)}
@@ -102,7 +100,8 @@ def check_rollups(ledger: Ledger, *, repair: bool = False,
             if repair and wrong:
                 # Read again and written in one locked transaction: the rows found above
                 # may have moved on since (live traffic).
-                report.repaired += len(repair_rollups(ledger.db, tier.name, lo, hi))
+                report.repaired += len(repair_rollups(ledger.db, tier.name, lo, hi,
+                                                      oldest_raw_s=first_s))
         if progress is not None:
             progress(day + 1, days)
     return report

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, select, text
+from sqlalchemy.exc import OperationalError
 
 from tallygate.store.calls import upsert_sql
 from tallygate.store.database import Database
@@ -22,20 +24,25 @@ def raw_time_span(db: Database) -> tuple[int, int] | None:
     return None if low is None else (int(low) // US, int(high) // US)
 
 
-def rollups_from_raw(db: Database, tier_name: str, start_s: int,
-                     end_s: int) -> dict[RollupKey, tuple[int, ...]]:
-    """What ``tier_name`` should hold for ``[start_s, end_s)``, summed from raw records."""
+def compare_rollups(db: Database, tier_name: str, start_s: int, end_s: int
+                    ) -> tuple[dict[RollupKey, tuple[int, ...]], dict[RollupKey, tuple[int, ...]]]:
+    """``tier_name`` for ``[start_s, end_s)`` rebuilt from raw records, and as stored, read
+    from one snapshot: calls recorded meanwhile are in both or in neither."""
+    tier = TIER_BY_NAME[tier_name]
     with db.read() as conn:
-        return _rebuilt(conn, TIER_BY_NAME[tier_name], start_s, end_s)
+        if not db.is_sqlite:  # SQLite's read transaction is one snapshot already (WAL)
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        return _rebuilt(conn, tier, start_s, end_s), _stored(conn, tier, start_s, end_s)
 
 
-def stored_rollups(db: Database, tier_name: str, start_s: int,
-                   end_s: int) -> dict[RollupKey, tuple[int, ...]]:
-    with db.read() as conn:
-        return _stored(conn, TIER_BY_NAME[tier_name], start_s, end_s)
+# How long a repair on PostgreSQL waits for the raw table's lock before it tries again (while
+# it waits, new records queue behind it), and how often it tries.
+LOCK_TIMEOUT = "2s"
+LOCK_ATTEMPTS = 5
 
 
-def repair_rollups(db: Database, tier_name: str, start_s: int, end_s: int
+def repair_rollups(db: Database, tier_name: str, start_s: int, end_s: int,
+                   oldest_raw_s: int | None = None,
                    ) -> dict[RollupKey, tuple[tuple[int, ...] | None, tuple[int, ...] | None]]:
     """Rebuild ``tier_name`` for ``[start_s, end_s)`` from the raw records and write the rows
     that differ; returns them as ``{key: (stored, rebuilt)}``.
@@ -44,12 +51,35 @@ def repair_rollups(db: Database, tier_name: str, start_s: int, end_s: int
     the write lock is held from the start, on PostgreSQL the raw table is locked in SHARE
     mode, which waits for the writers in flight and holds back new ones until the commit.
     Otherwise a call recorded between the read and the write would be added to the stored
-    row, then overwritten by sums read a moment before it.
+    row, then overwritten by sums read a moment before it. ``oldest_raw_s`` is the oldest
+    raw record the caller's range was chosen from: if a purge has removed it since, the
+    buckets the purge cut into are left alone (their raw records are no longer all there).
     """
-    tier = TIER_BY_NAME[tier_name]
+    for attempt in range(LOCK_ATTEMPTS):
+        try:
+            return _repair(db, TIER_BY_NAME[tier_name], start_s, end_s, oldest_raw_s)
+        except OperationalError as exc:
+            lock_timed_out = getattr(exc.orig, "sqlstate", None) == "55P03"
+            if not lock_timed_out or attempt == LOCK_ATTEMPTS - 1:
+                raise
+            time.sleep(1.0)
+    raise AssertionError("unreachable")
+
+
+def _repair(db: Database, tier: Tier, start_s: int, end_s: int, oldest_raw_s: int | None,
+            ) -> dict[RollupKey, tuple[tuple[int, ...] | None, tuple[int, ...] | None]]:
     with db.write() as conn:
         if not db.is_sqlite:
+            conn.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
             conn.execute(text("LOCK TABLE calls IN SHARE MODE"))
+        oldest = conn.execute(select(func.min(calls.c.ts))).scalar()
+        if oldest is None:
+            return {}
+        if oldest_raw_s is not None and int(oldest) // US > oldest_raw_s:
+            grain = tier.grain_s
+            start_s = max(start_s, -(-(int(oldest) // US) // grain) * grain)
+            if start_s >= end_s:
+                return {}
         rebuilt = _rebuilt(conn, tier, start_s, end_s)
         stored = _stored(conn, tier, start_s, end_s)
         wrong = {key: (stored.get(key), rebuilt.get(key)) for key in rebuilt.keys() | stored.keys()
