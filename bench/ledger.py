@@ -327,7 +327,9 @@ def table_rows(db: Database, now: datetime) -> dict[str, Any]:
     Asia/Shanghai dashboard reads from each (cards of both periods, the per-day trend, the
     peak), as ``store.usage.split_range`` cuts its ranges."""
     r = resolve_range("30d", None, None, "Asia/Shanghai", now=now)
-    floor = Ledger(db).minute_floor_s()
+    ledger = Ledger(db)
+    floor = ledger.minute_floor_s()
+    recent = ledger.recent_minutes_floor_s()  # as usage_summary and usage_trend set it
 
     def count(table: Any, *conditions: Any) -> int:
         with db.read() as conn:
@@ -335,10 +337,11 @@ def table_rows(db: Database, now: datetime) -> dict[str, Any]:
                                     .where(*conditions)).scalar_one())
 
     read: dict[str, int] = {}
-    specs = [Aggregate(r.start_us, r.end_us, minute_floor_s=floor),
-             Aggregate(r.previous_start_us, r.previous_end_us, minute_floor_s=floor),
+    specs = [Aggregate(r.start_us, r.end_us, recent_minutes_from_s=recent),
+             Aggregate(r.previous_start_us, r.previous_end_us, recent_minutes_from_s=recent),
              Aggregate(r.start_us, r.end_us, dimensions=("model",),
-                       bucketing=bucketing_for("day", r), minute_floor_s=floor),
+                       bucketing=bucketing_for("day", r), minute_floor_s=floor,
+                       recent_minutes_from_s=recent),
              Aggregate(max(r.start_us, floor * US), r.end_us,
                        bucketing=Bucketing(60, ((0, 0),)), minute_floor_s=floor)]
     for spec in specs:
