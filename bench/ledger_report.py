@@ -370,12 +370,10 @@ def why_missed(results: dict[str, Any]) -> list[str]:
             "  One refresh reads "
             + ", ".join(f"{_num(n)} rows of `{table}`" for table, n in read.items())
             + f" at {label(largest['size'])} calls; the *summary / trend* column shows where "
-            "the time goes. The rollup rows hardly grow with the calls stored; the raw rows "
-            "do: they are the calls of the quarter-hour in progress (the range ends now), "
-            "which the tiers cannot hold yet, and ten times the traffic puts ten times the "
-            "calls in it. The minute tiers could take all but its last minute; totals do not "
-            "read them, because how far back their rows still exist depends on whoever purged "
-            "them last (a follow-up: read them for the last day only, which no retention "
-            "setting can purge).",
+            "the time goes. The rollup rows hardly grow with the calls stored. The raw rows "
+            "are the calls of the range's partial minutes (the range ends now, mid-minute; "
+            "totals read the minute tiers for the last 23 hours, which every process keeps), "
+            "so they grow with the traffic of one minute; the rest is the machine's noise "
+            "(see *Other work, cores*).",
         ]
     return lines
