@@ -120,6 +120,10 @@ def context(browser: Any, site: Site) -> Iterator[Any]:
     ctx.add_init_script(WATCH_CSP)
     site.requests = []
     ctx.on("request", lambda request: site.requests.append(request.url))
+    # The summaries the pages were answered, newest last (test_usage_page.assert_cards_match).
+    ctx.summaries = []
+    ctx.on("response", lambda response: ctx.summaries.append(response)
+           if urlsplit(response.url).path == "/api/v1/usage/summary" else None)
     yield ctx
     ctx.close()
 
