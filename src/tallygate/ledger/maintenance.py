@@ -11,6 +11,7 @@ from tallygate.store.calls import purge_before
 from tallygate.store.rollup_check import (
     RollupKey,
     compare_rollups,
+    differences,
     raw_time_span,
     repair_rollups,
 )
@@ -92,11 +93,9 @@ def check_rollups(ledger: Ledger, *, repair: bool = False,
                 continue
             rebuilt, stored = compare_rollups(ledger.db, tier.name, lo, hi)
             report.rows_compared += len(rebuilt.keys() | stored.keys())
-            wrong = {key for key in rebuilt.keys() | stored.keys()
-                     if rebuilt.get(key) != stored.get(key)}
+            wrong = differences(rebuilt, stored)
             for key in sorted(wrong):
-                report.differences.append(Difference(tier.name, key, stored.get(key),
-                                                     rebuilt.get(key)))
+                report.differences.append(Difference(tier.name, key, *wrong[key]))
             if repair and wrong:
                 # Read again and written in one locked transaction: the rows found above
                 # may have moved on since (live traffic).

@@ -14,6 +14,8 @@ from tallygate.store.schema import ROLLUP_MEASURES, TIER_BY_NAME, Tier, calls
 from tallygate.store.usage import raw_measure
 
 RollupKey = tuple[Any, ...]  # (bucket, *the tier's dimensions)
+# Rows that differ: ``{key: (stored, rebuilt)}``, ``None`` where there is no such row.
+Differences = dict[RollupKey, tuple[tuple[int, ...] | None, tuple[int, ...] | None]]
 US = 1_000_000
 
 
@@ -42,8 +44,7 @@ LOCK_ATTEMPTS = 5
 
 
 def repair_rollups(db: Database, tier_name: str, start_s: int, end_s: int,
-                   oldest_raw_s: int | None = None,
-                   ) -> dict[RollupKey, tuple[tuple[int, ...] | None, tuple[int, ...] | None]]:
+                   oldest_raw_s: int | None = None) -> Differences:
     """Rebuild ``tier_name`` for ``[start_s, end_s)`` from the raw records and write the rows
     that differ; returns them as ``{key: (stored, rebuilt)}``.
 
@@ -55,19 +56,26 @@ def repair_rollups(db: Database, tier_name: str, start_s: int, end_s: int,
     raw record the caller's range was chosen from: if a purge has removed it since, the
     buckets the purge cut into are left alone (their raw records are no longer all there).
     """
-    for attempt in range(LOCK_ATTEMPTS):
+    tier = TIER_BY_NAME[tier_name]
+    for _ in range(LOCK_ATTEMPTS - 1):
         try:
-            return _repair(db, TIER_BY_NAME[tier_name], start_s, end_s, oldest_raw_s)
+            return _repair(db, tier, start_s, end_s, oldest_raw_s)
         except OperationalError as exc:
-            lock_timed_out = getattr(exc.orig, "sqlstate", None) == "55P03"
-            if not lock_timed_out or attempt == LOCK_ATTEMPTS - 1:
+            if getattr(exc.orig, "sqlstate", None) != "55P03":  # not the lock's time-out
                 raise
             time.sleep(1.0)
-    raise AssertionError("unreachable")
+    return _repair(db, tier, start_s, end_s, oldest_raw_s)
 
 
-def _repair(db: Database, tier: Tier, start_s: int, end_s: int, oldest_raw_s: int | None,
-            ) -> dict[RollupKey, tuple[tuple[int, ...] | None, tuple[int, ...] | None]]:
+def differences(rebuilt: dict[RollupKey, tuple[int, ...]],
+                stored: dict[RollupKey, tuple[int, ...]]) -> Differences:
+    """The rows that differ between the two readings of a tier."""
+    return {key: (stored.get(key), rebuilt.get(key)) for key in rebuilt.keys() | stored.keys()
+            if rebuilt.get(key) != stored.get(key)}
+
+
+def _repair(db: Database, tier: Tier, start_s: int, end_s: int,
+            oldest_raw_s: int | None) -> Differences:
     with db.write() as conn:
         if not db.is_sqlite:
             conn.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
@@ -80,10 +88,8 @@ def _repair(db: Database, tier: Tier, start_s: int, end_s: int, oldest_raw_s: in
             start_s = max(start_s, -(-(int(oldest) // US) // grain) * grain)
             if start_s >= end_s:
                 return {}
-        rebuilt = _rebuilt(conn, tier, start_s, end_s)
-        stored = _stored(conn, tier, start_s, end_s)
-        wrong = {key: (stored.get(key), rebuilt.get(key)) for key in rebuilt.keys() | stored.keys()
-                 if rebuilt.get(key) != stored.get(key)}
+        wrong = differences(_rebuilt(conn, tier, start_s, end_s),
+                            _stored(conn, tier, start_s, end_s))
         _write(conn, db, tier, {key: fixed for key, (_, fixed) in wrong.items()})
     return wrong
 
