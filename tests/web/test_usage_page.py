@@ -459,3 +459,19 @@ def test_the_demo_spike_is_marked_on_the_trend_chart(page: Any, site: Site) -> N
     notice = page.locator("#key-warnings")
     assert notice.is_visible() and "beta-labs" in notice.inner_text()
     assert notice.locator("a").first.get_attribute("href") == "/keys"
+
+
+# Ratios whose percentage is a tie at the shown places, and whose nearest double lies below
+# it: float arithmetic rounds them down, the decimal the API wrote rounds them up.
+TIES = (-0.00115, 0.00115, 0.977245, -0.000005, 0.014355, 1e-7, -0.0000125, 0.5, 0)
+
+
+def test_rates_and_changes_round_the_decimal_the_api_wrote(page: Any) -> None:
+    shown = page.evaluate("""async (values) => {
+      const fmt = await import("/static/format.js");
+      return values.map((v) => [fmt.rate(v), fmt.change(v, true), fmt.change(v, false)]);
+    }""", list(TIES))
+    for value, (rate, points, relative) in zip(TIES, shown, strict=True):
+        assert _number(rate) == _percent(value, "0.01"), (value, rate)
+        assert _number(points) == _percent(value, "0.01"), (value, points)
+        assert _number(relative) == _percent(value, "0.1"), (value, relative)

@@ -1,6 +1,8 @@
 // Formatting only: every figure comes from the API as it is, and is only laid out here.
 // Money arrives as a decimal string and is handed to Intl as a string, which formats it
-// exactly (no float on the way).
+// exactly (no float on the way). Ratios arrive as JSON numbers: they are handed to Intl as
+// their shortest decimal text, which is the figure the API wrote, so 0.00115 rounds as the
+// decimal 0.00115 does (0.12 points), not as the nearest double (0.1149999...).
 
 import { locale, t } from "./i18n.js";
 
@@ -31,9 +33,16 @@ export function exactMoney(amount, currency) {
   }).format(amount);
 }
 
+/** A number's decimal text times 10^power, exactly: the decimal point moves, no float
+ * arithmetic rounds it on the way. */
+function shifted(value, power = 0) {
+  const [digits, exponent = "0"] = String(value).split("e");
+  return power === 0 && exponent === "0" ? digits : `${digits}e${Number(exponent) + power}`;
+}
+
 export function rate(ratio) {
   return numberFormat({ style: "percent", minimumFractionDigits: 2, maximumFractionDigits: 2 })
-    .format(ratio);
+    .format(shifted(ratio));
 }
 
 /** A change against the previous period: relative for counts, in points for rates. */
@@ -43,10 +52,11 @@ export function change(value, isRate) {
   if (isRate) {
     const points = numberFormat({
       signDisplay, minimumFractionDigits: 2, maximumFractionDigits: 2,
-    }).format(value * 100);
+    }).format(shifted(value, 2));
     return `${points} ${t("card.pp")}`;
   }
-  return numberFormat({ style: "percent", signDisplay, maximumFractionDigits: 1 }).format(value);
+  return numberFormat({ style: "percent", signDisplay, maximumFractionDigits: 1 })
+    .format(shifted(value));
 }
 
 export function milliseconds(value) {
