@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tallygate.cli.usage import _change
 from tallygate.store.database import Database
 from tests.api.support import recent_window, running_app, varied_records
 from tests.cli.conftest import Run
@@ -107,3 +108,18 @@ def test_bad_filters_exit_non_zero_naming_the_option(sqlite_cli: Run, args: list
         result.exception
     assert option in result.output, result.output
     assert result.stdout == "" or "Usage:" in result.output  # no half-written JSON
+
+
+@pytest.mark.parametrize(("name", "value", "shown"), [
+    # Ties as the decimals the API writes, which Python's float formatting rounds down (the
+    # nearest double is below them, or formats half to even): "+0.1%", "-0.11 pp", ...
+    ("model_calls", 0.0015, "+0.2%"),
+    ("model_calls", 0.0125, "+1.3%"),
+    ("input_tokens", -0.0015, "-0.2%"),
+    ("success_rate", -0.00115, "-0.12 pp"),
+    ("cache_hit_rate", 0.00145, "+0.15 pp"),
+    ("model_calls", 12.3456, "+1,234.6%"),
+    ("total_tokens", -0.5, "-50.0%"),
+])
+def test_changes_are_rounded_like_the_page(name: str, value: float, shown: str) -> None:
+    assert _change(name, value).split("]")[1].split("[")[0] == shown

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any
 
 import typer
@@ -46,24 +47,35 @@ def build_query(keys: list[str] | None, models: list[str] | None, types: list[st
                                  tuple(categories or ())), time_range)
 
 
+def _percent(ratio: float, places: str) -> Decimal:
+    """``ratio`` in percent, rounded as the page rounds it: from the decimal the API wrote
+    (the float's shortest text), half away from zero, so 0.00115 gives 0.12, not the 0.11
+    of the nearest double."""
+    return (Decimal(repr(ratio)) * 100).quantize(Decimal(places), ROUND_HALF_UP)
+
+
 def _show(value: Any) -> str:
     if value is None:
         return "[dim]no data[/dim]"
     if isinstance(value, dict):
         return f"{value['amount']} {value['currency']}"
     if isinstance(value, float):
-        return f"{value:.2%}"
+        return f"{_percent(value, '0.01')}%"
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
 
 
 def _change(name: str, value: float | None) -> str:
-    """Counts change relatively (+8.0%); rates by their difference, in percentage points."""
+    """Counts change relatively (+8.0%); rates by their difference, in percentage points
+    (+0.46 pp): the page's places."""
     if value is None:
         return "[dim]–[/dim]"
     colour = "green" if value >= 0 else "red"
-    shown = f"{value * 100:+.1f} pp" if name.endswith("_rate") else f"{value:+.1%}"
+    if name.endswith("_rate"):
+        shown = f"{_percent(value, '0.01'):+,} pp"
+    else:
+        shown = f"{_percent(value, '0.1'):+,}%"
     return f"[{colour}]{shown}[/{colour}]"
 
 
