@@ -56,7 +56,7 @@ def test_environment_then_file_then_flags(tmp_path: Path,
     monkeypatch.setenv("TALLYGATE_PORT", "8101")
     monkeypatch.setenv("TALLYGATE_CURRENCY", "EUR")
     monkeypatch.setenv("TALLYGATE_RAW_RETENTION_DAYS", "90")
-    monkeypatch.setenv("TALLYGATE_ADMIN_TOKEN", "from-env")
+    monkeypatch.setenv("TALLYGATE_ADMIN_TOKEN", "from-env-admin-token")
     monkeypatch.setenv("TALLYGATE_DATABASE_URL", "postgresql://env@127.0.0.1:5432/env")
     config = _toml(tmp_path, 'port = 8202\ncurrency = "CNY"\nhost = "0.0.0.0"\n'
                              'database_url = "sqlite:///from-file.db"\n')
@@ -64,7 +64,7 @@ def test_environment_then_file_then_flags(tmp_path: Path,
     from_env = load_settings()
     assert (from_env.port, from_env.currency, from_env.raw_retention_days) == (8101, "EUR", 90)
     assert from_env.admin_token is not None
-    assert from_env.admin_token.get_secret_value() == "from-env"
+    assert from_env.admin_token.get_secret_value() == "from-env-admin-token"
 
     from_file = load_settings(config)
     assert (from_file.port, from_file.currency, from_file.host) == (8202, "CNY", "0.0.0.0")
@@ -164,6 +164,26 @@ def test_the_admin_token_never_shows(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "tga-very-secret-value" not in repr(settings)
     assert "tga-very-secret-value" not in str(settings.model_dump())
     assert "tga-very-secret-value" not in settings.model_dump_json()
+
+
+@pytest.mark.parametrize("token", ["", " ", "short-secret", "a token with spaces in it",
+                                   "tga-tab\tinside-the-token"])
+def test_a_weak_admin_token_is_refused_without_repeating_it(
+        token: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An empty TALLYGATE_ADMIN_TOKEN= would otherwise be a credential anyone can type.
+    monkeypatch.setenv("TALLYGATE_ADMIN_TOKEN", token)
+    with pytest.raises(ConfigError, match="admin_token") as refused:
+        load_settings()
+    if token.strip():
+        assert token not in str(refused.value)
+    assert "input" not in str(refused.value)
+
+
+def test_a_config_error_never_repeats_a_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TALLYGATE_DATABASE_URL", "mysql://user:hunter2-password@db/usage")
+    with pytest.raises(ConfigError, match="database_url") as refused:
+        load_settings()
+    assert "hunter2-password" not in str(refused.value)
 
 
 def test_every_setting_is_documented() -> None:

@@ -37,6 +37,7 @@ from tallygate.ledger.spool import Spool, spool_directory
 from tallygate.metrics import LedgerMetrics
 from tallygate.store.database import Database
 from tallygate.store.meta import get_value
+from tallygate.store.sessions import bind_admin_sessions
 from tallygate.web.security import HEADERS
 from tallygate.web.sessions import Sessions, SignInBrake
 
@@ -215,6 +216,8 @@ async def _running(settings: Settings, state: State) -> AsyncIterator[None]:
     state.sign_in_brake = SignInBrake()
     state.recorder = recorder
     state.admin_token_hash = admin_token_hash(settings, db)
+    if ended := bind_admin_sessions(db, state.admin_token_hash):
+        log.info("the admin token changed: %d admin page session(s) ended", ended)
     counters = make_counters(settings)
     gateway = build_gateway(settings, ledger, recorder, counters)
     gateway.limits.redis_failure = settings.redis_failure

@@ -13,7 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tallygate.ledger.categories import MODEL_CATEGORIES
@@ -64,6 +64,9 @@ class Route(BaseModel):
         return value
 
 
+ADMIN_TOKEN_MIN_LENGTH = 16
+
+
 class Settings(BaseSettings):
     """All of tallygate's settings. The description of each field is its documentation."""
 
@@ -81,8 +84,9 @@ class Settings(BaseSettings):
     )
     admin_token: SecretStr | None = Field(
         None,
-        description="The admin credential. When unset, `serve` generates one on first start, "
-        "stores only its hash and prints it once.",
+        description=f"The admin credential: at least {ADMIN_TOKEN_MIN_LENGTH} characters, no "
+        "spaces. When unset, `serve` generates one on first start, stores only its hash and "
+        "prints it once.",
     )
     host: str = Field("127.0.0.1", description="Address `serve` listens on.")
     port: int = Field(8000, ge=1, le=65535, description="Port `serve` listens on.")
@@ -197,6 +201,19 @@ class Settings(BaseSettings):
         "file; see the README).",
     )
 
+    @field_validator("admin_token")
+    @classmethod
+    def _strong_admin_token(cls, value: SecretStr | None) -> SecretStr | None:
+        # An empty TALLYGATE_ADMIN_TOKEN= in a compose file must not become a credential
+        # anyone can type; the message never repeats the value.
+        if value is None:
+            return None
+        token = value.get_secret_value()
+        if len(token) < ADMIN_TOKEN_MIN_LENGTH or any(c.isspace() for c in token):
+            raise ValueError(f"must be at least {ADMIN_TOKEN_MIN_LENGTH} characters without "
+                             "spaces (unset it and `serve` generates one)")
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         if not self.database_url.startswith(("sqlite://", "postgresql://",
@@ -226,9 +243,16 @@ def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
     given = {name: value for name, value in flags.items() if value is not None}
     try:
         return Settings(**(file_values | given))
-    except ValueError as exc:
+    except ValidationError as exc:
         source = f" (from {config_file})" if config_file else ""
-        raise ConfigError(f"invalid settings{source}: {exc}") from exc
+        raise ConfigError(f"invalid settings{source}: {_without_values(exc)}") from exc
+
+
+def _without_values(exc: ValidationError) -> str:
+    """Each error's setting and reason, never the value given: it may be a secret."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error['loc']) or 'settings'}: {error['msg']}"
+        for error in exc.errors(include_url=False, include_input=False))
 
 
 def settings_reference() -> str:

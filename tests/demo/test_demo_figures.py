@@ -18,7 +18,7 @@ from tallygate.ledger.records import now_us
 from tallygate.ledger.service import Ledger
 from tallygate.store.database import Database
 
-ADMIN = "demo-admin"
+ADMIN = "demo-admin-token-xyz"
 
 
 @pytest.fixture(scope="module")

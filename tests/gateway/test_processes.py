@@ -69,7 +69,7 @@ def test_rpm_limit_holds_across_two_processes(postgres_url: str, redis_url: str,
         config = tmp_path / "gateway.toml"
         config.write_text(f'[[routes]]\nmodel = "{CHAT}"\nbase_url = "{upstream}/v1"\n')
         env = {**os.environ, "TALLYGATE_DATABASE_URL": postgres_url,
-               "TALLYGATE_REDIS_URL": redis_url, "TALLYGATE_ADMIN_TOKEN": "admin-x"}
+               "TALLYGATE_REDIS_URL": redis_url, "TALLYGATE_ADMIN_TOKEN": "tga-processes-admin"}
         ports = [free_port(), free_port()]
         processes = [_start(env, config, port) for port in ports]
         try:
@@ -116,7 +116,7 @@ def test_several_workers_serve_the_routes_of_the_config_file(redis_url: str,
         config.write_text(f'database_url = "sqlite:///{tmp_path / "not-this.db"}"\n'
                           f'[[routes]]\nmodel = "{CHAT}"\nbase_url = "{upstream}/v1"\n')
         env = {**os.environ, "TALLYGATE_REDIS_URL": redis_url,
-               "TALLYGATE_ADMIN_TOKEN": "admin-x"}
+               "TALLYGATE_ADMIN_TOKEN": "tga-processes-admin"}
         for name in ("TALLYGATE_CONFIG", "TALLYGATE_DATABASE_URL"):
             env.pop(name, None)
         port = free_port()

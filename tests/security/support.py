@@ -62,7 +62,7 @@ def seed(db: Database) -> Seeded:
 
 @contextmanager
 def app_client(db: Database, **settings: Any) -> Iterator[TestClient]:
-    app = create_app(load_settings(database_url=db.url, admin_token=ADMIN, **settings))
+    app = create_app(load_settings(**{"database_url": db.url, "admin_token": ADMIN} | settings))
     with TestClient(app, follow_redirects=False) as client:
         yield client
 

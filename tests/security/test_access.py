@@ -114,6 +114,34 @@ def test_disabling_a_key_ends_its_page_sessions(running: tuple[TestClient, Seede
     assert client.get("/").status_code == 303
 
 
+def test_admin_sessions_end_when_the_admin_token_changes(db: Database) -> None:
+    seeded = seed(db)
+    with app_client(db) as client:
+        sign_in(client, ADMIN)
+        admin_cookie = client.cookies.get(COOKIE)
+        client.cookies.clear()
+        sign_in(client, seeded.alpha)
+        key_cookie = client.cookies.get(COOKIE)
+    with app_client(db) as client:  # a restart with the same token keeps every session
+        for cookie in (admin_cookie, key_cookie):
+            client.cookies.set(COOKIE, cookie)
+            assert client.get("/").status_code == 200
+    with app_client(db, admin_token="tga-the-replacement-admin-token") as client:
+        client.cookies.set(COOKIE, admin_cookie)
+        assert client.get("/").status_code == 303
+        assert client.get("/api/v1/keys").json()["error"]["code"] == "session_expired"
+        client.cookies.set(COOKIE, key_cookie)  # the key holder's was never the admin's
+        assert client.get("/").status_code == 200
+
+
+@pytest.mark.parametrize("typed", ["", " ", "\t", "tga-"])
+def test_nothing_short_of_the_token_signs_in(running: tuple[TestClient, Seeded],
+                                             typed: str) -> None:
+    client, _ = running
+    answer = client.post("/login", data={"token": typed, "next": "/"})
+    assert answer.status_code != 303 and not client.cookies.get(COOKIE)
+
+
 def test_metrics_need_the_admin_unless_made_public(db: Database) -> None:
     seeded = seed(db)
     with app_client(db) as client:

@@ -23,7 +23,7 @@ from tests.servers import serve_app
 from tests.web.conftest import CHROMIUM, CHROMIUM_ARGS, DESKTOP, ZONE, Site, sign_in
 
 IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
-ADMIN = "tga-screenshots"
+ADMIN = "tga-screenshots-admin"
 PHONE = {"width": 390, "height": 844}
 
 

@@ -38,9 +38,10 @@ def _bearer(request: Request) -> str:
     return token.strip()
 
 
-def _is_admin_token(request: Request, token: str) -> bool:
+def is_admin_token(request: Request, token: str) -> bool:
+    """Whether ``token`` is the admin credential now in effect (never an empty one)."""
     expected: str | None = request.app.state.admin_token_hash
-    return expected is not None and same_hash(hash_secret(token), expected)
+    return bool(token) and expected is not None and same_hash(hash_secret(token), expected)
 
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -75,7 +76,7 @@ def usage_principal(request: Request) -> Principal:
         if from_session is not None:
             return from_session
     token = _bearer(request)
-    if _is_admin_token(request, token):
+    if is_admin_token(request, token):
         return Principal(None)
     keys: KeyService = request.app.state.keys
     key = keys.authenticate(token)

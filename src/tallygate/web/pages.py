@@ -11,7 +11,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from tallygate import __version__
-from tallygate.keys.secrets import hash_secret, same_hash
+from tallygate.api.auth import is_admin_token
+from tallygate.keys.secrets import same_hash
 from tallygate.keys.service import KeyService, effective_status
 from tallygate.store.keys import get_key
 from tallygate.web.sessions import COOKIE, Session, Sessions, SignInBrake
@@ -99,8 +100,7 @@ def login(request: Request, token: str = Form(..., max_length=200),
 
 def _who(request: Request, token: str) -> tuple[bool, str | None]:
     """Whether the token may sign in, and as whom: None for the admin, else the key's id."""
-    expected: str | None = request.app.state.admin_token_hash
-    if expected is not None and same_hash(hash_secret(token), expected):
+    if is_admin_token(request, token):
         return True, None
     keys: KeyService = request.app.state.keys
     key = keys.authenticate(token)
