@@ -193,3 +193,12 @@ def test_every_setting_is_documented() -> None:
         assert f"| `{name}` |" in reference, name
         if name != "routes":
             assert f"`TALLYGATE_{name.upper()}`" in reference
+
+
+def test_trusted_proxies_are_addresses_or_networks() -> None:
+    assert load_settings(trusted_proxies=" 127.0.0.1, 10.0.0.0/8 ,fd00::/8,").trusted_proxies == \
+        "127.0.0.1,10.0.0.0/8,fd00::/8"
+    assert load_settings().trusted_proxies == ""  # none by default
+    for bad in ("*", "proxy.internal", "10.0.0.0/33"):
+        with pytest.raises(ConfigError, match="trusted_proxies"):
+            load_settings(trusted_proxies=bad)

@@ -8,6 +8,7 @@ test regenerates and compares.
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from decimal import Decimal
 from pathlib import Path
@@ -97,6 +98,12 @@ class Settings(BaseSettings):
     access_log: bool = Field(
         False, description="Log every HTTP request (costs throughput; the ledger already "
         "records every gateway call)."
+    )
+    trusted_proxies: str = Field(
+        "", description="Comma-separated addresses or networks (`10.0.0.0/8`) of the reverse "
+        "proxies in front of `serve`, whose `X-Forwarded-For` and `X-Forwarded-Proto` are "
+        "believed. Empty: none, the connecting address is the client (keys' `allowed_ips`, the "
+        "sign-in brake and the Secure cookie all depend on it).",
     )
     currency: str = Field(
         "USD", min_length=3, max_length=3,
@@ -213,6 +220,17 @@ class Settings(BaseSettings):
             raise ValueError(f"must be at least {ADMIN_TOKEN_MIN_LENGTH} characters without "
                              "spaces (unset it and `serve` generates one)")
         return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: str) -> str:
+        entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network") from None
+        return ",".join(entries)
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -140,3 +140,41 @@ def test_several_workers_serve_the_routes_of_the_config_file(redis_url: str,
             process.wait(timeout=30)
             if process.stderr is not None:
                 process.stderr.close()
+
+
+@pytest.mark.parametrize("trusted", ["", "127.0.0.1"])
+def test_forwarded_addresses_are_believed_only_from_trusted_proxies(
+        trusted: str, tmp_path: Path) -> None:
+    # A key limited to one address: a local process claiming that address in
+    # X-Forwarded-For must not get in unless the operator said 127.0.0.1 is its proxy.
+    database_url = f"sqlite:///{tmp_path / 'proxies.db'}"
+    db = Database(database_url)
+    db.upgrade()
+    key = KeyService(db).create(KeyCreate(name="office", allowed_ips=["203.0.113.7"]), "test")
+    db.dispose()
+    with serve_app(FakeUpstream(FakeSettings())) as upstream:
+        config = tmp_path / "gateway.toml"
+        config.write_text(f'[[routes]]\nmodel = "{CHAT}"\nbase_url = "{upstream}/v1"\n')
+        env = {**os.environ, "TALLYGATE_DATABASE_URL": database_url,
+               "TALLYGATE_ADMIN_TOKEN": "tga-processes-admin", "TALLYGATE_TRUSTED_PROXIES":
+               trusted, "FORWARDED_ALLOW_IPS": "*"}  # uvicorn's own variable changes nothing
+        port = free_port()
+        process = _start(env, config, port)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_ready(url, process)
+
+            def status(headers: dict[str, str]) -> int:
+                return httpx.post(f"{url}/v1/chat/completions", timeout=30,
+                                  headers={"Authorization": f"Bearer {key.key}", **headers},
+                                  json={"model": CHAT, "messages": []}).status_code
+
+            claimed = status({"X-Forwarded-For": "203.0.113.7"})
+            assert claimed == (200 if trusted else 403)
+            assert status({}) == 403  # 127.0.0.1 itself is not the office
+            assert status({"X-Forwarded-For": "198.51.100.1"}) == 403
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+            if process.stderr is not None:
+                process.stderr.close()

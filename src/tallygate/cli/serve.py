@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import uvicorn
@@ -53,9 +53,14 @@ def serve(ctx: typer.Context, host: Host = None, port: Port = None,
 
 
 def _run(settings: Settings, config_file: Path | None = None) -> None:
+    # Forwarded headers are believed only from the configured proxies: uvicorn's own default
+    # would trust any local process to claim any client address.
+    server: dict[str, Any] = {
+        "host": settings.host, "port": settings.port, "log_level": settings.log_level,
+        "access_log": settings.access_log, "proxy_headers": bool(settings.trusted_proxies),
+        "forwarded_allow_ips": settings.trusted_proxies or None}
     if settings.workers == 1:
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                    log_level=settings.log_level, access_log=settings.access_log)
+        uvicorn.run(create_app(settings), **server)
         return
     # Worker processes rebuild the settings from the environment and the same TOML file;
     # the database this command resolved (a --database-url flag beats the file) is passed
@@ -63,9 +68,8 @@ def _run(settings: Settings, config_file: Path | None = None) -> None:
     os.environ[WORKER_DATABASE_URL] = settings.database_url
     if config_file is not None:
         os.environ["TALLYGATE_CONFIG"] = str(config_file.resolve())
-    uvicorn.run("tallygate.app:app_from_environment", factory=True, host=settings.host,
-                port=settings.port, workers=settings.workers, log_level=settings.log_level,
-                access_log=settings.access_log)
+    uvicorn.run("tallygate.app:app_from_environment", factory=True, workers=settings.workers,
+                **server)
 
 
 def demo(ctx: typer.Context, host: Host = None, port: Port = None,
