@@ -81,7 +81,17 @@ def test_requests_per_minute(gateway: GatewayUnderTest) -> None:
 def test_tokens_per_minute_quota_and_budget(gateway: GatewayUnderTest) -> None:
     body = {"model": CHAT, "messages": [], "fake": {"input_tokens": 60, "output_tokens": 40}}
     _, tpm = gateway.new_key(tpm_limit=150)
-    assert [post(gateway, tpm, body).status_code for _ in range(3)] == [200, 200, 429]
+    started = datetime.now(UTC)
+    assert [post(gateway, tpm, body).status_code for _ in range(2)] == [200, 200]
+    refused = post(gateway, tpm, body)
+    assert refused.status_code == 429
+    assert error_of(refused)["code"] == "tokens_per_minute_exceeded"
+    retry_after = int(refused.headers["retry-after"])
+    if datetime.now(UTC).minute == started.minute:
+        # 200 tokens against 150: this minute's must slide a quarter of the way out of the next.
+        seconds_left = 60 - datetime.now(UTC).second
+        assert seconds_left + 14 <= retry_after <= seconds_left + 17
+    assert 1 <= retry_after <= 120
 
     quota_id, quota = gateway.new_key(quota_tokens=250, quota_period="monthly")
     statuses = [post(gateway, quota, body).status_code for _ in range(4)]

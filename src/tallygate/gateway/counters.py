@@ -72,7 +72,8 @@ class Counters(Protocol):
     async def take_request(self, name: str, per_minute: int, now: float) -> float | None:
         """None if allowed (and counted); else seconds until a request would be allowed."""
 
-    async def window_tokens(self, name: str, now: float) -> float: ...
+    async def window_tokens(self, name: str, now: float) -> tuple[int, int]:
+        """Tokens counted in this minute and in the one before it (see :func:`weighted`)."""
 
     async def add_tokens(self, name: str, tokens: int, now: float) -> None: ...
 
@@ -90,9 +91,21 @@ class Counters(Protocol):
     async def close(self) -> None: ...
 
 
-def _weighted(current: int, previous: int, now: float) -> float:
+def weighted(current: int, previous: int, now: float) -> float:
+    """Tokens in the sliding last minute: this minute's, and the previous minute's share that
+    still overlaps it."""
     elapsed = (now % 60) / 60
     return current + previous * (1 - elapsed)
+
+
+def seconds_until_below(current: int, previous: int, limit: int, now: float) -> float:
+    """How long until :func:`weighted` falls below ``limit`` with no new tokens: later in this
+    minute as the previous one slides out, or in the next one as this one does."""
+    into = now % 60
+    if current < limit:  # C + P·(1 − t/60) < L  ⇔  t > 60·(1 − (L − C)/P)
+        return max(0.0, 60 * (1 - (limit - current) / previous) - into) if previous else 0.0
+    # Next minute: C·(1 − t/60) < L  ⇔  t > 60·(1 − L/C).
+    return 60 - into + 60 * (1 - limit / current)
 
 
 class MemoryCounters:
@@ -113,10 +126,9 @@ class MemoryCounters:
         log.append(now)
         return None
 
-    async def window_tokens(self, name: str, now: float) -> float:
+    async def window_tokens(self, name: str, now: float) -> tuple[int, int]:
         minute = int(now // 60)
-        return _weighted(self._tokens.get((name, minute), 0),
-                         self._tokens.get((name, minute - 1), 0), now)
+        return self._tokens.get((name, minute), 0), self._tokens.get((name, minute - 1), 0)
 
     async def add_tokens(self, name: str, tokens: int, now: float) -> None:
         minute = int(now // 60)
@@ -187,12 +199,12 @@ class RedisCounters:
                 args=[repr(now), per_minute, uuid.uuid4().hex])
         return None if int(allowed) == 1 else float(wait)
 
-    async def window_tokens(self, name: str, now: float) -> float:
+    async def window_tokens(self, name: str, now: float) -> tuple[int, int]:
         minute = int(now // 60)
         with self._unavailable_on_error():
             current, previous = await self._redis.mget(
                 f"{REDIS_PREFIX}tpm:{name}:{minute}", f"{REDIS_PREFIX}tpm:{name}:{minute - 1}")
-        return _weighted(int(current or 0), int(previous or 0), now)
+        return int(current or 0), int(previous or 0)
 
     async def add_tokens(self, name: str, tokens: int, now: float) -> None:
         with self._unavailable_on_error():

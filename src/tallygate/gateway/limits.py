@@ -23,7 +23,12 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from tallygate.gateway.counters import Counters, CountersUnavailable
+from tallygate.gateway.counters import (
+    Counters,
+    CountersUnavailable,
+    seconds_until_below,
+    weighted,
+)
 from tallygate.keys.service import effective_status
 from tallygate.ledger.service import Ledger
 from tallygate.store.keys import StoredKey
@@ -134,11 +139,12 @@ class Limits:
 
     async def _check_counted(self, key: StoredKey, now: float) -> Refusal | None:
         if key.tpm_limit is not None:
-            used = await self.counters.window_tokens(key.id, now)
-            if used >= key.tpm_limit:
+            current, previous = await self.counters.window_tokens(key.id, now)
+            if weighted(current, previous, now) >= key.tpm_limit:
+                until = seconds_until_below(current, previous, key.tpm_limit, now)
                 return Refusal(429, "tokens_per_minute_exceeded",
                                f"Rate limit reached: {key.tpm_limit} tokens per minute.",
-                               retry_after_s=max(1, math.ceil(60 - now % 60)))
+                               retry_after_s=math.floor(until) + 1)
         if key.quota_tokens is not None or key.budget_nano is not None:
             refusal = await self._check_quota(key, now)
             if refusal is not None:

@@ -1,0 +1,34 @@
+"""The tokens-per-minute window and the wait it names in Retry-After, against brute force."""
+
+from __future__ import annotations
+
+import math
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tallygate.gateway.counters import seconds_until_below, weighted
+
+
+def _window_later(current: int, previous: int, now: float, later: float) -> float:
+    """The weighted window at ``later`` if no token is added after ``now``."""
+    minutes = int(later // 60) - int(now // 60)
+    if minutes == 0:
+        return weighted(current, previous, later)
+    if minutes == 1:
+        return weighted(0, current, later)
+    return 0.0
+
+
+@given(current=st.integers(0, 10**7), previous=st.integers(0, 10**7),
+       limit=st.integers(1, 10**7),
+       now=st.floats(1.7e9, 1.8e9, allow_nan=False, allow_infinity=False))
+def test_retry_after_is_the_first_whole_second_the_window_lets_a_call_in(
+        current: int, previous: int, limit: int, now: float) -> None:
+    if weighted(current, previous, now) < limit:
+        return  # not refused
+    retry_after = math.floor(seconds_until_below(current, previous, limit, now)) + 1
+    assert 1 <= retry_after <= 120
+    assert _window_later(current, previous, now, now + retry_after) < limit * (1 + 1e-9)
+    if retry_after > 1:  # a second sooner would still have been refused
+        assert _window_later(current, previous, now, now + retry_after - 1) >= limit * (1 - 1e-9)
