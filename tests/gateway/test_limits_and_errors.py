@@ -189,6 +189,22 @@ def test_client_disconnect_mid_stream_is_recorded(gateway: GatewayUnderTest) -> 
     assert 0 < record["output_tokens"] < 80
 
 
+def test_a_client_that_leaves_before_a_plain_answer_is_recorded_with_its_usage(
+        gateway: GatewayUnderTest) -> None:
+    # The upstream finishes the call (and bills it): the record keeps its exact usage, and
+    # says 499 because the client never got the answer.
+    key_id, key = gateway.new_key()
+    body = {"model": CHAT, "messages": [],
+            "fake": {"latency_ms": 600, "input_tokens": 60, "output_tokens": 40}}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=0.2,
+                   headers={"Authorization": f"Bearer {key}"})
+    record = wait_for(lambda: gateway.calls(api_key_id=key_id))[0]
+    assert record["status_code"] == 499 and record["estimated"] is False
+    assert (record["input_tokens"], record["output_tokens"]) == (60, 40)
+    assert record["latency_ms"] >= 600
+
+
 def test_strict_durability_commits_before_the_response(make_gateway: Any) -> None:
     gateway = make_gateway(durability="strict", flush_interval_ms=5000)
     key_id, key = gateway.new_key()

@@ -117,7 +117,7 @@ FAULTS = [
     Fault("stream cut part-way", CHAT, True, {"chunks": 6, "cut_after": 2}, 200, False, 200,
           True),
     Fault("stream slower than the timeout", CHAT, True,
-          {"chunks": 3, "chunk_delay_ms": 1500}, 200, False, 502, True),
+          {"chunks": 3, "chunk_delay_ms": 1500}, 200, False, 504, True),
     Fault("slow stream within the timeout", CHAT, True,
           {"chunks": 4, "chunk_delay_ms": 200}, 200, True, 200, False),
 ]

@@ -179,11 +179,15 @@ class Gateway:
             await self._stream(call, url, forwarded, receive, send,
                                drop_usage=not client_wants_usage)
         else:
-            await self._plain(call, url, forwarded, send)
+            await self._plain(call, url, forwarded, receive, send)
 
     # -- forwarding --------------------------------------------------------------------------
 
-    async def _plain(self, call: Call, url: Any, body: bytes, send: Send) -> None:
+    async def _plain(self, call: Call, url: Any, body: bytes, receive: Receive,
+                     send: Send) -> None:
+        # A client that leaves while the upstream works is noticed, but the upstream call
+        # runs to its end: it is billed either way, and only its answer says for how much.
+        left = asyncio.ensure_future(_client_leaves(receive))
         try:
             async with self.client.post(url, data=body,
                                         headers=call.upstream.request_headers) as response:
@@ -193,10 +197,14 @@ class Gateway:
         except UPSTREAM_ERRORS as exc:
             await self._upstream_failed(call, exc, send)
             return
+        finally:
+            gone = left.done()
+            left.cancel()
         usage = _usage_of_body(content, call.body) if status < 400 else None
-        await self._record(call, status, usage)
-        await _send_whole(send, status, content, _content_type(content_type, JSON),
-                          call.request_id)
+        await self._record(call, CLIENT_CLOSED if gone else status, usage)
+        if not gone:
+            await _send_whole(send, status, content, _content_type(content_type, JSON),
+                              call.request_id)
 
     async def _upstream_failed(self, call: Call, exc: BaseException, send: Send) -> None:
         if isinstance(exc, TimeoutError):
@@ -249,18 +257,18 @@ class Gateway:
                 out = watcher.feed(chunk)
                 if not out:
                     continue
-                if ttft_ms is None:
-                    ttft_ms = call.elapsed_ms()
                 if self.strict:
                     out, held = held, out
                     if not out:
                         continue
+                if ttft_ms is None:  # the first bytes the client gets, not the upstream's
+                    ttft_ms = call.elapsed_ms()
                 yield out
             tail = watcher.finish()
             status = 200
         except UPSTREAM_ERRORS as exc:
             log.warning("stream from %s broke: %s", call.upstream.model, exc.__class__.__name__)
-            status = 502
+            status = 504 if isinstance(exc, TimeoutError) else 502
         finally:
             usage = watcher.usage or _estimate(call.body, watcher.content_chars)
             record = self._make_record(call, status, usage, ttft_ms)
@@ -476,6 +484,12 @@ async def _send_refusal(send: Send, refusal: Refusal, request_id: str) -> None:
         "retry-after": str(refusal.retry_after_s)}
     await _send_error(send, GatewayError(refusal.status, refusal.code, refusal.message,
                                          refusal.param, headers), request_id)
+
+
+async def _client_leaves(receive: Receive) -> None:
+    """Returns when the client disconnects (its request body has been read already)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _send_stream(receive: Receive, send: Send, status: int,
