@@ -35,6 +35,7 @@ from tallygate.gateway.usage import (
     Usage,
     estimate_input_tokens,
     estimate_tokens_of_text,
+    output_chars,
     parse_usage,
 )
 from tallygate.ledger.recorder import Recorder
@@ -432,15 +433,8 @@ def _usage_of_body(content: bytes, request_body: dict[str, Any]) -> Usage:
     usage = parse_usage(parsed.get("usage")) if isinstance(parsed, dict) else None
     if usage is not None:
         return usage
-    output_chars = 0
-    if isinstance(parsed, dict):
-        for choice in parsed.get("choices") or []:
-            if isinstance(choice, dict):
-                message = choice.get("message") or {}
-                text = message.get("content") if isinstance(message, dict) else None
-                text = text if isinstance(text, str) else choice.get("text")
-                output_chars += len(text) if isinstance(text, str) else 0
-    return _estimate(request_body, output_chars)
+    generated = output_chars(parsed, "message") if isinstance(parsed, dict) else 0
+    return _estimate(request_body, generated)
 
 
 def _estimate(body: dict[str, Any], output_chars: int) -> Usage:

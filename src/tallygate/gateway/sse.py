@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from tallygate.gateway.usage import Usage, parse_usage
+from tallygate.gateway.usage import Usage, output_chars, parse_usage
 
 _SEPARATORS = (b"\n\n", b"\r\n\r\n")
 
@@ -63,7 +63,7 @@ class StreamWatcher:
         usage = parse_usage(parsed.get("usage"))
         if usage is not None:
             self.usage = usage
-        self.content_chars += _content_chars(parsed)
+        self.content_chars += output_chars(parsed, "delta")
         is_usage_only = parsed.get("choices") == [] and usage is not None
         return not (is_usage_only and self.drop_usage_chunk)
 
@@ -104,19 +104,3 @@ def _data_of(event: bytes) -> bytes | None:
     lines = [line[5:].lstrip(b" ") for line in event.splitlines() if line.startswith(b"data:")]
     return b"\n".join(lines) if lines else None
 
-
-def _content_chars(parsed: dict[str, Any]) -> int:
-    total = 0
-    for choice in parsed.get("choices") or []:
-        if not isinstance(choice, dict):
-            continue
-        delta = choice.get("delta") or {}
-        if isinstance(delta, dict):
-            for key in ("content", "reasoning_content"):
-                value = delta.get(key)
-                if isinstance(value, str):
-                    total += len(value)
-        text = choice.get("text")
-        if isinstance(text, str):
-            total += len(text)
-    return total

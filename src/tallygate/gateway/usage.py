@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 
 @dataclass(frozen=True, slots=True)
 class Usage:
@@ -20,16 +22,34 @@ class Usage:
     estimated: bool = False
 
 
+def _count(value: Any) -> int | None:
+    """A token count as an upstream may write it (``12`` or ``12.0``), or None."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 \
+        else None
+
+
 def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+    return _count(value) or 0
 
 
 def parse_usage(usage: Any) -> Usage | None:
-    """The upstream's usage object as a :class:`Usage`, or None if there is none."""
+    """The upstream's usage object as a :class:`Usage`, or None if it does not say how many
+    tokens went in (then the call is estimated). A missing side is derived from
+    ``total_tokens`` where it can be; an absent output count is 0 (embeddings have none)."""
     if not isinstance(usage, dict):
         return None
-    input_tokens = _int(usage.get("prompt_tokens", usage.get("input_tokens")))
-    output_tokens = _int(usage.get("completion_tokens", usage.get("output_tokens")))
+    input_tokens = _count(usage.get("prompt_tokens", usage.get("input_tokens")))
+    output_tokens = _count(usage.get("completion_tokens", usage.get("output_tokens")))
+    total = _count(usage.get("total_tokens"))
+    if input_tokens is None:
+        if output_tokens is None or total is None or total < output_tokens:
+            return None
+        input_tokens = total - output_tokens
+    if output_tokens is None:
+        output_tokens = total - input_tokens if total is not None and total > input_tokens \
+            else 0
     prompt_details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details")
     cached = _int(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else 0
     cached = cached or _int(usage.get("prompt_cache_hit_tokens")) or _int(
@@ -49,15 +69,39 @@ def estimate_tokens_of_text(text_length: int) -> int:
 
 
 def estimate_input_tokens(body: dict[str, Any]) -> int:
-    """Input tokens from the request body: the text of messages, prompt or input."""
+    """Input tokens from the request body: the text of messages (their tool calls too),
+    prompt or input, and the tools offered (as their JSON)."""
     length = 0
     messages = body.get("messages")
     if isinstance(messages, list):
         for message in messages:
             if isinstance(message, dict):
-                length += _text_length(message.get("content")) + 4 * 4  # role and framing
+                length += message_chars(message) + 4 * 4  # role and framing
     length += _text_length(body.get("prompt")) + _text_length(body.get("input"))
+    for offered in ("tools", "functions"):
+        if isinstance(body.get(offered), list):
+            length += len(orjson.dumps(body[offered]))
     return estimate_tokens_of_text(length)
+
+
+def message_chars(message: dict[str, Any]) -> int:
+    """The characters of what a message (or a stream's delta) says: its content and reasoning,
+    and the names and arguments of its tool or function calls."""
+    total = _text_length(message.get("content"))
+    reasoning = message.get("reasoning_content")
+    total += len(reasoning) if isinstance(reasoning, str) else 0
+    calls = message.get("tool_calls")
+    for call in calls if isinstance(calls, list) else []:
+        if isinstance(call, dict):
+            total += _function_chars(call.get("function"))
+    return total + _function_chars(message.get("function_call"))
+
+
+def _function_chars(function: Any) -> int:
+    if not isinstance(function, dict):
+        return 0
+    return sum(len(part) for part in (function.get("name"), function.get("arguments"))
+               if isinstance(part, str))
 
 
 def _text_length(value: Any) -> int:
@@ -68,3 +112,18 @@ def _text_length(value: Any) -> int:
     if isinstance(value, dict):
         return _text_length(value.get("text"))
     return 0
+
+
+def output_chars(answer: dict[str, Any], part: str) -> int:
+    """The characters generated in an answer's choices: each choice's ``part`` (``message``
+    for a whole answer, ``delta`` for a stream's event) or its completion ``text``."""
+    total = 0
+    choices = answer.get("choices")
+    for choice in choices if isinstance(choices, list) else []:
+        if not isinstance(choice, dict):
+            continue
+        said = choice.get(part)
+        total += message_chars(said) if isinstance(said, dict) else 0
+        text = choice.get("text")
+        total += len(text) if isinstance(text, str) else 0
+    return total

@@ -1,0 +1,69 @@
+"""Usage as upstreams write it, and the estimates made where they do not say."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from tallygate.gateway.sse import StreamWatcher
+from tallygate.gateway.usage import Usage, estimate_input_tokens, output_chars, parse_usage
+
+
+@pytest.mark.parametrize(("usage", "expected"), [
+    ({"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}, Usage(12, 5)),
+    ({"prompt_tokens": 12.0, "completion_tokens": 5.0}, Usage(12, 5)),
+    ({"input_tokens": 7, "output_tokens": 3}, Usage(7, 3)),
+    ({"prompt_tokens": 8, "total_tokens": 8}, Usage(8, 0)),  # embeddings
+    ({"prompt_tokens": 8, "total_tokens": 11}, Usage(8, 3)),
+    ({"completion_tokens": 4, "total_tokens": 10}, Usage(6, 4)),
+    ({"prompt_tokens": 10, "completion_tokens": 4,
+      "prompt_tokens_details": {"cached_tokens": 6},
+      "completion_tokens_details": {"reasoning_tokens": 9}}, Usage(10, 4, 6, 4)),
+    ({"prompt_tokens": 10, "completion_tokens": 1, "prompt_cache_hit_tokens": 3},
+     Usage(10, 1, 3)),
+    # Nothing that says what went in: the call is estimated instead of recorded as free.
+    ({}, None),
+    ({"total_tokens": 50}, None),
+    ({"prompt_tokens": "12", "completion_tokens": "5"}, None),
+    ({"prompt_tokens": -1, "completion_tokens": 5}, None),
+    ({"prompt_tokens": True, "completion_tokens": 5}, None),
+    ({"prompt_tokens": 1.5, "completion_tokens": 5}, None),
+    ({"completion_tokens": 9, "total_tokens": 4}, None),
+    (None, None), ([], None), ("12", None),
+])
+def test_usage_as_upstreams_write_it(usage: Any, expected: Usage | None) -> None:
+    assert parse_usage(usage) == expected
+
+
+def test_tool_calls_count_as_generated_and_as_sent() -> None:
+    arguments = '{"city": "Paris", "unit": "celsius"}'
+    answer = {"choices": [{"message": {"content": None, "tool_calls": [
+        {"id": "call_1", "type": "function",
+         "function": {"name": "get_weather", "arguments": arguments}}]}}]}
+    assert output_chars(answer, "message") == len("get_weather") + len(arguments)
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}}}}]
+    plain = {"messages": [{"role": "user", "content": "weather?"}]}
+    with_tools = plain | {"tools": tools}
+    assert estimate_input_tokens(with_tools) == (
+        len("weather?") + 16 + len(orjson.dumps(tools)) + 3) // 4
+    follow_up = {"messages": [{"role": "assistant", "content": None,
+                               "tool_calls": answer["choices"][0]["message"]["tool_calls"]}]}
+    assert estimate_input_tokens(follow_up) == (len("get_weather") + len(arguments) + 16 + 3) // 4
+
+
+def test_a_streamed_tool_call_without_usage_is_estimated_from_its_arguments() -> None:
+    pieces = ['{"city":', ' "Par', 'is"}']
+    events = [{"choices": [{"index": 0, "delta": {"tool_calls": [
+        {"index": 0, "function": {"name": "get_weather", "arguments": ""}}]}}]}]
+    events += [{"choices": [{"index": 0, "delta": {"tool_calls": [
+        {"index": 0, "function": {"arguments": piece}}]}}]} for piece in pieces]
+    watcher = StreamWatcher(drop_usage_chunk=False)
+    for event in events:
+        watcher.feed(b"data: " + orjson.dumps(event) + b"\n\n")
+    watcher.feed(b"data: [DONE]\n\n")
+    watcher.finish()
+    assert watcher.usage is None
+    assert watcher.content_chars == len("get_weather") + sum(map(len, pieces))
