@@ -7,11 +7,17 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
-from tallygate.keys.schemas import KeyUpdate
-from tests.gateway.conftest import CHAT, GatewayUnderTest
+from tallygate.app import create_app
+from tallygate.config import Route, load_settings
+from tallygate.keys.schemas import KeyCreate, KeyUpdate
+from tallygate.keys.service import KeyService
+from tallygate.store.database import Database
+from tests.gateway.conftest import ADMIN, CHAT, EMBED, GatewayUnderTest
 from tests.gateway.test_openai_sdk import wait_for
+from tests.servers import serve_app
 
 
 def post(gateway: GatewayUnderTest, key: str | None, body: Any = None, *,
@@ -41,10 +47,15 @@ def test_authentication(gateway: GatewayUnderTest) -> None:
 
 
 def test_disabled_expired_model_and_ip(gateway: GatewayUnderTest) -> None:
+    def models_of(secret: str) -> httpx.Response:
+        return httpx.get(f"{gateway.url}/v1/models", headers={"Authorization": f"Bearer {secret}"})
+
     key_id, key = gateway.new_key()
     gateway.keys.set_status(key_id, "disabled", "test")
     response = post(gateway, key)
     assert response.status_code == 403 and error_of(response)["code"] == "key_disabled"
+    listed = models_of(key)  # not even the list of models
+    assert listed.status_code == 403 and error_of(listed)["code"] == "key_disabled"
     gateway.keys.set_status(key_id, "active", "test")
     assert post(gateway, key).status_code == 200
 
@@ -52,16 +63,17 @@ def test_disabled_expired_model_and_ip(gateway: GatewayUnderTest) -> None:
                         "test")
     response = post(gateway, key)
     assert response.status_code == 403 and error_of(response)["code"] == "key_expired"
+    assert error_of(models_of(key))["code"] == "key_expired"
 
     _, limited = gateway.new_key(allowed_models=["bge-m3"])
     response = post(gateway, limited)
     assert response.status_code == 403 and error_of(response)["param"] == "model"
-    models = httpx.get(f"{gateway.url}/v1/models", headers={"Authorization": f"Bearer {limited}"})
-    assert [m["id"] for m in models.json()["data"]] == ["bge-m3"]
+    assert [m["id"] for m in models_of(limited).json()["data"]] == ["bge-m3"]
 
     _, elsewhere = gateway.new_key(allowed_ips=["10.0.0.0/8"])
     response = post(gateway, elsewhere)
     assert response.status_code == 403 and error_of(response)["code"] == "ip_not_allowed"
+    assert error_of(models_of(elsewhere))["code"] == "ip_not_allowed"
     _, here = gateway.new_key(allowed_ips=["127.0.0.1/32"])
     assert post(gateway, here).status_code == 200
 
@@ -216,3 +228,33 @@ def test_strict_durability_commits_before_the_response(make_gateway: Any) -> Non
                       headers={"Authorization": f"Bearer {key}"}) as response:
         assert b"[DONE]" in b"".join(response.iter_raw())
     assert len(gateway.calls(api_key_id=key_id)) == 2
+
+
+def test_the_upstream_gets_the_body_the_gateway_understood(db: Database) -> None:
+    # Two "model" keys: the gateway (last wins) checks and prices one; an upstream whose
+    # parser keeps the first must not be sent the other.
+    seen: list[bytes] = []
+
+    async def upstream(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        seen.append((await receive())["body"])
+        answer = orjson.dumps({"object": "list", "data": [], "model": "x",
+                               "usage": {"prompt_tokens": 3, "total_tokens": 3}})
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": answer})
+
+    with serve_app(upstream) as upstream_url:
+        routes = [Route(model=EMBED, base_url=f"{upstream_url}/v1", category="embedding")]
+        app = create_app(load_settings(database_url=db.url, admin_token=ADMIN, routes=routes))
+        keys = KeyService(db)
+        key = keys.create(KeyCreate(name="embed-only", allowed_models=[EMBED]), "test").key
+        with serve_app(app) as url:
+            raw = b'{"model": "an-expensive-model", "model": "%s", "input": "hi"}' % (
+                EMBED.encode())
+            answer = httpx.post(f"{url}/v1/embeddings", content=raw, timeout=30,
+                                headers={"Authorization": f"Bearer {key}",
+                                         "Content-Type": "application/json"})
+    assert answer.status_code == 200, answer.text
+    assert seen == [orjson.dumps({"model": EMBED, "input": "hi"})]

@@ -109,7 +109,7 @@ class Limits:
     async def check(self, key: StoredKey, model: str, client_ip: str | None,
                     now: float) -> Refusal | None:
         """Why this call may not go upstream, or None."""
-        refusal = self._check_key(key, model, client_ip, now)
+        refusal = self.check_key(key, model, client_ip, now)
         if refusal is not None or not has_counted_limits(key):
             return refusal
         if not self._counters_usable(probe=True):
@@ -124,12 +124,15 @@ class Limits:
         await self._counters_answered()
         return refusal
 
-    def _check_key(self, key: StoredKey, model: str, client_ip: str | None,
-                   now: float) -> Refusal | None:
+    def check_key(self, key: StoredKey, model: str | None, client_ip: str | None,
+                  now: float) -> Refusal | None:
+        """Whether the key may be used now, from there, for ``model`` (None: any model, as
+        for listing them); nothing counted."""
         status = effective_status(key, int(now * US))
         if status != "active":
             return Refusal(403, f"key_{status}", f"This API key is {status}.")
-        if key.allowed_models is not None and model not in key.allowed_models:
+        if model is not None and key.allowed_models is not None \
+                and model not in key.allowed_models:
             return Refusal(403, "model_not_allowed",
                            f"This API key may not use the model {model!r}.", "model")
         if not ip_allowed(key.allowed_ips, client_ip):

@@ -132,6 +132,11 @@ class Gateway:
         except GatewayError as exc:
             await _send_error(send, exc, request_id)
             return
+        client = scope.get("client")
+        refusal = self.limits.check_key(key, None, client[0] if client else None, time.time())
+        if refusal is not None:  # a disabled key, or from elsewhere, learns nothing more
+            await _send_refusal(send, refusal, request_id)
+            return
         data = [{"id": name, "object": "model", "created": 0,
                  "owned_by": upstream.route.kind}
                 for name, upstream in sorted(self.upstreams.items())
@@ -174,7 +179,7 @@ class Gateway:
             return
         stream = body.get("stream") is True and endpoint != "/v1/embeddings"
         client_wants_usage = _wants_usage(body)
-        forwarded = _upstream_body(raw, body, upstream, stream, client_wants_usage)
+        forwarded = _upstream_body(body, upstream, stream, client_wants_usage)
         url = upstream.endpoint_url(ENDPOINTS[endpoint])
         if stream:
             await self._stream(call, url, forwarded, receive, send,
@@ -410,18 +415,18 @@ def _wants_usage(body: dict[str, Any]) -> bool:
     return isinstance(options, dict) and options.get("include_usage") is True
 
 
-def _upstream_body(raw: bytes, body: dict[str, Any], upstream: Upstream, stream: bool,
+def _upstream_body(body: dict[str, Any], upstream: Upstream, stream: bool,
                    client_wants_usage: bool) -> bytes:
-    """The client's bytes, unless the model must be renamed or usage asked for."""
-    rename = upstream.upstream_model != body["model"]
-    ask_usage = stream and not client_wants_usage
-    if not rename and not ask_usage:
-        return raw
-    changed = dict(body)
-    if rename:
+    """The body the gateway parsed, encoded again (never the client's bytes: a JSON object
+    with a key twice, say two ``model``s, must not mean one thing here and another upstream),
+    with the upstream's model name and, for a stream, usage asked for."""
+    changed = body
+    if upstream.upstream_model != body["model"] or (stream and not client_wants_usage):
+        changed = dict(body)
         changed["model"] = upstream.upstream_model
-    if ask_usage:
-        changed["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        if stream and not client_wants_usage:
+            changed["stream_options"] = {**(body.get("stream_options") or {}),
+                                         "include_usage": True}
     return orjson.dumps(changed)
 
 
