@@ -115,7 +115,8 @@ def measure(path: Path, fmt: str, via: str) -> dict[str, Any]:
         from tallygate.app import create_app
         from tallygate.config import load_settings
 
-        client = TestClient(create_app(load_settings(database_url=db.url, admin_token="bench-admin-token")))
+        settings = load_settings(database_url=db.url, admin_token="bench-admin-token")
+        client = TestClient(create_app(settings))
         client.__enter__()
     baseline = rss_bytes()
     sampler = threading.Thread(target=sample, daemon=True)
