@@ -204,7 +204,7 @@ class Gateway:
             await self._upstream_failed(call, exc, send)
             return
         finally:
-            gone = left.done()
+            gone = left.done() and not left.cancelled() and left.exception() is None
             left.cancel()
         usage = _usage_of_body(content, call.body) if status < 400 else None
         await self._record(call, CLIENT_CLOSED if gone else status, usage)
