@@ -137,3 +137,16 @@ def test_keys_near_expiry_are_highlighted_and_link_to_their_usage(context: Any,
     page.wait_for_url(f"{site.url}/?api_key_id={key_id}")
     wait_until_ready(page)
     assert page.inner_text("#key-select summary") == "beta-labs"
+
+
+def test_every_action_is_in_view_on_a_laptop_screen(context: Any, site: Site) -> None:
+    page = _keys_page(context, site)
+    _create(page, "a-key-with-a-rather-long-name", owner="platform engineering",
+            quota_tokens="400000000")
+    for width in (1400, 1100):
+        page.set_viewport_size({"width": width, "height": 800})
+        box = page.locator("#keys-table").locator("..")
+        assert box.evaluate("e => e.scrollWidth <= e.clientWidth"), width
+        for button in page.locator("#keys-table tbody button", has_text="Delete").all():
+            right = button.evaluate("e => e.getBoundingClientRect().right")
+            assert right <= width, (width, right)
