@@ -14,6 +14,11 @@ from tallygate.config import Route
 from tallygate.ledger.categories import category_for_endpoint
 
 log = logging.getLogger("tallygate.gateway")
+# What the client holds of one upstream response before it stops reading the socket (twice
+# this, or a quarter as many chunks, by aiohttp's flow control). aiohttp's 64 KB lets a
+# stream whose upstream outruns the relay queue 4 096 small events: 20 such streams took
+# 10 MB more than short ones and kept it; at 16 KB they take 3 MB (docs/benchmarks.md).
+READ_BUFFER_BYTES = 16 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +83,8 @@ def make_client(connect_timeout_s: float, read_timeout_s: float) -> aiohttp.Clie
     No cookie jar: one client serves every API key, so a cookie an upstream set for one
     caller must never ride along on another's call. No ``Accept-Encoding``: bodies are
     passed through undecoded, so the upstream must not compress them (the client would get
-    gzip bytes without the header saying so, and the usage could not be read)."""
+    gzip bytes without the header saying so, and the usage could not be read). A small
+    read buffer: a stream's memory must not depend on how far its upstream runs ahead."""
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=2000, limit_per_host=0, keepalive_timeout=30,
                                        ttl_dns_cache=300),
@@ -87,4 +93,5 @@ def make_client(connect_timeout_s: float, read_timeout_s: float) -> aiohttp.Clie
         auto_decompress=False,
         skip_auto_headers=("User-Agent", "Accept-Encoding"),
         cookie_jar=aiohttp.DummyCookieJar(),
+        read_bufsize=READ_BUFFER_BYTES,
     )
