@@ -4,13 +4,17 @@ A change made through this process (disable, rotate, delete, new limits) clears 
 once; a change made by another process is seen within ``ttl_s``. While the database cannot be
 reached, a key seen before is trusted as it was last read, so the gateway keeps serving its
 known keys through a database outage (their calls wait in the recorder's spool).
+
+A key in use is read again in the background during the last half of its time, so its calls
+never wait for the database; calls that do need a read (a key not seen yet, or not for a
+while) share one, however many arrive together.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
+from time import monotonic
 
 from tallygate.keys.secrets import hash_secret
 from tallygate.store import keys as key_store
@@ -18,7 +22,10 @@ from tallygate.store.database import Database
 from tallygate.store.keys import StoredKey
 
 MAX_ENTRIES = 100_000
+REFRESH_AHEAD = 0.5  # of ttl_s: how much time left when a key in use is read again
 log = logging.getLogger("tallygate.gateway")
+
+Read = asyncio.Task[StoredKey | None]
 
 
 class KeyCache:
@@ -26,25 +33,48 @@ class KeyCache:
         self.db = db
         self.ttl_s = ttl_s
         self._entries: dict[str, tuple[StoredKey | None, float]] = {}
+        self._reads: dict[str, Read] = {}
+        self._generation = 0  # a read started before a clear() must not store what it read
 
     def clear(self) -> None:
+        self._generation += 1
         self._entries.clear()
+        self._reads.clear()
 
     async def lookup(self, secret: str) -> StoredKey | None:
         digest = hash_secret(secret)
-        now = time.monotonic()
+        now = monotonic()
         cached = self._entries.get(digest)
         if cached is not None and cached[1] > now:
+            if cached[1] - now < self.ttl_s * REFRESH_AHEAD and digest not in self._reads:
+                self._read(digest)
             return cached[0]
+        read = self._reads.get(digest) or self._read(digest)
         try:
-            key = await asyncio.to_thread(key_store.find_by_hash, self.db, digest)
+            return await asyncio.shield(read)  # one caller's cancellation is not the others'
         except Exception as exc:
             if cached is None:
                 raise
             log.debug("key look-up failed (%s); using the key as last read",
                       exc.__class__.__name__)
             return cached[0]
-        if len(self._entries) >= MAX_ENTRIES:  # unknown secrets must not grow it for ever
-            self._entries.clear()
-        self._entries[digest] = (key, now + self.ttl_s)
+
+    def _read(self, digest: str) -> Read:
+        read = asyncio.ensure_future(self._fetch(digest, self._generation))
+        self._reads[digest] = read
+        read.add_done_callback(lambda done: self._finished(digest, done))
+        return read
+
+    async def _fetch(self, digest: str, generation: int) -> StoredKey | None:
+        key = await asyncio.to_thread(key_store.find_by_hash, self.db, digest)
+        if generation == self._generation:
+            if len(self._entries) >= MAX_ENTRIES:  # unknown secrets must not grow it for ever
+                self._entries.clear()
+            self._entries[digest] = (key, monotonic() + self.ttl_s)
         return key
+
+    def _finished(self, digest: str, read: Read) -> None:
+        if self._reads.get(digest) is read:
+            del self._reads[digest]
+        if not read.cancelled():
+            read.exception()  # a background read's failure is seen by the next lookup
