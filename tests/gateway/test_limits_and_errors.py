@@ -230,9 +230,10 @@ def test_strict_durability_commits_before_the_response(make_gateway: Any) -> Non
     assert len(gateway.calls(api_key_id=key_id)) == 2
 
 
-def test_the_upstream_gets_the_body_the_gateway_understood(db: Database) -> None:
-    # Two "model" keys: the gateway (last wins) checks and prices one; an upstream whose
-    # parser keeps the first must not be sent the other.
+def test_the_upstream_gets_the_clients_bytes_and_never_a_second_model(db: Database) -> None:
+    # Fields the gateway never heard of, and numbers no parser keeps exactly, pass as they
+    # came. Two "model" members are refused: the gateway (last wins) would check and price
+    # one, and an upstream whose parser keeps the first would run the other.
     seen: list[bytes] = []
 
     async def upstream(scope: Any, receive: Any, send: Any) -> None:
@@ -245,16 +246,26 @@ def test_the_upstream_gets_the_body_the_gateway_understood(db: Database) -> None
                     "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": answer})
 
+    as_sent = (b'{"model" : "%s", "input": "the \\"model\\" is \\"model\\"", '
+               b'"seed": 18446744073709551616, "temperature": 1E0, "x-new": [1.50]}'
+               % EMBED.encode())
+    twice = [b'{"model": "an-expensive-model", "model": "%s", "input": "hi"}',
+             b'{"\\u006dodel": "an-expensive-model", "model": "%s", "input": "hi"}']
     with serve_app(upstream) as upstream_url:
         routes = [Route(model=EMBED, base_url=f"{upstream_url}/v1", category="embedding")]
         app = create_app(load_settings(database_url=db.url, admin_token=ADMIN, routes=routes))
         keys = KeyService(db)
         key = keys.create(KeyCreate(name="embed-only", allowed_models=[EMBED]), "test").key
         with serve_app(app) as url:
-            raw = b'{"model": "an-expensive-model", "model": "%s", "input": "hi"}' % (
-                EMBED.encode())
-            answer = httpx.post(f"{url}/v1/embeddings", content=raw, timeout=30,
-                                headers={"Authorization": f"Bearer {key}",
-                                         "Content-Type": "application/json"})
+            def post_raw(raw: bytes) -> httpx.Response:
+                return httpx.post(f"{url}/v1/embeddings", content=raw, timeout=30,
+                                  headers={"Authorization": f"Bearer {key}",
+                                           "Content-Type": "application/json"})
+            answer = post_raw(as_sent)
+            refused = [post_raw(raw % EMBED.encode()) for raw in twice]
     assert answer.status_code == 200, answer.text
-    assert seen == [orjson.dumps({"model": EMBED, "input": "hi"})]
+    assert seen == [as_sent]
+    for response in refused:
+        assert response.status_code == 400
+        assert error_of(response)["param"] == "model"
+        assert "more than once" in error_of(response)["message"]

@@ -2,8 +2,9 @@
 
 The request body is parsed once, for the few fields the gateway needs (model, stream,
 stream_options); it is forwarded byte for byte unless the model name must be rewritten or the
-upstream asked for its usage, so fields the gateway has never heard of keep working. Streams
-are passed through event by event.
+upstream asked for its usage, so fields the gateway has never heard of keep working. A body
+that names one of those fields twice is refused: the gateway and the upstream might each
+believe a different one. Streams are passed through event by event.
 
 The endpoints speak raw ASGI (scope, receive, send) rather than through Starlette's request
 and response objects: on a call that the gateway only relays, building those objects (the
@@ -14,8 +15,10 @@ time it adds (docs/benchmarks.md).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
+import re
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
@@ -166,6 +169,9 @@ class Gateway:
                                    f"The model {model!r} does not exist or is not routed "
                                    "here.", "model")
             tags = parse_tags(headers.tags)
+            stream = body.get("stream") is True and endpoint != "/v1/embeddings"
+            client_wants_usage = _wants_usage(body)
+            forwarded = _upstream_body(raw, body, upstream, stream, client_wants_usage)
         except GatewayError as exc:
             await _send_error(send, exc, request_id)
             return
@@ -177,9 +183,6 @@ class Gateway:
             await self._record(call, refusal.status, None)
             await _send_refusal(send, refusal, request_id)
             return
-        stream = body.get("stream") is True and endpoint != "/v1/embeddings"
-        client_wants_usage = _wants_usage(body)
-        forwarded = _upstream_body(body, upstream, stream, client_wants_usage)
         url = upstream.endpoint_url(ENDPOINTS[endpoint])
         if stream:
             await self._stream(call, url, forwarded, receive, send,
@@ -401,6 +404,9 @@ def _parse_body(raw: bytes) -> dict[str, Any]:
         raise GatewayError(400, "invalid_json", f"The body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise GatewayError(400, "invalid_request", "The body must be a JSON object.")
+    if any(raw.count(name) > 1 for name in READ_FIELDS) or (
+            b"\\u00" in raw and ESCAPED_LETTER.search(raw)):
+        _refuse_fields_given_twice(raw)
     if "stream" in body and not isinstance(body["stream"], bool):
         raise GatewayError(400, "invalid_type", "stream: must be a boolean", "stream")
     options = body.get("stream_options")
@@ -410,24 +416,76 @@ def _parse_body(raw: bytes) -> dict[str, Any]:
     return body
 
 
+# The members the gateway reads, as they appear in JSON: a body that names one of them more
+# than once is looked at closely (the count is cheap; a message that merely says "model" is
+# a false alarm the close look clears).
+READ_FIELDS = (b'"model"', b'"stream"', b'"stream_options"', b'"include_usage"')
+# A letter or "_" written as an escape (``"\u006dodel"`` is ``"model"``): rare in real
+# bodies, and the one way to name a member twice that the count cannot see.
+ESCAPED_LETTER = re.compile(rb"\\u00(?:[46][1-9a-fA-F]|[57][0-9aA]|5[fF])")
+
+
+class _Object(dict[str, Any]):
+    """A JSON object that remembers the names it was given more than once."""
+
+    twice: frozenset[str] = frozenset()
+
+
+def _object_of(pairs: list[tuple[str, Any]]) -> _Object:
+    found = _Object(pairs)
+    if len(found) < len(pairs):
+        names = [name for name, _ in pairs]
+        found.twice = frozenset(name for name in names if names.count(name) > 1)
+    return found
+
+
+def _refuse_fields_given_twice(raw: bytes) -> None:
+    """JSON lets an object name a member twice and parsers disagree on which one counts
+    (orjson the last, others the first), so the model the gateway checks and prices could
+    differ from the one the upstream runs: such a body is refused, naming the member."""
+    try:
+        parsed = json.loads(raw, object_pairs_hook=_object_of)
+    except RecursionError:
+        raise GatewayError(400, "invalid_json", "The body is nested too deeply.") from None
+    twice = sorted(parsed.twice & {"model", "stream", "stream_options"})
+    options = parsed.get("stream_options")
+    if isinstance(options, _Object) and "include_usage" in options.twice:
+        twice.append("stream_options.include_usage")
+    if twice:
+        raise GatewayError(400, "invalid_request",
+                           f"{twice[0]}: given more than once; send it once", twice[0])
+
+
 def _wants_usage(body: dict[str, Any]) -> bool:
     options = body.get("stream_options")
     return isinstance(options, dict) and options.get("include_usage") is True
 
 
-def _upstream_body(body: dict[str, Any], upstream: Upstream, stream: bool,
+ASK_FOR_USAGE = b'"stream_options":{"include_usage":true},'
+
+
+def _upstream_body(raw: bytes, body: dict[str, Any], upstream: Upstream, stream: bool,
                    client_wants_usage: bool) -> bytes:
-    """The body the gateway parsed, encoded again (never the client's bytes: a JSON object
-    with a key twice, say two ``model``s, must not mean one thing here and another upstream),
-    with the upstream's model name and, for a stream, usage asked for."""
-    changed = body
-    if upstream.upstream_model != body["model"] or (stream and not client_wants_usage):
-        changed = dict(body)
+    """The client's bytes, unless the model must be renamed or usage asked for: fields the
+    gateway has never heard of, and numbers no parser would keep exactly, pass untouched.
+    Asking for usage where the client sent no ``stream_options`` is an insertion; only a
+    renamed model, or ``stream_options`` to amend, has the body encoded again."""
+    rename = upstream.upstream_model != body["model"]
+    ask_usage = stream and not client_wants_usage
+    if not rename and not ask_usage:
+        return raw
+    if not rename and "stream_options" not in body:
+        start = raw.index(b"{") + 1  # only blanks come before the object's brace
+        return raw[:start] + ASK_FOR_USAGE + raw[start:]
+    changed = dict(body)
+    if rename:
         changed["model"] = upstream.upstream_model
-        if stream and not client_wants_usage:
-            changed["stream_options"] = {**(body.get("stream_options") or {}),
-                                         "include_usage": True}
-    return orjson.dumps(changed)
+    if ask_usage:
+        changed["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+    try:
+        return orjson.dumps(changed)
+    except orjson.JSONEncodeError:  # deeper than the encoder goes
+        raise GatewayError(400, "invalid_request", "The body is nested too deeply.") from None
 
 
 def _usage_of_body(content: bytes, request_body: dict[str, Any]) -> Usage:
