@@ -37,7 +37,6 @@ from tallygate.ledger.spool import Spool, spool_directory
 from tallygate.metrics import LedgerMetrics
 from tallygate.store.database import Database
 from tallygate.store.meta import get_value
-from tallygate.store.sessions import bind_admin_sessions
 from tallygate.web.security import HEADERS
 from tallygate.web.sessions import Sessions, SignInBrake
 
@@ -212,12 +211,10 @@ async def _running(settings: Settings, state: State) -> AsyncIterator[None]:
     state.db = db
     state.ledger = ledger
     state.keys = KeyService(db)
-    state.sessions = Sessions(db)
     state.sign_in_brake = SignInBrake()
     state.recorder = recorder
     state.admin_token_hash = admin_token_hash(settings, db)
-    if ended := bind_admin_sessions(db, state.admin_token_hash):
-        log.info("the admin token changed: %d admin page session(s) ended", ended)
+    state.sessions = Sessions(db, state.admin_token_hash)
     counters = make_counters(settings)
     gateway = build_gateway(settings, ledger, recorder, counters)
     gateway.limits.redis_failure = settings.redis_failure

@@ -10,9 +10,12 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
+from tallygate.keys.secrets import hash_secret
 from tallygate.keys.service import KeyService
 from tallygate.store.database import Database
+from tallygate.store.schema import meta, sessions
 from tallygate.web.sessions import COOKIE
 from tests.security.support import (
     ADMIN,
@@ -132,6 +135,33 @@ def test_admin_sessions_end_when_the_admin_token_changes(db: Database) -> None:
         assert client.get("/api/v1/keys").json()["error"]["code"] == "session_expired"
         client.cookies.set(COOKIE, key_cookie)  # the key holder's was never the admin's
         assert client.get("/").status_code == 200
+
+
+def test_a_rolling_token_change_leaves_no_admin_session_of_the_old_token(db: Database) -> None:
+    # Processes on the new token and on the old one run side by side, in either start
+    # order: a sign-in with the old token, wherever it was made, never opens on the new one.
+    seed(db)
+    new_token = "tga-the-replacement-admin-token"
+    with app_client(db, admin_token=new_token) as new, app_client(db) as old:
+        sign_in(old, ADMIN)
+        assert old.get("/").status_code == 200
+        new.cookies.clear()
+        new.cookies.set(COOKIE, old.cookies.get(COOKIE))
+        assert new.get("/").status_code == 303
+        assert new.get("/api/v1/keys").json()["error"]["code"] == "session_expired"
+        new.cookies.clear()
+        sign_in(new, new_token)
+        assert new.get("/").status_code == 200
+        taken = new.cookies.get(COOKIE)
+        old.cookies.clear()
+        old.cookies.set(COOKIE, taken)
+        assert old.get("/").status_code == 303
+    with db.read() as conn:  # nothing stored that would test guesses of the admin token
+        bindings = [row.admin_binding for row in conn.execute(select(sessions))]
+        assert conn.execute(select(meta.c.name).where(
+            meta.c.name.like("%fingerprint%"))).first() is None
+    assert len(bindings) == 2 and None not in bindings
+    assert hash_secret(ADMIN) not in bindings and hash_secret(new_token) not in bindings
 
 
 @pytest.mark.parametrize("typed", ["", " ", "\t", "tga-"])

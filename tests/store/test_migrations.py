@@ -47,3 +47,26 @@ def test_the_tier_migration_fills_the_new_tiers_from_stored_rollups(db: Database
     report = check_rollups(ledger)
     assert report.ok, report.differences[:5]
     assert report.rows_compared > 0
+
+
+def test_the_binding_migration_ends_unbound_admin_sessions_only(db: Database) -> None:
+    from alembic import command
+    from sqlalchemy import select, text
+
+    from tallygate.store.schema import meta, sessions
+
+    config = db._alembic_config()
+    command.downgrade(config, "0004")
+    with db.write() as conn:
+        for token_hash, key_id in (("a" * 64, None), ("b" * 64, "key_1")):
+            conn.execute(text("INSERT INTO sessions (token_hash, api_key_id, csrf_token, "
+                              "created_at, expires_at) VALUES (:t, :k, 'csrf', 1, :e)"),
+                         {"t": token_hash, "k": key_id, "e": 2**62})
+        conn.execute(meta.insert().values(name="admin_sessions_token_fingerprint",
+                                          value="0123456789ab"))
+    command.upgrade(config, "head")
+    with db.read() as conn:
+        left = [(row.api_key_id, row.admin_binding) for row in conn.execute(select(sessions))]
+        names = [row.name for row in conn.execute(select(meta.c.name))]
+    assert left == [("key_1", None)]
+    assert "admin_sessions_token_fingerprint" not in names

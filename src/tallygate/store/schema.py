@@ -236,6 +236,9 @@ sessions = Table(
     Column("csrf_token", String(64), nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("expires_at", BigInteger, nullable=False),
+    # Admin sessions: an HMAC of the cookie's token keyed by the admin token's hash, so a
+    # session opens only under the admin token it signed in with (web/sessions.py).
+    Column("admin_binding", String(64)),
     Index("ix_sessions_expires_at", "expires_at"),
 )
 

@@ -3,6 +3,8 @@ stored only as a hash, a CSRF token per session, and a brake on failed sign-ins.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 import time
 from collections import deque
@@ -27,8 +29,14 @@ class Session:
 
 
 class Sessions:
-    def __init__(self, db: Database, lifetime_s: int = SESSION_SECONDS) -> None:
+    """Sessions of the pages. An admin session is bound to the admin token in force when it
+    began (``admin_token_hash``): a process with another admin token does not open it, so
+    changing the token ends every admin session, in every process, however they restart."""
+
+    def __init__(self, db: Database, admin_token_hash: str | None,
+                 lifetime_s: int = SESSION_SECONDS) -> None:
         self.db = db
+        self.admin_token_hash = admin_token_hash
         self.lifetime_s = lifetime_s
 
     def start(self, api_key_id: str | None) -> tuple[str, Session]:
@@ -36,13 +44,28 @@ class Sessions:
         token = secrets.token_urlsafe(32)
         csrf = secrets.token_urlsafe(24)
         now = now_us()
+        binding = self._admin_binding(token) if api_key_id is None else None
         session_store.insert_session(self.db, StoredSession(
-            hash_secret(token), api_key_id, csrf, now, now + self.lifetime_s * US), now)
+            hash_secret(token), api_key_id, csrf, now, now + self.lifetime_s * US, binding),
+            now)
         return token, Session(api_key_id, csrf)
 
     def find(self, token: str) -> Session | None:
         stored = session_store.find_session(self.db, hash_secret(token), now_us())
-        return None if stored is None else Session(stored.api_key_id, stored.csrf_token)
+        if stored is None:
+            return None
+        bound = stored.admin_binding is not None and self.admin_token_hash is not None and (
+            hmac.compare_digest(stored.admin_binding.encode(),
+                                self._admin_binding(token).encode()))
+        if stored.api_key_id is None and not bound:
+            return None  # begun under another admin token (or before sessions were bound)
+        return Session(stored.api_key_id, stored.csrf_token)
+
+    def _admin_binding(self, token: str) -> str:
+        """Keyed by the admin token's hash, over the cookie's token: the database never holds
+        the cookie's token, so this cannot be used to test guesses of the admin token."""
+        key = (self.admin_token_hash or "").encode()
+        return hmac.new(key, token.encode(), hashlib.sha256).hexdigest()
 
     def end(self, token: str) -> None:
         session_store.delete_session(self.db, hash_secret(token))
