@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from tallygate.ledger.categories import MODEL_CATEGORIES
 
@@ -224,10 +224,15 @@ class Settings(BaseSettings):
     @field_validator("trusted_proxies")
     @classmethod
     def _proxy_networks(cls, value: str) -> str:
-        entries = [entry.strip() for entry in value.split(",") if entry.strip()]
-        for entry in entries:
+        """Each entry as uvicorn reads it: an address, or a network without host bits
+        (uvicorn would quietly match nothing for ``10.1.2.3/8``; it means ``10.0.0.0/8``)."""
+        entries = []
+        for entry in (part.strip() for part in value.split(",")):
+            if not entry:
+                continue
             try:
-                ipaddress.ip_network(entry, strict=False)
+                entries.append(str(ipaddress.ip_network(entry, strict=False)) if "/" in entry
+                               else str(ipaddress.ip_address(entry)))
             except ValueError:
                 raise ValueError(f"{entry!r} is not an IP address or network") from None
         return ",".join(entries)
@@ -259,11 +264,14 @@ def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from exc
     given = {name: value for name, value in flags.items() if value is not None}
+    source = f" (from {config_file})" if config_file else ""
+    # "from None": a chained error would print the values given (a secret, maybe) with it.
     try:
         return Settings(**(file_values | given))
     except ValidationError as exc:
-        source = f" (from {config_file})" if config_file else ""
-        raise ConfigError(f"invalid settings{source}: {_without_values(exc)}") from exc
+        raise ConfigError(f"invalid settings{source}: {_without_values(exc)}") from None
+    except SettingsError as exc:  # an environment value that is not the JSON it must be
+        raise ConfigError(f"invalid settings{source}: {exc}") from None
 
 
 def _without_values(exc: ValidationError) -> str:
