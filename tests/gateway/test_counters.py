@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tallygate.gateway.counters import seconds_until_below, weighted
+from tallygate.gateway.counters import retry_after_s, weighted
 
 
 def _window_later(current: int, previous: int, now: float, later: float) -> float:
@@ -27,8 +25,16 @@ def test_retry_after_is_the_first_whole_second_the_window_lets_a_call_in(
         current: int, previous: int, limit: int, now: float) -> None:
     if weighted(current, previous, now) < limit:
         return  # not refused
-    retry_after = math.floor(seconds_until_below(current, previous, limit, now)) + 1
+    retry_after = retry_after_s(current, previous, limit, now)
     assert 1 <= retry_after <= 120
     assert _window_later(current, previous, now, now + retry_after) < limit * (1 + 1e-9)
     if retry_after > 1:  # a second sooner would still have been refused
         assert _window_later(current, previous, now, now + retry_after - 1) >= limit * (1 - 1e-9)
+
+
+def test_a_window_exactly_full_at_the_named_second_names_the_next_one() -> None:
+    # 1 token this minute, 10 in the last, limit 10, at the minute's start: the window is
+    # 1 + 10·(1 − t/60), exactly 10 at t = 6 s (still refused), below it after.
+    now = 1_800_000_000.0 - 1_800_000_000.0 % 60
+    assert weighted(1, 10, now + 6) == 10
+    assert retry_after_s(1, 10, 10, now) == 7

@@ -217,6 +217,17 @@ def test_a_client_that_leaves_before_a_plain_answer_is_recorded_with_its_usage(
     assert record["latency_ms"] >= 600
 
 
+def test_an_upstream_failure_stays_a_failure_when_the_client_has_left(
+        gateway: GatewayUnderTest) -> None:
+    key_id, key = gateway.new_key()
+    body = {"model": CHAT, "messages": [], "fake": {"latency_ms": 600, "status": 503}}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=0.2,
+                   headers={"Authorization": f"Bearer {key}"})
+    record = wait_for(lambda: gateway.calls(api_key_id=key_id))[0]
+    assert record["status_code"] == 503
+
+
 def test_strict_durability_commits_before_the_response(make_gateway: Any) -> None:
     gateway = make_gateway(durability="strict", flush_interval_ms=5000)
     key_id, key = gateway.new_key()

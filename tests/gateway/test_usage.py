@@ -31,6 +31,12 @@ from tallygate.gateway.usage import Usage, estimate_input_tokens, output_chars, 
     ({"prompt_tokens": True, "completion_tokens": 5}, None),
     ({"prompt_tokens": 1.5, "completion_tokens": 5}, None),
     ({"completion_tokens": 9, "total_tokens": 4}, None),
+    # Beyond any real call: a broken upstream, not ten-to-the-300 tokens to bill.
+    ({"prompt_tokens": 1e300, "completion_tokens": 5}, None),
+    ({"prompt_tokens": 2**64, "completion_tokens": 5}, None),
+    ({"prompt_tokens": 10, "completion_tokens": 10**11}, None),
+    ({"prompt_tokens": 10, "completion_tokens": "5"}, None),
+    ({"prompt_tokens": 10, "completion_tokens": "5", "total_tokens": 15}, Usage(10, 5)),
     (None, None), ([], None), ("12", None),
 ])
 def test_usage_as_upstreams_write_it(usage: Any, expected: Usage | None) -> None:
@@ -67,3 +73,15 @@ def test_a_streamed_tool_call_without_usage_is_estimated_from_its_arguments() ->
     watcher.finish()
     assert watcher.usage is None
     assert watcher.content_chars == len("get_weather") + sum(map(len, pieces))
+
+
+@pytest.mark.parametrize("usage", [
+    {"prompt_tokens": 9, "completion_tokens": 2}, {}, {"total_tokens": 4}])
+def test_the_usage_chunk_the_client_did_not_ask_for_is_removed_even_if_unreadable(
+        usage: dict[str, Any]) -> None:
+    watcher = StreamWatcher(drop_usage_chunk=True)
+    content = b'data: {"choices": [{"index": 0, "delta": {"content": "hi"}}]}\n\n'
+    assert watcher.feed(content) == content
+    assert watcher.feed(b"data: " + orjson.dumps({"choices": [], "usage": usage}) +
+                        b"\n\n") == b""
+    assert watcher.feed(b"data: [DONE]\n\n") == b"data: [DONE]\n\n"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
@@ -104,8 +105,17 @@ def seconds_until_below(current: int, previous: int, limit: int, now: float) -> 
     into = now % 60
     if current < limit:  # C + P·(1 − t/60) < L  ⇔  t > 60·(1 − (L − C)/P)
         return max(0.0, 60 * (1 - (limit - current) / previous) - into) if previous else 0.0
+    if current <= 0:  # a limit of 0 lets nothing in: say a minute
+        return 60.0
     # Next minute: C·(1 − t/60) < L  ⇔  t > 60·(1 − L/C).
     return 60 - into + 60 * (1 - limit / current)
+
+
+def retry_after_s(current: int, previous: int, limit: int, now: float) -> int:
+    """The whole seconds to name in ``Retry-After``: the first one strictly after the
+    window falls below ``limit`` (a wait of 5.999… from rounding is the 6 s at which the
+    window is still exactly full)."""
+    return math.floor(seconds_until_below(current, previous, limit, now) + 1e-6) + 1
 
 
 class MemoryCounters:

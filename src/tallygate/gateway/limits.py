@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from tallygate.gateway.counters import (
     Counters,
     CountersUnavailable,
-    seconds_until_below,
+    retry_after_s,
     weighted,
 )
 from tallygate.keys.service import effective_status
@@ -144,10 +144,10 @@ class Limits:
         if key.tpm_limit is not None:
             current, previous = await self.counters.window_tokens(key.id, now)
             if weighted(current, previous, now) >= key.tpm_limit:
-                until = seconds_until_below(current, previous, key.tpm_limit, now)
                 return Refusal(429, "tokens_per_minute_exceeded",
                                f"Rate limit reached: {key.tpm_limit} tokens per minute.",
-                               retry_after_s=math.floor(until) + 1)
+                               retry_after_s=retry_after_s(current, previous,
+                                                           key.tpm_limit, now))
         if key.quota_tokens is not None or key.budget_nano is not None:
             refusal = await self._check_quota(key, now)
             if refusal is not None:

@@ -210,7 +210,9 @@ class Gateway:
             gone = left.done() and not left.cancelled() and left.exception() is None
             left.cancel()
         usage = _usage_of_body(content, call.body) if status < 400 else None
-        await self._record(call, CLIENT_CLOSED if gone else status, usage)
+        # An upstream's own failure stays one in the ledger (for its error rate), whether or
+        # not the client waited for it; a success nobody received is the client's 499.
+        await self._record(call, CLIENT_CLOSED if gone and status < 400 else status, usage)
         if not gone:
             await _send_whole(send, status, content, _content_type(content_type, JSON),
                               call.request_id)

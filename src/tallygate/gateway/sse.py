@@ -64,7 +64,8 @@ class StreamWatcher:
         if usage is not None:
             self.usage = usage
         self.content_chars += output_chars(parsed, "delta")
-        is_usage_only = parsed.get("choices") == [] and usage is not None
+        # The chunk the gateway asked for, whether or not its usage could be read.
+        is_usage_only = parsed.get("choices") == [] and isinstance(parsed.get("usage"), dict)
         return not (is_usage_only and self.drop_usage_chunk)
 
 

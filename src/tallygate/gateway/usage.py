@@ -22,12 +22,17 @@ class Usage:
     estimated: bool = False
 
 
+# No call comes near ten billion tokens; a count above it is a broken upstream, not usage,
+# and taken as such it would overflow the ledger's 64-bit columns and the key's counters.
+MAX_COUNT = 10**10
+
+
 def _count(value: Any) -> int | None:
     """A token count as an upstream may write it (``12`` or ``12.0``), or None."""
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, float) and value.is_integer() and value <= MAX_COUNT:
         value = int(value)
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 \
-        else None
+    return value if isinstance(value, int) and not isinstance(value, bool) \
+        and 0 <= value <= MAX_COUNT else None
 
 
 def _int(value: Any) -> int:
@@ -36,8 +41,9 @@ def _int(value: Any) -> int:
 
 def parse_usage(usage: Any) -> Usage | None:
     """The upstream's usage object as a :class:`Usage`, or None if it does not say how many
-    tokens went in (then the call is estimated). A missing side is derived from
-    ``total_tokens`` where it can be; an absent output count is 0 (embeddings have none)."""
+    tokens went in, or says how many came out in a way it cannot read (then the call is
+    estimated). A missing side is derived from ``total_tokens`` where it can be; an absent
+    output count is 0 (embeddings have none)."""
     if not isinstance(usage, dict):
         return None
     input_tokens = _count(usage.get("prompt_tokens", usage.get("input_tokens")))
@@ -48,8 +54,12 @@ def parse_usage(usage: Any) -> Usage | None:
             return None
         input_tokens = total - output_tokens
     if output_tokens is None:
-        output_tokens = total - input_tokens if total is not None and total > input_tokens \
-            else 0
+        if total is not None and total >= input_tokens:
+            output_tokens = total - input_tokens
+        elif usage.get("completion_tokens", usage.get("output_tokens")) is not None:
+            return None  # a count given but unreadable: estimated, not recorded as none
+        else:
+            output_tokens = 0
     prompt_details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details")
     cached = _int(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else 0
     cached = cached or _int(usage.get("prompt_cache_hit_tokens")) or _int(
