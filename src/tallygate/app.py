@@ -236,6 +236,7 @@ async def _running(settings: Settings, state: State) -> AsyncIterator[None]:
             notifying.cancel()
             await notifier.close()
         await gateway.client.close()
+        await gateway.key_cache.close()
         await recorder.stop()
         await counters.close()
         db.dispose()

@@ -130,3 +130,18 @@ def test_without_a_cache_every_call_reads(store: FakeStore, clock: Clock) -> Non
 
     asyncio.run(scenario())
     assert store.reads == 3
+
+
+def test_closing_waits_for_reads_under_way(store: FakeStore, clock: Clock) -> None:
+    async def scenario() -> None:
+        cache = KeyCache(db=None, ttl_s=2.0)  # type: ignore[arg-type]
+        store.gate.clear()
+        lookup = asyncio.ensure_future(cache.lookup("sk-secret"))
+        await asyncio.sleep(0.05)
+        cache.clear()  # no longer shared, still holding a connection
+        asyncio.get_running_loop().call_later(0.1, store.gate.set)
+        await cache.close()
+        assert store.gate.is_set() and not cache._under_way  # it waited for the read
+        assert await lookup == "key-v1"
+
+    asyncio.run(scenario())

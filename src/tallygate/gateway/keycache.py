@@ -33,13 +33,19 @@ class KeyCache:
         self.db = db
         self.ttl_s = ttl_s
         self._entries: dict[str, tuple[StoredKey | None, float]] = {}
-        self._reads: dict[str, Read] = {}
+        self._reads: dict[str, Read] = {}  # the read each key's lookups share
+        self._under_way: set[Read] = set()  # every read not finished, shared or not
         self._generation = 0  # a read started before a clear() must not store what it read
 
     def clear(self) -> None:
         self._generation += 1
         self._entries.clear()
         self._reads.clear()
+
+    async def close(self) -> None:
+        """Wait for the reads under way (a read in the background holds a connection that
+        must be back in the pool before the database is closed)."""
+        await asyncio.gather(*self._under_way, return_exceptions=True)
 
     async def lookup(self, secret: str) -> StoredKey | None:
         digest = hash_secret(secret)
@@ -62,6 +68,7 @@ class KeyCache:
     def _read(self, digest: str) -> Read:
         read = asyncio.ensure_future(self._fetch(digest, self._generation))
         self._reads[digest] = read
+        self._under_way.add(read)
         read.add_done_callback(lambda done: self._finished(digest, done))
         return read
 
@@ -74,6 +81,7 @@ class KeyCache:
         return key
 
     def _finished(self, digest: str, read: Read) -> None:
+        self._under_way.discard(read)
         if self._reads.get(digest) is read:
             del self._reads[digest]
         if not read.cancelled():
