@@ -51,26 +51,51 @@ def test_a_renamed_model_is_the_only_change() -> None:
         "model": "vendor/m-2", "messages": [{"role": "user", "content": "hi"}], "n": 2}
 
 
-@pytest.mark.parametrize(("raw", "param"), [
-    (b'{"model": "m", "model": "gpt-5"}', "model"),
-    (b'{"\\u006dodel": "gpt-5", "model": "m"}', "model"),
-    (b'{"model": "m", "stream": false, "stream": true}', "stream"),
-    (b'{"model": "m", "stream_options": {}, "stream_options": {"include_usage": true}}',
-     "stream_options"),
-    (b'{"model": "m", "stream_options": {"include_usage": true, "include_usage": false}}',
-     "stream_options.include_usage"),
+@pytest.mark.parametrize("raw", [
+    b'{"model": "gpt-5", "model": "m"}',
+    b'{"\\u006dodel": "gpt-5", "model": "m"}',
+    b'{"model": "m", "stream": false, "stream": true}',
+    b'{"model": "m", "stream": true, "stream_options": {"include_usage": true}, '
+    b'"stream_options": {}}',
+    b'{"model": "m", "stream": true, '
+    b'"stream_options": {"include_usage": true, "include_usage": false}}',
 ])
-def test_a_field_the_gateway_reads_given_twice_is_refused(raw: bytes, param: str) -> None:
+def test_a_member_the_gateway_reads_given_twice_goes_upstream_once(raw: bytes) -> None:
+    # Parsers disagree on which of two members counts: the upstream gets what the gateway
+    # checked and priced (the last), and nothing else to choose from.
+    body = _parse_body(raw)
+    out = forwarded(raw)
+    assert out.count(b'"model"') == 1 and out.count(b'"stream"') <= 1
+    assert out.count(b'"stream_options"') <= 1 and out.count(b'"include_usage"') <= 1
+    sent = orjson.loads(out)
+    assert sent["model"] == body["model"] == "m"
+    if body.get("stream"):
+        assert sent["stream_options"]["include_usage"] is True
+
+
+@pytest.mark.parametrize(("raw", "param"), [
+    (b'{"model": "m", "Model": "gpt-5"}', "Model"),
+    (b'{"model": "m", "\\u004dODEL": "gpt-5"}', "MODEL"),
+    (b'{"model": "m", "Stream": true}', "Stream"),
+    (b'{"model": "m", "\xc5\xbftream": true}', "\u017ftream"),  # the long s Go folds to s
+    (b'{"model": "m", "stream": true, "Stream_Options": {"include_usage": false}}',
+     "Stream_Options"),
+    (b'{"model": "m", "stream": true, "stream_options": {"Include_usage": false}}',
+     "stream_options.Include_usage"),
+])
+def test_a_member_that_differs_from_one_the_gateway_reads_only_by_case_is_refused(
+        raw: bytes, param: str) -> None:
+    # Go's encoding/json (Ollama, one-api) matches names regardless of case.
     with pytest.raises(GatewayError) as refused:
         _parse_body(raw)
     assert refused.value.status == 400 and refused.value.param == param
 
 
-def test_other_names_given_twice_and_false_alarms_pass() -> None:
+def test_false_alarms_only_cost_an_encoding() -> None:
     raw = (b'{"model": "m", "messages": [{"role": "user", "content": "model", "name": "a"},'
            b' {"role": "user", "content": "\\u0041 model \\"model\\"", "role": "user"}],'
-           b' "metadata": {"model": 1, "model": 2}}')
-    assert _parse_body(raw)["model"] == "m"
+           b' "metadata": {"model": 1, "Model": 2}}')
+    assert orjson.loads(forwarded(raw)) == _parse_body(raw)
 
 
 def test_a_body_too_deep_to_encode_again_is_a_bad_request() -> None:

@@ -15,7 +15,6 @@ time it adds (docs/benchmarks.md).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import re
@@ -406,56 +405,47 @@ def _parse_body(raw: bytes) -> dict[str, Any]:
         raise GatewayError(400, "invalid_json", f"The body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise GatewayError(400, "invalid_request", "The body must be a JSON object.")
-    if any(raw.count(name) > 1 for name in READ_FIELDS) or (
-            b"\\u00" in raw and ESCAPED_LETTER.search(raw)):
-        _refuse_fields_given_twice(raw)
+    _refuse_look_alikes(body, READ_NAMES, "")
     if "stream" in body and not isinstance(body["stream"], bool):
         raise GatewayError(400, "invalid_type", "stream: must be a boolean", "stream")
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
         raise GatewayError(400, "invalid_type", "stream_options: must be an object",
                            "stream_options")
+    if options:
+        _refuse_look_alikes(options, ("include_usage",), "stream_options.")
     return body
 
 
-# The members the gateway reads, as they appear in JSON: a body that names one of them more
-# than once is looked at closely (the count is cheap; a message that merely says "model" is
-# a false alarm the close look clears).
+READ_NAMES = ("model", "stream", "stream_options")
+
+
+def _refuse_look_alikes(members: dict[str, Any], names: tuple[str, ...], prefix: str) -> None:
+    """Some upstreams match names without regard to case (Go's encoding/json: Ollama,
+    one-api), so ``"Model"`` would be the model they run while the gateway checks and
+    prices ``"model"``: a member that differs from a name the gateway reads only by case is
+    refused."""
+    for name in members:
+        if name not in names and name.casefold() in names:
+            raise GatewayError(400, "invalid_request",
+                               f"{prefix}{name}: unknown member; the field is "
+                               f"{prefix}{name.casefold()}", prefix + name)
+
+
+# The members the gateway reads, as they appear in JSON. A body that may name one of them
+# twice is sent upstream as the gateway parsed it (each member once, the last one given, the
+# one it checked and priced) rather than as sent: parsers disagree on which duplicate counts.
+# The count is cheap; a message that merely says "model" is a false alarm that costs only
+# the encoding.
 READ_FIELDS = (b'"model"', b'"stream"', b'"stream_options"', b'"include_usage"')
 # A letter or "_" written as an escape (``"\u006dodel"`` is ``"model"``): rare in real
 # bodies, and the one way to name a member twice that the count cannot see.
 ESCAPED_LETTER = re.compile(rb"\\u00(?:[46][1-9a-fA-F]|[57][0-9aA]|5[fF])")
 
 
-class _Object(dict[str, Any]):
-    """A JSON object that remembers the names it was given more than once."""
-
-    twice: frozenset[str] = frozenset()
-
-
-def _object_of(pairs: list[tuple[str, Any]]) -> _Object:
-    found = _Object(pairs)
-    if len(found) < len(pairs):
-        names = [name for name, _ in pairs]
-        found.twice = frozenset(name for name in names if names.count(name) > 1)
-    return found
-
-
-def _refuse_fields_given_twice(raw: bytes) -> None:
-    """JSON lets an object name a member twice and parsers disagree on which one counts
-    (orjson the last, others the first), so the model the gateway checks and prices could
-    differ from the one the upstream runs: such a body is refused, naming the member."""
-    try:
-        parsed = json.loads(raw, object_pairs_hook=_object_of)
-    except RecursionError:
-        raise GatewayError(400, "invalid_json", "The body is nested too deeply.") from None
-    twice = sorted(parsed.twice & {"model", "stream", "stream_options"})
-    options = parsed.get("stream_options")
-    if isinstance(options, _Object) and "include_usage" in options.twice:
-        twice.append("stream_options.include_usage")
-    if twice:
-        raise GatewayError(400, "invalid_request",
-                           f"{twice[0]}: given more than once; send it once", twice[0])
+def _may_repeat_a_read_field(raw: bytes) -> bool:
+    return any(raw.count(name) > 1 for name in READ_FIELDS) or (
+        b"\\u00" in raw and ESCAPED_LETTER.search(raw) is not None)
 
 
 def _wants_usage(body: dict[str, Any]) -> bool:
@@ -468,15 +458,17 @@ ASK_FOR_USAGE = b'"stream_options":{"include_usage":true},'
 
 def _upstream_body(raw: bytes, body: dict[str, Any], upstream: Upstream, stream: bool,
                    client_wants_usage: bool) -> bytes:
-    """The client's bytes, unless the model must be renamed or usage asked for: fields the
-    gateway has never heard of, and numbers no parser would keep exactly, pass untouched.
-    Asking for usage where the client sent no ``stream_options`` is an insertion; only a
-    renamed model, or ``stream_options`` to amend, has the body encoded again."""
+    """The client's bytes, unless the model must be renamed, usage asked for, or a member
+    the gateway reads may be given twice: fields the gateway has never heard of, and numbers
+    no parser would keep exactly, pass untouched. Asking for usage where the client sent no
+    ``stream_options`` is an insertion; a renamed model, ``stream_options`` to amend or a
+    possible duplicate has the body encoded again from what the gateway parsed."""
     rename = upstream.upstream_model != body["model"]
     ask_usage = stream and not client_wants_usage
-    if not rename and not ask_usage:
+    encode = rename or _may_repeat_a_read_field(raw)
+    if not encode and not ask_usage:
         return raw
-    if not rename and "stream_options" not in body:
+    if not encode and "stream_options" not in body:
         start = raw.index(b"{") + 1  # only blanks come before the object's brace
         return raw[:start] + ASK_FOR_USAGE + raw[start:]
     changed = dict(body)
