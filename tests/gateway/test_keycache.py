@@ -145,3 +145,45 @@ def test_closing_waits_for_reads_under_way(store: FakeStore, clock: Clock) -> No
         assert await lookup == "key-v1"
 
     asyncio.run(scenario())
+
+
+def test_a_key_is_trusted_from_when_its_read_began(store: FakeStore, clock: Clock) -> None:
+    # A slow read must not stretch how long another process's change goes unseen.
+    async def scenario() -> None:
+        cache = KeyCache(db=None, ttl_s=2.0)  # type: ignore[arg-type]
+        store.gate.clear()
+        lookup = asyncio.ensure_future(cache.lookup("sk-secret"))
+        await asyncio.sleep(0.05)
+        clock.now += 1.5  # the database took 1.5 s to answer
+        store.gate.set()
+        assert await lookup == "key-v1"
+        clock.now += 0.6  # 2.1 s after the read began: expired, read again
+        store.value = "key-v2"
+        assert await cache.lookup("sk-secret") == "key-v2"
+
+    asyncio.run(scenario())
+
+
+def test_clearing_from_another_thread_while_reads_finish(store: FakeStore,
+                                                         clock: Clock) -> None:
+    # The key API's routes run in a thread pool: they change the key, then clear the cache
+    # from there, while reads that began before the change finish on the event loop.
+    async def scenario() -> None:
+        cache = KeyCache(db=None, ttl_s=60.0)  # type: ignore[arg-type]
+        for round_ in range(100):
+            store.value = f"key-v{round_}"
+            store.gate.clear()
+            lookups = asyncio.gather(*(cache.lookup("sk-secret") for _ in range(5)))
+            await asyncio.sleep(0)  # the read begins, holding the old key
+
+            def change(round_: int = round_) -> None:
+                store.value = f"key-after-{round_}"
+                store.gate.set()  # the old read finishes while the cache is cleared
+                cache.clear()
+
+            await asyncio.to_thread(change)
+            await lookups
+            assert await cache.lookup("sk-secret") == f"key-after-{round_}"
+            cache.clear()
+
+    asyncio.run(scenario())

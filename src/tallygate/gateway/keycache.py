@@ -38,9 +38,13 @@ class KeyCache:
         self._generation = 0  # a read started before a clear() must not store what it read
 
     def clear(self) -> None:
+        """Forget every key. Safe from any thread (the key API's routes run in a thread
+        pool): the generation moves first, and the maps are replaced, not emptied, so a read
+        finishing on the event loop meanwhile stores into a map that is dropped, or sees the
+        new generation and takes back what it stored."""
         self._generation += 1
-        self._entries.clear()
-        self._reads.clear()
+        self._entries = {}
+        self._reads = {}
 
     async def close(self) -> None:
         """Wait for the reads under way (a read in the background holds a connection that
@@ -66,23 +70,28 @@ class KeyCache:
             return cached[0]
 
     def _read(self, digest: str) -> Read:
-        read = asyncio.ensure_future(self._fetch(digest, self._generation))
+        # Trusted for ttl_s from when the read began: what it returns is at least that old.
+        read = asyncio.ensure_future(self._fetch(digest, self._generation, monotonic()))
         self._reads[digest] = read
         self._under_way.add(read)
         read.add_done_callback(lambda done: self._finished(digest, done))
         return read
 
-    async def _fetch(self, digest: str, generation: int) -> StoredKey | None:
+    async def _fetch(self, digest: str, generation: int, began: float) -> StoredKey | None:
         key = await asyncio.to_thread(key_store.find_by_hash, self.db, digest)
         if generation == self._generation:
             if len(self._entries) >= MAX_ENTRIES:  # unknown secrets must not grow it for ever
-                self._entries.clear()
-            self._entries[digest] = (key, monotonic() + self.ttl_s)
+                self._entries = {}
+            entries = self._entries
+            entries[digest] = (key, began + self.ttl_s)
+            if generation != self._generation:  # cleared from another thread meanwhile
+                entries.pop(digest, None)
         return key
 
     def _finished(self, digest: str, read: Read) -> None:
         self._under_way.discard(read)
-        if self._reads.get(digest) is read:
-            del self._reads[digest]
+        reads = self._reads
+        if reads.get(digest) is read:
+            reads.pop(digest, None)
         if not read.cancelled():
             read.exception()  # a background read's failure is seen by the next lookup
