@@ -26,22 +26,38 @@ class StreamWatcher:
     content_chars: int = 0
     events: int = 0
     saw_done: bool = False
-    _tail: bytes = field(default=b"", repr=False)
+    # An incomplete event, in the pieces it came in: joined only once it is complete, so a
+    # long event costs its length once, not once per piece.
+    _tail: list[bytes] = field(default_factory=list, repr=False)
+    _tail_end: bytes = field(default=b"", repr=False)  # its last 3 bytes
 
     def feed(self, chunk: bytes) -> bytes:
-        data = self._tail + chunk if self._tail else chunk
+        if self._tail:
+            # A separator may begin in the tail: look at its last bytes and the new piece.
+            if _last_separator_end(self._tail_end + chunk) == 0:
+                self._tail.append(chunk)
+                self._tail_end = (self._tail_end + chunk)[-3:]
+                return b""
+            data = b"".join([*self._tail, chunk])
+            self._tail = []
+        else:
+            data = chunk
         end = _last_separator_end(data)
         if end == 0:
-            self._tail = data
+            self._tail = [data]
+            self._tail_end = data[-3:]
             return b""
-        complete, self._tail = data[:end], data[end:]
+        complete, rest = data[:end], data[end:]
+        if rest:
+            self._tail = [rest]
+            self._tail_end = rest[-3:]
         events = _split_events(complete)
         kept = [event for event in events if self._keep(event)]
         return complete if len(kept) == len(events) else b"".join(kept)
 
     def finish(self) -> bytes:
         """Whatever incomplete event is left when the upstream closes."""
-        tail, self._tail = self._tail, b""
+        tail, self._tail = b"".join(self._tail), []
         if tail and self._keep(tail):
             return tail
         return b""
