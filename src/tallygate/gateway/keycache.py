@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from time import monotonic
 
 from tallygate.keys.secrets import hash_secret
@@ -22,6 +23,9 @@ from tallygate.store.database import Database
 from tallygate.store.keys import StoredKey
 
 MAX_ENTRIES = 100_000
+# Key reads have threads of their own: a flood of unknown secrets queues behind these two
+# and never delays the recorder's writes in the shared pool.
+READ_THREADS = 2
 REFRESH_AHEAD = 0.5  # of ttl_s: how much time left when a key in use is read again
 log = logging.getLogger("tallygate.gateway")
 
@@ -36,6 +40,7 @@ class KeyCache:
         self._reads: dict[str, Read] = {}  # the read each key's lookups share
         self._under_way: set[Read] = set()  # every read not finished, shared or not
         self._generation = 0  # a read started before a clear() must not store what it read
+        self._threads = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="tallygate-keys")
 
     def clear(self) -> None:
         """Forget every key. Safe from any thread (the key API's routes run in a thread
@@ -50,6 +55,7 @@ class KeyCache:
         """Wait for the reads under way (a read in the background holds a connection that
         must be back in the pool before the database is closed)."""
         await asyncio.gather(*self._under_way, return_exceptions=True)
+        self._threads.shutdown(wait=False)
 
     async def lookup(self, secret: str) -> StoredKey | None:
         digest = hash_secret(secret)
@@ -78,7 +84,8 @@ class KeyCache:
         return read
 
     async def _fetch(self, digest: str, generation: int, began: float) -> StoredKey | None:
-        key = await asyncio.to_thread(key_store.find_by_hash, self.db, digest)
+        key = await asyncio.get_running_loop().run_in_executor(
+            self._threads, key_store.find_by_hash, self.db, digest)
         if generation == self._generation:
             if len(self._entries) >= MAX_ENTRIES:  # unknown secrets must not grow it for ever
                 self._entries = {}
