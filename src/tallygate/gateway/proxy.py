@@ -3,8 +3,9 @@
 The request body is parsed once, for the few fields the gateway needs (model, stream,
 stream_options); it is forwarded byte for byte unless the model name must be rewritten or the
 upstream asked for its usage, so fields the gateway has never heard of keep working. A body
-that names one of those fields twice is refused: the gateway and the upstream might each
-believe a different one. Streams are passed through event by event.
+that may name one of those fields twice goes upstream as the gateway parsed it, and one that
+names a field differing from them only by case is refused: the gateway and the upstream must
+believe the same model. Streams are passed through event by event.
 
 The endpoints speak raw ASGI (scope, receive, send) rather than through Starlette's request
 and response objects: on a call that the gateway only relays, building those objects (the

@@ -38,19 +38,13 @@ class StreamWatcher:
                 self._tail.append(chunk)
                 self._tail_end = (self._tail_end + chunk)[-3:]
                 return b""
-            data = b"".join([*self._tail, chunk])
-            self._tail = []
-        else:
-            data = chunk
-        end = _last_separator_end(data)
-        if end == 0:
-            self._tail = [data]
-            self._tail_end = data[-3:]
+            chunk = b"".join([*self._tail, chunk])
+        end = _last_separator_end(chunk)
+        complete, rest = chunk[:end], chunk[end:]
+        self._tail = [rest] if rest else []
+        self._tail_end = rest[-3:]
+        if not complete:
             return b""
-        complete, rest = data[:end], data[end:]
-        if rest:
-            self._tail = [rest]
-            self._tail_end = rest[-3:]
         events = _split_events(complete)
         kept = [event for event in events if self._keep(event)]
         return complete if len(kept) == len(events) else b"".join(kept)

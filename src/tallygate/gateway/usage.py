@@ -47,7 +47,8 @@ def parse_usage(usage: Any) -> Usage | None:
     if not isinstance(usage, dict):
         return None
     input_tokens = _count(usage.get("prompt_tokens", usage.get("input_tokens")))
-    output_tokens = _count(usage.get("completion_tokens", usage.get("output_tokens")))
+    given_output = usage.get("completion_tokens", usage.get("output_tokens"))
+    output_tokens = _count(given_output)
     total = _count(usage.get("total_tokens"))
     if input_tokens is None:
         if output_tokens is None or total is None or total < output_tokens:
@@ -56,7 +57,7 @@ def parse_usage(usage: Any) -> Usage | None:
     if output_tokens is None:
         if total is not None and total >= input_tokens:
             output_tokens = total - input_tokens
-        elif usage.get("completion_tokens", usage.get("output_tokens")) is not None:
+        elif given_output is not None:
             return None  # a count given but unreadable: estimated, not recorded as none
         else:
             output_tokens = 0

@@ -52,14 +52,14 @@ class Sessions:
 
     def find(self, token: str) -> Session | None:
         stored = session_store.find_session(self.db, hash_secret(token), now_us())
-        if stored is None:
-            return None
-        bound = stored.admin_binding is not None and self.admin_token_hash is not None and (
-            hmac.compare_digest(stored.admin_binding.encode(),
-                                self._admin_binding(token).encode()))
-        if stored.api_key_id is None and not bound:
-            return None  # begun under another admin token (or before sessions were bound)
+        if stored is None or (stored.api_key_id is None
+                              and not self._bound_here(stored.admin_binding, token)):
+            return None  # an admin session begun under another admin token, or unbound
         return Session(stored.api_key_id, stored.csrf_token)
+
+    def _bound_here(self, binding: str | None, token: str) -> bool:
+        return binding is not None and self.admin_token_hash is not None and (
+            hmac.compare_digest(binding.encode(), self._admin_binding(token).encode()))
 
     def _admin_binding(self, token: str) -> str:
         """Keyed by the admin token's hash, over the cookie's token: the database never holds
