@@ -222,16 +222,19 @@ async def _running(settings: Settings, state: State) -> AsyncIterator[None]:
     state.keys.listeners.append(gateway.key_cache.clear)
     state.keys.listeners.append(ledger.prices_changed)  # a new discount, at once
     purger = notifier = notifying = None
+    stopping = asyncio.Event()
     try:
         await recorder.start()
-        purger = asyncio.create_task(_purge_periodically(ledger), name="tallygate-purge")
+        purger = asyncio.create_task(_purge_periodically(ledger, stopping),
+                                     name="tallygate-purge")
         notifier = _webhook_notifier(settings, ledger, state.anomaly_params)
         notifying = None if notifier is None else asyncio.create_task(
             notifier.run(), name="tallygate-anomaly-webhook")
         yield
     finally:  # also when start-up fails half-way: nothing is left running
         if purger is not None:
-            purger.cancel()
+            stopping.set()
+            await purger  # a purge under way holds a connection: it ends before the pool
         if notifier is not None and notifying is not None:
             notifying.cancel()
             await notifier.close()
@@ -255,13 +258,16 @@ def _webhook_notifier(settings: Settings, ledger: Ledger,
         check_interval_s=settings.anomaly_check_interval_s), params)
 
 
-async def _purge_periodically(ledger: Ledger) -> None:
-    while True:
+async def _purge_periodically(ledger: Ledger, stopping: asyncio.Event) -> None:
+    """Purge now and every hour until ``stopping``. Not cancelled: cancelling would leave
+    the purge's thread running with a connection the database's closing then orphans."""
+    while not stopping.is_set():
         try:
             await asyncio.to_thread(purge_expired, ledger)
         except Exception:
             log.exception("purging expired records failed; will try again")
-        await asyncio.sleep(PURGE_EVERY_S)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), PURGE_EVERY_S)
 
 
 def app_from_environment() -> Tallygate:
