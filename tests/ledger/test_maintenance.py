@@ -420,3 +420,46 @@ def test_turning_retention_off_after_a_purge_rewrites_nothing(db: Database) -> N
     purge_expired(forever)
     purge_expired(Ledger(db, raw_retention_days=90))
     assert forever.purge_floor_us() == int(cut) // DAY * DAY * US
+
+
+def test_a_partial_quarter_hour_edge_is_read_from_the_minutes_after_a_purge(
+        db: Database) -> None:
+    """Raw records purged, the minute rollups still there: an edge that is part of a
+    quarter-hour comes from the minutes, and every figure stays the brute force's."""
+    now = time.time()
+    ledger = Ledger(db, raw_retention_days=3, minute_retention_days=7)
+    records = [_record(f"r{i}", now - 6 * DAY + i * 37, input_tokens=i % 50,
+                       api_key_id=f"k{i % 2}") for i in range(int(6 * DAY - 3600) // 37)]
+    _written_when_fresh(db, records)
+    purge_expired(ledger, now_s=now)
+    assert ledger.purge_floor_us() > 0
+
+    def figures(start_s: float, end_s: float, **filters: Any) -> tuple[dict[str, Any], Any]:
+        query = UsageQuery(CallFilter(**filters), resolve_range(
+            None, datetime.fromtimestamp(start_s, UTC).isoformat(),
+            datetime.fromtimestamp(end_s, UTC).isoformat(), "UTC"))
+        return usage_summary(ledger, query), usage_breakdown(ledger, query, ["api_key"])
+
+    quarter = (int(now) - 5 * DAY) // GRAIN_15M * GRAIN_15M
+    start, end = quarter + 7 * 60, quarter + DAY + 4 * 60  # both edges partial quarter-hours
+    for filters in ({}, {"api_key_ids": ("k1",)}):
+        summary, breakdown = figures(start, end, **filters)
+        inside = [r for r in records if start * US <= r.ts_us < end * US
+                  and r.api_key_id in filters.get("api_key_ids", ("k0", "k1"))]
+        assert summary["cards"]["model_calls"] == len(inside)
+        assert summary["cards"]["input_tokens"] == sum(r.input_tokens for r in inside)
+        assert sum(row["calls"] for row in breakdown["rows"]) == len(inside)
+        assert summary["approximate"] == {"cards": False, "previous": False}
+    # The previous period of a 1-day range ending at such an edge: exact too.
+    summary, _ = figures(start + DAY, end + DAY)
+    lo, hi = (datetime.fromisoformat(summary[name]).timestamp() * US
+              for name in ("previous_start", "previous_end"))
+    assert lo < ledger.purge_floor_us() and lo % (GRAIN_15M * US)
+    assert summary["previous"]["model_calls"] == sum(lo <= r.ts_us < hi for r in records)
+    assert summary["approximate"] == {"cards": False, "previous": False}
+
+    # A partial minute below the floor, or an edge past the minute window: nothing exact
+    # holds it any more, and the answer says so.
+    assert figures(start + 13, end)[0]["approximate"] == {"cards": True, "previous": True}
+    assert figures(now - 20 * DAY + 420, now)[0]["approximate"]["cards"] is True
+    assert figures(now - 2 * DAY + 13, now)[0]["approximate"]["cards"] is False
