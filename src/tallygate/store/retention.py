@@ -8,12 +8,14 @@ accepted any more (``store/calls.py`` reads it in the insert's own transaction),
 id can no longer be checked against the ones purged.
 
 A purge first raises the floor, in a transaction of its own, then deletes below it in
-short transactions of at most ``PURGE_BATCH_ROWS`` rows each, so a writer never waits
-longer than one batch for the purge (docs/operations.md gives the measured bound).
+short transactions of at most ``PURGE_BATCH_ROWS`` rows each, pausing after each as long as
+it took, so a writer never waits longer than about one batch for the purge
+(docs/operations.md gives the measured bound).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from sqlalchemy import ColumnElement, Table, delete, select, text, tuple_
@@ -23,8 +25,8 @@ from tallygate.store.schema import TIERS, calls, ledger_state
 
 PURGE_FLOOR = "raw_purge_floor_us"
 DAY_US = 86_400 * 1_000_000
-# Rows one purge transaction deletes at most: ~30 ms of SQLite's write lock on a ledger of
-# millions of calls (bench/purge_batches.py measures it).
+# Rows one purge transaction deletes at most: ~10 ms of SQLite's write lock on a ledger of
+# millions of calls, followed by as long a pause (bench/purge_batches.py measures it).
 PURGE_BATCH_ROWS = 2000
 
 
@@ -110,8 +112,12 @@ def delete_in_batches(db: Database, table: Table, condition: ColumnElement[bool]
         key[0].in_(chosen.scalar_subquery()) if len(key) == 1 else tuple_(*key).in_(chosen))
     deleted = 0
     while True:
+        started = time.monotonic()
         with db.write() as conn:
             count = conn.execute(statement).rowcount
         deleted += count
         if count < batch_rows:
             return deleted
+        # Neither the write lock nor SQLite's busy wait queues fairly: without a pause the
+        # purge would take the lock straight back, batch after batch, while writers wait.
+        time.sleep(min(time.monotonic() - started, 0.1))
