@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
+from tallygate.ledger.maintenance import purge_expired
 from tallygate.ledger.pricing import Price
+from tallygate.ledger.service import Ledger
 from tallygate.store.prices import set_price
 from tests.api.support import ADMIN_TOKEN, Api, bearer, recent_window, running_app
 
@@ -27,10 +29,12 @@ def test_accepted_and_duplicates_are_counted_and_a_retried_batch_counts_once(
     batch = [event(f"e{i}", now - timedelta(minutes=i + 1), api_key_id="k1") for i in range(5)]
     first = api.post_events(batch)
     assert first.status_code == 200
-    assert first.json() == {"accepted": 5, "duplicates": 0, "rejected": 0, "errors": []}
+    assert first.json() == {"accepted": 5, "duplicates": 0, "rejected": 0, "refused": 0,
+                            "errors": []}
 
     retried = api.post_events(batch)
-    assert retried.json() == {"accepted": 0, "duplicates": 5, "rejected": 0, "errors": []}
+    assert retried.json() == {"accepted": 0, "duplicates": 5, "rejected": 0, "refused": 0,
+                              "errors": []}
 
     overlapping = batch[3:] + [event("e-new", now - timedelta(minutes=30))]
     assert api.post_events(overlapping).json()["accepted"] == 1
@@ -39,6 +43,7 @@ def test_accepted_and_duplicates_are_counted_and_a_retried_batch_counts_once(
     # The same id twice in one batch is one record.
     twice = [event("same", now - timedelta(minutes=2)), event("same", now - timedelta(minutes=2))]
     assert api.post_events(twice).json() == {"accepted": 1, "duplicates": 1, "rejected": 0,
+                                             "refused": 0,
                                              "errors": []}
 
     window = recent_window(now)
@@ -124,6 +129,26 @@ def test_invalid_items_are_reported_one_by_one_and_valid_ones_kept(api: Api) -> 
     # What was stored can be exported as valid JSON, line by line.
     for line in api.get("/api/v1/usage/export", {**window, "format": "ndjson"}).text.splitlines():
         json.loads(line, parse_constant=lambda name: pytest.fail(f"{name} in an export"))
+
+
+def test_an_event_older_than_the_purge_floor_is_refused_with_an_error_naming_ts(
+        api: Api) -> None:
+    now = datetime.now(UTC)
+    old = [event(f"old-{i}", now - timedelta(days=40, minutes=i)) for i in range(3)]
+    assert api.post_events(old).json()["accepted"] == 3
+    purge_expired(Ledger(api.ledger.db, raw_retention_days=30))
+    floor = datetime.fromtimestamp(api.ledger.purge_floor_us() / 1_000_000, UTC)
+
+    fresh = event("fresh", now - timedelta(minutes=3))
+    answer = api.post_events([old[0], fresh, old[2]]).json()
+    message = (f"older than the ledger's purge floor {floor:%Y-%m-%dT%H:%M:%SZ}; raw records "
+               "before it were purged, so this id cannot be checked for duplicates")
+    assert answer == {"accepted": 1, "duplicates": 0, "rejected": 2, "refused": 2, "errors": [
+        {"index": 0, "id": "old-0", "field": "ts", "message": message},
+        {"index": 2, "id": "old-2", "field": "ts", "message": message}]}
+    window = {"start": (now - timedelta(days=45)).date().isoformat(),
+              "end": (now + timedelta(days=1)).date().isoformat()}
+    assert api.ok("/api/v1/usage/summary", window)["cards"]["model_calls"] == 4
 
 
 def test_limits_on_the_batch_and_the_body(db: Any) -> None:

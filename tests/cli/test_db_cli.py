@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from sqlalchemy import delete, func, select, update
 
+from tallygate.ledger.records import CallRecord
 from tallygate.ledger.service import Ledger
 from tallygate.store.database import Database
 from tallygate.store.schema import rollup_1d, rollup_1m
@@ -95,3 +98,16 @@ def test_check_and_purge_on_an_empty_ledger(cli: Run) -> None:
     purged = cli("db", "purge")
     assert purged.exit_code == 0
     assert "deleted 0 raw records and 0 minute rollup rows" in purged.stdout
+
+
+def test_purge_reports_the_floor_it_recorded(cli: Run, db: Database,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    now = time.time()
+    Ledger(db).store([CallRecord(id=f"old-{i}", ts_us=int((now - 40 * 86400 - i) * 1e6),
+                                 model="m", call_type="model") for i in range(3)])
+    monkeypatch.setenv("TALLYGATE_RAW_RETENTION_DAYS", "30")
+    purged = cli("db", "purge")
+    assert purged.exit_code == 0, purged.output
+    floor = datetime.fromtimestamp((int(now) - 30 * 86400) // 86400 * 86400, UTC)
+    assert "deleted 3 raw records" in purged.stdout
+    assert f"purge floor: {floor:%Y-%m-%dT%H:%M:%SZ} (older records are refused)" in purged.stdout

@@ -31,7 +31,8 @@ def test_events_become_exact_records(ledger: Ledger) -> None:
          "input_tokens": 10, "cached_input_tokens": 10, "output_tokens": 4,
          "reasoning_tokens": 4, "total_tokens": 14, "api_key_id": "k1"},
     ])
-    assert result.as_dict() == {"accepted": 2, "duplicates": 0, "rejected": 0, "errors": []}
+    assert result.as_dict() == {"accepted": 2, "duplicates": 0, "rejected": 0, "refused": 0,
+                                "errors": []}
     stored = _stored(ledger)
     a, b = stored["a"], stored["b"]
     assert a.ts_us == int(datetime(2026, 3, 1, 12, 0, tzinfo=UTC).timestamp()) * US + 654321
@@ -89,7 +90,7 @@ def test_errors_name_index_id_and_field_and_count_from_first_index(ledger: Ledge
 def test_only_invalid_items_store_nothing_and_retries_count_once(ledger: Ledger) -> None:
     assert ingest_events(ledger, [{"id": "x"}, {"model": "m"}]).accepted == 0
     assert ingest_events(ledger, []).as_dict() == {"accepted": 0, "duplicates": 0,
-                                                   "rejected": 0, "errors": []}
+                                                   "rejected": 0, "refused": 0, "errors": []}
     assert _stored(ledger) == {}
 
     now = datetime.now(UTC)

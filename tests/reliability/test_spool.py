@@ -19,6 +19,7 @@ from tallygate.ledger.service import Ledger
 from tallygate.ledger.spool import Spool, SpoolingStore, decode_record, spool_directory
 from tallygate.store.calls import InsertResult
 from tallygate.store.database import Database
+from tallygate.store.retention import raise_purge_floor
 from tallygate.store.schema import calls
 from tests.reliability.support import assert_rollups_match_raw
 
@@ -149,6 +150,29 @@ def test_records_that_cannot_be_stored_are_set_aside_not_blocking_the_rest(
     assert [decode_record(line).id for line in rejected.read_bytes().splitlines()] == ["absurd"]
     assert store.spool.segments() == []
     assert_rollups_match_raw(db.url)
+
+
+def test_replayed_records_older_than_the_purge_floor_are_counted_and_set_aside(
+        db: Database, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A spool replayed after a purge: the records the ledger refuses (their ids can no
+    longer be checked) are logged by id, counted and kept aside, not retried for ever."""
+    ledger = Ledger(db)
+    store = SpoolingStore(ledger.store, Spool(tmp_path), batch_size=64)
+    fresh = records(100)
+    old = [replace(r, id=f"old-{n}", ts_us=r.ts_us - 40 * 86400 * US)
+           for n, r in enumerate(fresh[:3])]
+    store.spool.append([*fresh[:50], *old, *fresh[50:]])
+    raise_purge_floor(db, fresh[0].ts_us - 30 * 86400 * US)
+    assert store.replay() == 103
+    assert store.stats.refused == store.spool.refused == 3
+    assert sorted(stored_ids(db)) == [r.id for r in fresh]
+    [rejected] = list(tmp_path.glob("*.rejected"))
+    assert [decode_record(line).id for line in rejected.read_bytes().splitlines()] == [
+        "old-0", "old-1", "old-2"]
+    assert all(f"call record old-{n} is older than the ledger's purge floor" in caplog.text
+               for n in range(3))
+    assert store.spool.segments() == []
+    assert store.replay() == 0 and store.stats.refused == 3
 
 
 def test_a_segment_replayed_twice_counts_once(db: Database, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -72,6 +73,11 @@ def check(ctx: typer.Context, repair: Annotated[bool, typer.Option(
 def purge(ctx: typer.Context) -> None:
     """Delete raw records and minute rollups past their retention (the server does this
     hourly)."""
-    result = purge_expired(state(ctx).ledger())
+    ledger = state(ctx).ledger()
+    result = purge_expired(ledger)
     console.print(f"deleted {result.raw_deleted:,} raw records and "
                   f"{result.minute_rows_deleted:,} minute rollup rows")
+    floor_us = ledger.purge_floor_us()
+    if floor_us:
+        floor = datetime.fromtimestamp(floor_us / 1_000_000, UTC)
+        console.print(f"purge floor: {floor:%Y-%m-%dT%H:%M:%SZ} (older records are refused)")

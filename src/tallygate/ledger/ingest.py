@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -29,15 +30,18 @@ class IngestResult:
     accepted: int = 0
     duplicates: int = 0
     errors: list[ItemError] = field(default_factory=list)
+    refused: int = 0  # valid records older than the purge floor (each also in ``errors``)
 
     def add(self, other: IngestResult) -> None:
         self.accepted += other.accepted
         self.duplicates += other.duplicates
         self.errors.extend(other.errors)
+        self.refused += other.refused
 
     def as_dict(self) -> dict[str, Any]:
         return {"accepted": self.accepted, "duplicates": self.duplicates,
-                "rejected": len(self.errors), "errors": [e.as_dict() for e in self.errors]}
+                "rejected": len(self.errors), "refused": self.refused,
+                "errors": [e.as_dict() for e in self.errors]}
 
 
 _TEXT_FIELDS = ("id", "model", "api_key_id", "endpoint")
@@ -59,7 +63,15 @@ def validate_events(ledger: Ledger, items: Sequence[Any],
                     first_index: int = 0) -> tuple[list[CallRecord], list[ItemError]]:
     """Valid items become records (priced, with the key's discount, when they carry no
     cost); the others, errors."""
+    records, errors, _ = _validated(ledger, items, first_index)
+    return records, errors
+
+
+def _validated(ledger: Ledger, items: Sequence[Any], first_index: int
+               ) -> tuple[list[CallRecord], list[ItemError], list[int]]:
+    """``validate_events``, plus the index of each record's item."""
     records: list[CallRecord] = []
+    indexes: list[int] = []
     errors: list[ItemError] = []
     for offset, item in enumerate(items):
         index = first_index + offset
@@ -94,11 +106,26 @@ def validate_events(ledger: Ledger, items: Sequence[Any],
                                   record.status_code, record.api_key_id)
             record = event.to_record(cost)
         records.append(record)
-    return records, errors
+        indexes.append(index)
+    return records, errors, indexes
 
 
 def ingest_events(ledger: Ledger, items: Sequence[Any], first_index: int = 0) -> IngestResult:
-    """Validate, price and store a batch; invalid items are reported, valid ones kept."""
-    records, errors = validate_events(ledger, items, first_index)
+    """Validate, price and store a batch; invalid items are reported, valid ones kept, and
+    those older than the purge floor refused, each with an error naming ``ts``."""
+    records, errors, indexes = _validated(ledger, items, first_index)
     stored = ledger.store(records)
-    return IngestResult(stored.accepted, stored.duplicates, errors)
+    if stored.refused:
+        message = refused_message(stored.floor_us)
+        errors.extend(ItemError(index, record.id, "ts", message)
+                      for index, record in zip(indexes, records, strict=True)
+                      if record.id in stored.refused_ids)
+        errors.sort(key=lambda error: error.index)
+    return IngestResult(stored.accepted, stored.duplicates, errors, stored.refused)
+
+
+def refused_message(floor_us: int) -> str:
+    """Why a record older than the purge floor is refused."""
+    floor = datetime.fromtimestamp(floor_us / 1_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (f"older than the ledger's purge floor {floor}; raw records before it were "
+            "purged, so this id cannot be checked for duplicates")

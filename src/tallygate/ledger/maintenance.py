@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tallygate.ledger.service import Ledger
-from tallygate.store.calls import purge_before
+from tallygate.store.retention import purge_before, purge_floor_us
 from tallygate.store.rollup_check import (
     RollupKey,
     compare_rollups,
@@ -18,6 +18,7 @@ from tallygate.store.rollup_check import (
 from tallygate.store.schema import TIERS, rollup_15m
 
 DAY_S = 86400
+US = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +29,11 @@ class PurgeResult:
 
 def purge_expired(ledger: Ledger, now_s: float | None = None) -> PurgeResult:
     """Drop raw records past ``raw_retention_days`` (if set) and minute rollups past theirs.
-    The coarser tiers are never purged, so every figure outlives its raw records."""
+    The coarser tiers are never purged, so every figure outlives its raw records.
+
+    Raw records go below the purge floor, first raised to the UTC midnight at or before
+    ``now - raw_retention_days`` (so up to a day more than the retention is kept), in short
+    transactions; the floor never moves back, whatever the retention says later."""
     now = time.time() if now_s is None else now_s
     raw, minutes = purge_before(ledger.db, raw_before_us=ledger.raw_floor_us(now),
                                 minute_before_s=ledger.minute_floor_s(now) - 60)
@@ -60,23 +65,26 @@ def check_rollups(ledger: Ledger, *, repair: bool = False,
                   progress: Callable[[int, int], None] | None = None) -> CheckReport:
     """Rebuild every rollup tier from the raw records, a UTC day at a time, and compare.
 
-    Only buckets whose raw records are all still there are compared: from each tier's first
-    whole bucket after the oldest raw record (retention may have cut into the one before)
-    and, for minutes, within the minute window. With ``repair`` a tier and day found wrong
-    is rebuilt again and rewritten in one transaction that holds new records back, so
-    repairing under live traffic loses none of them.
+    Only buckets whose raw records are all still there are compared: from the recorded purge
+    floor (from the oldest raw record when nothing was ever purged) and, for minutes, within
+    the minute window. With ``repair`` a tier and day found wrong is rebuilt again and
+    rewritten in one transaction that holds new records back, so repairing under live
+    traffic loses none of them; that transaction reads the floor again, so a purge in
+    between cannot make it rewrite what was purged.
     """
     report = CheckReport()
     span = raw_time_span(ledger.db)
     if span is None:
         return report
     first_s, last_s = span
+    # Raw records are complete from the recorded purge floor on (a UTC midnight), and only
+    # there: neither today's retention setting nor the oldest raw record says so.
+    floor_s = purge_floor_us(ledger.db) // US
     minute_floor = ledger.minute_floor_s()
     windows: dict[str, tuple[int, int]] = {}
     for tier in TIERS:
         grain = tier.grain_s
-        start = -(-first_s // grain) * grain if ledger.raw_retention_days else \
-            first_s // grain * grain
+        start = -(-floor_s // grain) * grain if floor_s else first_s // grain * grain
         if tier.windowed:
             start = max(start, minute_floor)
         windows[tier.name] = (start, (last_s // grain + 1) * grain)
@@ -99,8 +107,7 @@ def check_rollups(ledger: Ledger, *, repair: bool = False,
             if repair and wrong:
                 # Read again and written in one locked transaction: the rows found above
                 # may have moved on since (live traffic).
-                report.repaired += len(repair_rollups(ledger.db, tier.name, lo, hi,
-                                                      oldest_raw_s=first_s))
+                report.repaired += len(repair_rollups(ledger.db, tier.name, lo, hi))
         if progress is not None:
             progress(day + 1, days)
     return report

@@ -14,6 +14,7 @@ from tallygate.ledger.records import CallRecord, now_us
 from tallygate.store import prices as price_store
 from tallygate.store.calls import InsertResult, insert_calls
 from tallygate.store.database import Database
+from tallygate.store.retention import purge_floor_us
 
 if TYPE_CHECKING:
     from tallygate.config import Route, Settings
@@ -62,8 +63,14 @@ class Ledger:
         now = time.time() if now_s is None else now_s
         return int((now - self.raw_retention_days * 86400) * 1_000_000)
 
+    def purge_floor_us(self) -> int:
+        """The recorded purge floor (0: nothing ever purged): raw records are complete from
+        it on, and records older than it are refused."""
+        return purge_floor_us(self.db)
+
     def store(self, records: Sequence[CallRecord]) -> InsertResult:
-        """Write records (and their rollups) once per id."""
+        """Write records (and their rollups) once per id; records older than the purge floor
+        are refused (``InsertResult.refused``)."""
         return insert_calls(self.db, records, minute_cutoff_s=self.minute_floor_s() - 60)
 
     def prices(self) -> PriceTable:

@@ -17,7 +17,9 @@ A write can also fail because of the records themselves (a value no column can h
 batch must not hold every later record back for ever. When a replayed batch fails with
 anything but an outage (:func:`is_outage`), it is split until the records that cannot be
 stored are found; those are set aside in ``<segment>.rejected`` (and logged as errors) for an
-operator, and the rest go in.
+operator, and the rest go in. Records the ledger refuses because they are older than its
+purge floor (a spool replayed after a long outage and a purge) are set aside and logged the
+same way, and counted in ``Spool.refused``: retrying them could never succeed.
 """
 
 from __future__ import annotations
@@ -104,6 +106,7 @@ class Spool:
         self._fd: int | None = None
         self._path: Path | None = None
         self._size = 0
+        self.refused = 0  # replayed records refused as older than the purge floor
 
     def append(self, records: Sequence[CallRecord]) -> None:
         """Write ``records`` at the end of this process's segment and ``fsync`` it."""
@@ -166,11 +169,11 @@ class Spool:
                           path.name, CORRUPT_SUFFIX)
                 continue
             if len(batch) >= batch_size:
-                _store_isolating(batch, store, path)
+                self.refused += _store_isolating(batch, store, path)
                 replayed += len(batch)
                 batch = []
         if batch:
-            _store_isolating(batch, store, path)
+            self.refused += _store_isolating(batch, store, path)
             replayed += len(batch)
         if corrupt:
             path.rename(path.with_name(path.name + CORRUPT_SUFFIX))
@@ -189,26 +192,40 @@ class Spool:
         self._fd, self._path, self._size = fd, path, 0
 
 
-def _store_isolating(batch: list[CallRecord], store: Store, segment: Path) -> None:
+def _store_isolating(batch: list[CallRecord], store: Store, segment: Path) -> int:
     """Store ``batch``; if it fails for its records' sake, store its halves, down to the
-    records that cannot be stored, which are set aside. An outage propagates."""
+    records that cannot be stored, which are set aside. An outage propagates. Returns the
+    records refused as older than the purge floor (set aside too)."""
     try:
-        store(batch)
+        result = store(batch)
     except Exception as exc:
         if is_outage(exc):
             raise
         if len(batch) > 1:
             middle = len(batch) // 2
-            _store_isolating(batch[:middle], store, segment)
-            _store_isolating(batch[middle:], store, segment)
-            return
-        rejected = segment.with_name(segment.name + REJECTED_SUFFIX)
-        with rejected.open("ab") as file:
-            file.write(encode_records(batch))
-            file.flush()
-            os.fsync(file.fileno())
+            return (_store_isolating(batch[:middle], store, segment)
+                    + _store_isolating(batch[middle:], store, segment))
+        rejected = _set_aside(batch, segment)
         log.error("call record %s cannot be stored (%s: %s); it is kept in %s",
                   batch[0].id, exc.__class__.__name__, _first_line(exc), rejected)
+        return 0
+    if result.refused:
+        refused = [r for r in batch if r.id in result.refused_ids]
+        rejected = _set_aside(refused, segment)
+        for record in refused:
+            log.error("call record %s is older than the ledger's purge floor (%d µs) and is "
+                      "refused; it is kept in %s", record.id, result.floor_us, rejected)
+    return result.refused
+
+
+def _set_aside(records: Sequence[CallRecord], segment: Path) -> Path:
+    """Append ``records`` to the segment's ``.rejected`` file, for an operator."""
+    rejected = segment.with_name(segment.name + REJECTED_SUFFIX)
+    with rejected.open("ab") as file:
+        file.write(encode_records(records))
+        file.flush()
+        os.fsync(file.fileno())
+    return rejected
 
 
 @contextlib.contextmanager
@@ -257,6 +274,7 @@ class SpoolStats:
     spooled: int = 0  # records written to the spool instead of the database
     replayed: int = 0  # records replayed from the spool into the database
     outages: int = 0  # times the database failed and spooling began
+    refused: int = 0  # replayed records refused as older than the purge floor
 
 
 class SpoolingStore:
@@ -324,6 +342,7 @@ class SpoolingStore:
                 self._schedule_retry(exc, first=False)
             return 0
         self.stats.replayed += replayed
+        self.stats.refused = self.spool.refused
         return replayed
 
     def close(self) -> None:

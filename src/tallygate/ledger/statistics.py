@@ -26,6 +26,7 @@ from tallygate.store.usage import (
     Aggregate,
     CallFilter,
     aggregate,
+    aggregate_checked,
     peak_per_minute,
     percentiles,
 )
@@ -60,10 +61,15 @@ def _ratio(part: int, whole: int) -> float | None:
     return None if whole == 0 else round(part / whole, 6)
 
 
-def _cards(ledger: Ledger, query: UsageQuery, start_us: int, end_us: int) -> dict[str, Any]:
-    rows = aggregate(ledger.db, Aggregate(start_us, end_us, query.filter, ("call_type",),
-                                          measures=CARD_MEASURES,
-                                          recent_minutes_from_s=ledger.recent_minutes_floor_s()))
+def _cards(ledger: Ledger, query: UsageQuery, start_us: int, end_us: int,
+           exact: list[bool] | None = None) -> dict[str, Any]:
+    """The cards of ``[start_us, end_us)``; appends to ``exact`` whether they are exact."""
+    rows, is_exact = aggregate_checked(ledger.db, Aggregate(
+        start_us, end_us, query.filter, ("call_type",), measures=CARD_MEASURES,
+        minute_floor_s=ledger.minute_floor_s(),
+        recent_minutes_from_s=ledger.recent_minutes_floor_s()))
+    if exact is not None:
+        exact.append(is_exact)
     totals = dict.fromkeys(CARD_MEASURES, 0)
     by_type = {"service": 0, "internal": 0}
     for row in rows:
@@ -120,8 +126,9 @@ def _changes(current: dict[str, Any], previous: dict[str, Any]) -> dict[str, flo
 
 def usage_summary(ledger: Ledger, query: UsageQuery) -> dict[str, Any]:
     r = query.range
-    cards = _cards(ledger, query, r.start_us, r.end_us)
-    previous = _cards(ledger, query, r.previous_start_us, r.previous_end_us)
+    exact: list[bool] = []
+    cards = _cards(ledger, query, r.start_us, r.end_us, exact)
+    previous = _cards(ledger, query, r.previous_start_us, r.previous_end_us, exact)
     floor = ledger.minute_floor_s()
     peaks = peak_per_minute(ledger.db, Aggregate(r.start_us, r.end_us, query.filter,
                                                  minute_floor_s=floor))
@@ -138,6 +145,9 @@ def usage_summary(ledger: Ledger, query: UsageQuery) -> dict[str, Any]:
         "change": _changes({k: v for k, v in cards.items() if not k.startswith("peak")},
                            previous),
         "peak_window_start": max(r.start(), _dt_from_s(floor, r)).isoformat(),
+        # True where an edge of the range (a partial minute or quarter-hour) lies before the
+        # purge floor and past the minute window: its calls are in no tier any more.
+        "approximate": {"cards": not exact[0], "previous": not exact[1]},
     }
 
 
@@ -287,8 +297,8 @@ def _why_no_percentiles(ledger: Ledger, query: UsageQuery,
     describe only part of it. And they cost a sort of those records: past
     ``percentile_max_calls`` one page view would cost seconds of the server's CPU.
     """
-    raw_from_us = ledger.raw_floor_us()
-    if raw_from_us is not None and raw_from_us > query.range.start_us:
+    raw_from_us = max(ledger.raw_floor_us() or 0, ledger.purge_floor_us())
+    if raw_from_us > query.range.start_us:
         return {"available": False, "reason": "raw_records_purged",
                 "raw_records_from": _dt_from_s(raw_from_us // 1_000_000,
                                                query.range).isoformat()}

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Column, Integer, String, Text, delete
+from sqlalchemy import BigInteger, Boolean, Column, Integer, String, Text
 
 from tallygate.ledger.records import CallRecord
 from tallygate.store.database import Database
+from tallygate.store.retention import floor_for_insert
 from tallygate.store.schema import (
     MEASURE_OF_CALL,
     MINUTE_S,
@@ -61,9 +62,19 @@ _COPY_TYPES = [_copy_type(column) for column in calls.columns]
 
 @dataclass(frozen=True, slots=True)
 class InsertResult:
+    """What became of the records offered: ``accepted + duplicates + refused`` of them.
+
+    ``refused``: records older than the purge floor (``floor_us``, read in the insert's
+    own transaction), none of them stored in any tier: raw records before the floor may
+    have been purged, so their ids cannot be checked for duplicates.
+    """
+
     accepted: int
     duplicates: int
     accepted_ids: frozenset[str] | None = None  # None: every record offered was accepted
+    refused: int = 0
+    refused_ids: frozenset[str] = frozenset()
+    floor_us: int = 0
 
 
 def _metadata_json(metadata: dict[str, Any]) -> str:
@@ -94,6 +105,8 @@ def insert_calls(db: Database, records: Sequence[CallRecord], *,
     Concurrent and retried batches are safe: a record's id is its idempotency key, and its
     rollup contribution is added only by the transaction that inserted it. Minute rollups
     are not written for minutes before ``minute_cutoff_s`` (already past their retention).
+    Records older than the purge floor are refused, all or nothing per record: the floor is
+    read in this same write transaction (``store/retention.py``).
     """
     batch = _unique_by_id(records)
     if not batch:
@@ -102,19 +115,32 @@ def insert_calls(db: Database, records: Sequence[CallRecord], *,
     if minute_cutoff_s is not None:
         # A minute bucket is >= the cutoff exactly when its calls are >= the cutoff rounded up.
         minute_from_us = -(-minute_cutoff_s // MINUTE_S) * MINUTE_S * US
-    minutes = minute_cutoff_s is None or max(map(_record_ts, batch)) >= minute_from_us
     with db.write() as conn:
         raw = conn.connection.driver_connection
         assert raw is not None
-        if db.is_sqlite:
-            skipped = _insert_sqlite(raw, batch, minute_from_us if minutes else None)
-        else:
-            skipped = _insert_postgres(raw, batch, minute_from_us if minutes else None)
+        cursor = raw.cursor()
+        try:
+            floor_us = floor_for_insert(cursor, postgres=not db.is_sqlite)
+        finally:
+            cursor.close()
+        below = [r for r in batch if r.ts_us < floor_us] if floor_us else []
+        if below:
+            batch = [r for r in batch if r.ts_us >= floor_us]
+        minutes = bool(batch) and (minute_cutoff_s is None
+                                   or max(map(_record_ts, batch)) >= minute_from_us)
+        skipped: set[str] = set()
+        if batch:
+            insert = _insert_sqlite if db.is_sqlite else _insert_postgres
+            skipped = insert(raw, batch, minute_from_us if minutes else None)
     accepted = len(batch) - len(skipped)
     if accepted == len(records):
-        return InsertResult(accepted, 0)
-    return InsertResult(accepted, len(records) - accepted,
-                        frozenset(r.id for r in batch if r.id not in skipped))
+        return InsertResult(accepted, 0, floor_us=floor_us)
+    refused_ids = frozenset(r.id for r in below)
+    # A refused id offered again in the batch is refused again, not a duplicate.
+    refused = sum(1 for r in records if r.id in refused_ids)
+    return InsertResult(accepted, len(records) - accepted - refused,
+                        frozenset(r.id for r in batch if r.id not in skipped),
+                        refused, refused_ids, floor_us)
 
 
 def _unique_by_id(records: Sequence[CallRecord]) -> list[CallRecord]:
@@ -308,19 +334,3 @@ def upsert_sql(db: Database, tier: Tier, *, replace: bool = False) -> str:
     )
     return (f"INSERT INTO {tier.name} ({', '.join(columns)}) VALUES ({marks}) "
             f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}")
-
-
-def purge_before(db: Database, *, raw_before_us: int | None,
-                 minute_before_s: int) -> tuple[int, int]:
-    """Delete raw records and minute rollups past their retention; the other tiers stay."""
-    with db.write() as conn:
-        raw_deleted = 0
-        if raw_before_us is not None:
-            raw_deleted = conn.execute(delete(calls).where(calls.c.ts < raw_before_us)).rowcount
-        minute_rows = 0
-        for tier in TIERS:
-            if tier.windowed:
-                table = tier.table
-                minute_rows += conn.execute(
-                    delete(table).where(table.c.bucket < minute_before_s)).rowcount
-        return raw_deleted, minute_rows

@@ -10,7 +10,8 @@ from sqlalchemy.exc import OperationalError
 
 from tallygate.store.calls import upsert_sql
 from tallygate.store.database import Database
-from tallygate.store.schema import ROLLUP_MEASURES, TIER_BY_NAME, Tier, calls
+from tallygate.store.retention import PURGE_FLOOR
+from tallygate.store.schema import ROLLUP_MEASURES, TIER_BY_NAME, Tier, calls, ledger_state
 from tallygate.store.usage import raw_measure
 
 RollupKey = tuple[Any, ...]  # (bucket, *the tier's dimensions)
@@ -43,8 +44,7 @@ LOCK_TIMEOUT = "2s"
 LOCK_ATTEMPTS = 5
 
 
-def repair_rollups(db: Database, tier_name: str, start_s: int, end_s: int,
-                   oldest_raw_s: int | None = None) -> Differences:
+def repair_rollups(db: Database, tier_name: str, start_s: int, end_s: int) -> Differences:
     """Rebuild ``tier_name`` for ``[start_s, end_s)`` from the raw records and write the rows
     that differ; returns them as ``{key: (stored, rebuilt)}``.
 
@@ -52,19 +52,19 @@ def repair_rollups(db: Database, tier_name: str, start_s: int, end_s: int,
     the write lock is held from the start, on PostgreSQL the raw table is locked in SHARE
     mode, which waits for the writers in flight and holds back new ones until the commit.
     Otherwise a call recorded between the read and the write would be added to the stored
-    row, then overwritten by sums read a moment before it. ``oldest_raw_s`` is the oldest
-    raw record the caller's range was chosen from: if a purge has removed it since, the
-    buckets the purge cut into are left alone (their raw records are no longer all there).
+    row, then overwritten by sums read a moment before it. Nothing below the purge floor,
+    read in the same transaction, is compared or written: raw records there may be gone,
+    whatever the range asked for (a purge may have raised the floor since it was chosen).
     """
     tier = TIER_BY_NAME[tier_name]
     for _ in range(LOCK_ATTEMPTS - 1):
         try:
-            return _repair(db, tier, start_s, end_s, oldest_raw_s)
+            return _repair(db, tier, start_s, end_s)
         except OperationalError as exc:
             if getattr(exc.orig, "sqlstate", None) != "55P03":  # not the lock's time-out
                 raise
             time.sleep(1.0)
-    return _repair(db, tier, start_s, end_s, oldest_raw_s)
+    return _repair(db, tier, start_s, end_s)
 
 
 def differences(rebuilt: dict[RollupKey, tuple[int, ...]],
@@ -74,18 +74,18 @@ def differences(rebuilt: dict[RollupKey, tuple[int, ...]],
             if rebuilt.get(key) != stored.get(key)}
 
 
-def _repair(db: Database, tier: Tier, start_s: int, end_s: int,
-            oldest_raw_s: int | None) -> Differences:
+def _repair(db: Database, tier: Tier, start_s: int, end_s: int) -> Differences:
     with db.write() as conn:
         if not db.is_sqlite:
             conn.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+            # Holds a purge's deletes back until the commit; a floor it raised meanwhile
+            # is below the raw records still here, so the sums read are whole.
             conn.execute(text("LOCK TABLE calls IN SHARE MODE"))
-        oldest = conn.execute(select(func.min(calls.c.ts))).scalar()
-        if oldest is None:
-            return {}
-        if oldest_raw_s is not None and int(oldest) // US > oldest_raw_s:
+        floor = conn.execute(select(ledger_state.c.value).where(
+            ledger_state.c.name == PURGE_FLOOR)).scalar()
+        if floor:
             grain = tier.grain_s
-            start_s = max(start_s, -(-(int(oldest) // US) // grain) * grain)
+            start_s = max(start_s, -(-(int(floor) // US) // grain) * grain)
             if start_s >= end_s:
                 return {}
         wrong = differences(_rebuilt(conn, tier, start_s, end_s),

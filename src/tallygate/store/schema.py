@@ -227,6 +227,16 @@ meta = Table(
     Column("value", Text, nullable=False),
 )
 
+# Facts about the ledger's own life that every process must agree on, one integer each.
+# ``raw_purge_floor_us``: the instant below which raw records may have been purged. It only
+# moves forward, and records below it are refused (their ids can no longer be checked).
+ledger_state = Table(
+    "ledger_state",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+
 sessions = Table(
     "sessions",
     metadata,

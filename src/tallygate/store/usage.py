@@ -6,13 +6,18 @@ each answered from its tier (its cost depends on the number of rollup rows, not 
 and at most two partial-bucket edges, answered from raw records (at most a quarter-hour's
 worth of calls each). The answers are summed, so every figure equals the brute-force sum over raw
 records.
+
+Raw records are complete only from the purge floor on (``store/retention.py``). An edge
+below it is read from the minute rollups while the minute window still holds it; what is
+left (a partial minute, or a minute past the window) has nothing exact to read, and the
+answer says so (``aggregate_checked``).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import (
@@ -33,7 +38,15 @@ from sqlalchemy import (
 
 from tallygate.ledger.records import CallRecord
 from tallygate.store.database import Database
-from tallygate.store.schema import MEASURE_OF_CALL, ROLLUP_MEASURES, TIERS, Tier, calls
+from tallygate.store.retention import PURGE_FLOOR
+from tallygate.store.schema import (
+    MEASURE_OF_CALL,
+    ROLLUP_MEASURES,
+    TIERS,
+    Tier,
+    calls,
+    ledger_state,
+)
 
 DIMENSIONS = ("api_key_id", "model", "model_category", "call_type")
 US = 1_000_000
@@ -86,6 +99,9 @@ class Aggregate:
     minute_floor_s: int | None = None  # earliest minute the minute rollups still hold
     # Totals may read the minute rollups from here on: minutes no retention can have purged.
     recent_minutes_from_s: int | None = None
+    # Raw records may have been purged before this (µs); ``aggregate`` reads the recorded
+    # purge floor itself, in the snapshot it sums from.
+    raw_floor_us: int = 0
 
 
 Row = tuple[Any, ...]  # (bucket, offset, *dimensions, *measures); bucket/offset None if unused
@@ -93,12 +109,24 @@ Row = tuple[Any, ...]  # (bucket, offset, *dimensions, *measures); bucket/offset
 
 def aggregate(db: Database, spec: Aggregate) -> list[Row]:
     """Rows of sums, one per group that has calls (groups without calls are absent)."""
+    return aggregate_checked(db, spec)[0]
+
+
+def aggregate_checked(db: Database, spec: Aggregate) -> tuple[list[Row], bool]:
+    """``aggregate``, and whether the rows are exact: False when part of the range (a
+    partial minute or quarter-hour at an edge) lies below the purge floor where no tier
+    still holds it, so its calls are missing."""
     width = 2 + len(spec.dimensions)
     merged: dict[tuple[Any, ...], list[int]] = {}
-    parts = _parts(spec)
-    if not parts:  # an empty range
-        return []
     with db.read() as conn:
+        if not db.is_sqlite:  # the floor and the sums from one snapshot (SQLite's is one)
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        floor = conn.execute(select(ledger_state.c.value).where(
+            ledger_state.c.name == PURGE_FLOOR)).scalar()
+        spec = replace(spec, raw_floor_us=max(spec.raw_floor_us, int(floor or 0)))
+        parts = _parts(spec)
+        if not parts:  # an empty range
+            return [], True
         for row in conn.execute(_one_statement(parts)):
             key = tuple(row[:width])
             sums = [int(v or 0) for v in row[width:]]
@@ -106,7 +134,8 @@ def aggregate(db: Database, spec: Aggregate) -> list[Row]:
                 merged[key] = [a + b for a, b in zip(merged[key], sums, strict=True)]
             else:
                 merged[key] = sums
-    return [(*key, *sums) for key, sums in merged.items()]
+    exact = all(lo >= spec.raw_floor_us for lo, _ in split_range(spec)[1])
+    return [(*key, *sums) for key, sums in merged.items()], exact
 
 
 def _one_statement(parts: list[Select[Any]]) -> Any:
@@ -196,7 +225,51 @@ def split_range(spec: Aggregate) -> tuple[list[tuple[Tier, int, int]], list[tupl
             edges.append((lo, hi))
 
     split(spec.start_us, spec.end_us, 0)
+    if spec.raw_floor_us and any(lo < spec.raw_floor_us for lo, _ in edges):
+        pieces, edges = _edges_below_the_floor(spec, pieces, edges)
     return pieces, edges
+
+
+def _edges_below_the_floor(spec: Aggregate, pieces: list[tuple[Tier, int, int]],
+                           edges: list[tuple[int, int]]
+                           ) -> tuple[list[tuple[Tier, int, int]], list[tuple[int, int]]]:
+    """Read the part of each edge below the purge floor from the minute rollups, its
+    whole minutes inside the minute window; raw records keep what is at or above the floor
+    and what nothing else covers."""
+    floor = spec.raw_floor_us
+    tier = _edge_minute_tier(spec)
+    minute = 60 * US
+    pieces, raw = list(pieces), []
+    for lo, hi in edges:
+        cut = min(hi, floor)
+        if cut < hi:
+            raw.append((max(lo, cut), hi))
+        if lo >= cut:
+            continue
+        if tier is not None and spec.minute_floor_s is not None:
+            first = max(-(-lo // minute) * minute, -(-spec.minute_floor_s // 60) * minute)
+            last = cut // minute * minute
+            if first < last:
+                pieces.append((tier, first // US, last // US))
+                raw.extend(part for part in ((lo, first), (last, cut)) if part[0] < part[1])
+                continue
+        raw.append((lo, cut))
+    return pieces, sorted(raw)
+
+
+def _edge_minute_tier(spec: Aggregate) -> Tier | None:
+    """The minute tier with the fewest rows that has every dimension ``spec`` needs and
+    whose minutes nest in its buckets, or None."""
+    needed = set(spec.dimensions) | set(spec.filter.by_dimension())
+    b = spec.bucketing
+    if b is not None and (b.width_s % 60 or any(offset % 60 for offset in b.offsets())
+                          or any(begin % 60 for begin, _ in b.segments[1:])):
+        return None
+    for tier in reversed(TIERS):
+        if (tier.windowed and needed <= set(tier.dimensions)
+                and (not tier.clustered_by_key or spec.filter.api_key_ids)):
+            return tier
+    return None
 
 
 def _offset_expr(bucketing: Bucketing, t: ColumnElement[Any]) -> ColumnElement[Any]:
