@@ -22,6 +22,7 @@ from tallygate.ledger.export import (
     csv_stream,
     json_array_stream,
     ndjson_stream,
+    series_columns,
     view_stream,
 )
 from tallygate.ledger.records import CallRecord
@@ -120,3 +121,23 @@ def test_views_in_every_format() -> None:
     assert b"".join(view_stream("breakdown", "csv", empty)) == b"api_key,model,calls\n"
     assert _xlsx(b"".join(view_stream("breakdown", "xlsx", empty))) == [
         ("api_key", "model", "calls")]
+
+
+def test_series_columns_are_distinct_and_deterministic() -> None:
+    series = [{"name": "k1", "label": "team"}, {"name": "k2", "label": "team"},
+              {"name": "k3", "label": "bucket"}, {"name": "k4", "label": "team (k1)"},
+              {"name": None, "label": None}, {"name": "solo", "label": "solo"},
+              {"name": "bucket", "label": None}]
+    assert series_columns(series) == ["team (k1)", "team (k2)", "bucket (k3)",
+                                      "team (k1) (k4)", "(none)", "solo", "bucket #2"]
+    trend = {"buckets": ["2026-05-01"],
+             "series": [{**s, "values": [i]} for i, s in enumerate(series[:3])]}
+    for fmt in ("ndjson", "parquet"):
+        body = b"".join(view_stream("trend", fmt, trend))
+        if fmt == "ndjson":
+            assert json.loads(body) == {"bucket": "2026-05-01", "team (k1)": 0,
+                                        "team (k2)": 1, "bucket (k3)": 2}
+        else:
+            pq = pytest.importorskip("pyarrow.parquet")
+            assert pq.read_table(io.BytesIO(body)).to_pylist() == [
+                {"bucket": "2026-05-01", "team (k1)": 0, "team (k2)": 1, "bucket (k3)": 2}]
