@@ -36,7 +36,7 @@ from tallygate.store.usage import CallFilter
 US = 1_000_000
 # Raw records per transaction: what bounds how long a reprice holds the write lock
 # (measured by bench/reprice.py, documented in docs/operations.md).
-BATCH = 2000
+BATCH = 1000
 
 # What the new cost of one call is computed from (a raw row's columns, in this order).
 PRICED_COLUMNS = ("id", "ts", "api_key_id", "model", "model_category", "call_type",
