@@ -132,7 +132,7 @@ def measure(path: Path, fmt: str, via: str) -> dict[str, Any]:
         with client.stream("GET", "/api/v1/usage/export",
                            params={"format": fmt, "what": "calls", "start": "2020-01-01",
                                    "end": "2029-01-01"},
-                           headers={"Authorization": "Bearer bench"}) as response:
+                           headers={"Authorization": "Bearer bench-admin-token"}) as response:
             assert response.status_code == 200, response.read()
             for chunk in response.iter_bytes():
                 written += len(chunk)
