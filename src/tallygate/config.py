@@ -33,7 +33,7 @@ class RoutePrice(BaseModel):
     cached_input_per_million: Decimal | None = None
     output_per_million: Decimal = Decimal(0)
     per_call: Decimal = Decimal(0)
-    currency: str = "USD"
+    currency: str | None = None  # None: the ledger's; any other must equal it
 
     @field_validator("input_per_million", "cached_input_per_million", "output_per_million",
                      "per_call")
@@ -243,10 +243,16 @@ class Settings(BaseSettings):
                                              "postgresql+psycopg://")):
             raise ValueError("database_url must start with sqlite:// or postgresql://")
         seen: set[str] = set()
-        for route in self.routes:
+        for index, route in enumerate(self.routes):
             if route.model in seen:
                 raise ValueError(f"routes: model {route.model!r} is declared twice")
             seen.add(route.model)
+            if route.price is not None and route.price.currency not in (None, self.currency):
+                # A price in another currency would be added to the ledger's amounts as is.
+                raise ValueError(
+                    f"routes[{index}] (model {route.model!r}): price.currency: the "
+                    f"ledger counts in {self.currency} (the currency setting), not "
+                    f"{route.price.currency}")
         return self
 
     def route_for(self, model: str) -> Route | None:

@@ -175,3 +175,49 @@ def test_spreadsheet_cells_never_become_formulas(api: Api) -> None:
         assert shown["bell"]["model"] == "ding\ufffddong"
     finally:
         workbook.close()
+
+
+def test_trend_exports_keep_every_series_in_every_format(api: Api) -> None:
+    """Two keys with one name and a key named "bucket": five series-columns stay five, and
+    the bucket column stays the buckets, in every format."""
+    now = datetime.now(UTC)
+    twins = [api.create_key(name="team")["id"] for _ in range(2)]
+    bucket = api.create_key(name="bucket")["id"]
+    other = api.create_key(name="team (x)")["id"]
+    api.ledger.store(varied_records(now, keys=(*twins, bucket, other, None), count=50))
+    query = {**recent_window(now), "metric": "requests", "granularity": "day",
+             "group_by": "api_key"}
+    view = api.ok("/api/v1/usage/trend", query)
+    assert len(view["series"]) == 5
+    # Every series' values, in the order the view gives them; column names all distinct.
+    expected = [[s["values"][i] for s in view["series"]] for i in range(len(view["buckets"]))]
+    assert [s["label"] for s in view["series"]].count("team") == 2
+
+    def check(header: list[Any], rows: list[list[Any]]) -> None:
+        assert header[0] == "bucket" and len(set(header)) == len(header) == 6
+        assert [row[0] for row in rows] == view["buckets"]
+        by_column = dict(zip(header[1:], view["series"], strict=True))
+        for column, series in by_column.items():
+            assert column.startswith(series["label"])
+        assert [row[1:] for row in rows] == expected
+
+    for fmt in (*FORMATS, "parquet"):
+        body = _export(api, {**query, "format": fmt, "what": "trend"})
+        if fmt == "json":
+            assert json.loads(body) == view
+        elif fmt == "csv":
+            rows = _csv_rows(body)
+            check(rows[0], [[row[0], *(int(v) if v else None for v in row[1:])]
+                            for row in rows[1:]])
+        elif fmt == "ndjson":
+            lines = [json.loads(line) for line in body.decode().splitlines()]
+            header = list(lines[0])
+            check(header, [[line[c] for c in header] for line in lines])
+        elif fmt == "xlsx":
+            rows = _xlsx_rows(body)
+            check(rows[0], rows[1:])
+        else:
+            pq = pytest.importorskip("pyarrow.parquet")
+            table = pq.read_table(io.BytesIO(body))
+            records = table.to_pylist()
+            check(table.column_names, [[r[c] for c in table.column_names] for r in records])

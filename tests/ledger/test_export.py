@@ -22,9 +22,13 @@ from tallygate.ledger.export import (
     csv_stream,
     json_array_stream,
     ndjson_stream,
+    series_columns,
     view_stream,
 )
 from tallygate.ledger.records import CallRecord
+from tallygate.ledger.service import Ledger
+from tallygate.store.export import stream_calls
+from tallygate.store.usage import CallFilter, iter_calls
 
 US = 1_000_000
 START = int(datetime(2026, 5, 1, tzinfo=UTC).timestamp()) * US
@@ -120,3 +124,66 @@ def test_views_in_every_format() -> None:
     assert b"".join(view_stream("breakdown", "csv", empty)) == b"api_key,model,calls\n"
     assert _xlsx(b"".join(view_stream("breakdown", "xlsx", empty))) == [
         ("api_key", "model", "calls")]
+
+
+def test_series_columns_are_distinct_and_deterministic() -> None:
+    series = [{"name": "k1", "label": "team"}, {"name": "k2", "label": "team"},
+              {"name": "k3", "label": "bucket"}, {"name": "k4", "label": "team (k1)"},
+              {"name": None, "label": None}, {"name": "solo", "label": "solo"},
+              {"name": "bucket", "label": None}]
+    assert series_columns(series) == ["team (k1)", "team (k2)", "bucket (k3)",
+                                      "team (k1) (k4)", "(none)", "solo", "bucket #2"]
+    trend = {"buckets": ["2026-05-01"],
+             "series": [{**s, "values": [i]} for i, s in enumerate(series[:3])]}
+    for fmt in ("ndjson", "parquet"):
+        body = b"".join(view_stream("trend", fmt, trend))
+        if fmt == "ndjson":
+            assert json.loads(body) == {"bucket": "2026-05-01", "team (k1)": 0,
+                                        "team (k2)": 1, "bucket (k3)": 2}
+        else:
+            pq = pytest.importorskip("pyarrow.parquet")
+            assert pq.read_table(io.BytesIO(body)).to_pylist() == [
+                {"bucket": "2026-05-01", "team (k1)": 0, "team (k2)": 1, "bucket (k3)": 2}]
+
+
+def _stored_records(count: int, offset: int = 0) -> list[CallRecord]:
+    # Four records share each timestamp: pages end in the middle of a tie.
+    return [CallRecord(id=f"s-{(i * 7919) % 1000:03d}-{i + offset}",
+                       ts_us=START + (i // 4) * 1000, model=("m", "n")[i % 2],
+                       call_type="model", input_tokens=i, total_tokens=i, cost_nano=i)
+            for i in range(offset, offset + count)]
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 4, 5000])
+def test_stream_calls_pages_keep_the_order_and_every_record(ledger: Ledger,
+                                                            batch_size: int) -> None:
+    ledger.store(_stored_records(41))
+    every = sorted(iter_calls(ledger.db, CallFilter(), 0, 2**62),
+                   key=lambda r: (r.ts_us, r.id), reverse=True)
+    for f, lo, hi in ((CallFilter(), 0, 2**62), (CallFilter(models=("n",)), 0, 2**62),
+                      (CallFilter(), START + 2000, START + 7000)):
+        streamed = list(stream_calls(ledger.db, f, lo, hi, batch_size=batch_size))
+        assert streamed == [r for r in every if lo <= r.ts_us < hi
+                            and (not f.models or r.model in f.models)]
+
+
+def test_a_slow_export_holds_no_transaction_between_pages(ledger: Ledger) -> None:
+    """A download that stalls after its first page leaves nothing open: SQLite's WAL can be
+    checkpointed to the end, and PostgreSQL shows no session idle in a transaction."""
+    ledger.store(_stored_records(30))
+    stream = stream_calls(ledger.db, CallFilter(), 0, 2**62, batch_size=10)
+    first = next(stream)  # the export has started and waits for its reader
+    ledger.store(_stored_records(5, offset=100))  # writes after it started
+    with ledger.db.read() as conn:
+        if ledger.db.is_sqlite:
+            busy, log_frames, checkpointed = conn.exec_driver_sql(
+                "PRAGMA wal_checkpoint(TRUNCATE)").one()
+            assert (busy, log_frames, checkpointed) == (0, 0, 0)
+        else:
+            waiting = conn.exec_driver_sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND state LIKE 'idle in transaction%%'").scalar_one()
+            assert waiting == 0
+    # The export goes on where it stopped (the later records are newer than its first page).
+    assert [first, *stream] == sorted(_stored_records(30), key=lambda r: (r.ts_us, r.id),
+                                      reverse=True)

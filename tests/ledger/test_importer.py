@@ -117,20 +117,39 @@ def test_csv_rows_are_numbered_as_in_a_spreadsheet(ledger: Ledger, tmp_path: Pat
     assert stored["c1"].estimated is True and stored["c4"].metadata == {"k": 1}
 
 
-def test_records_without_an_id_get_one_from_their_content(ledger: Ledger,
-                                                          tmp_path: Path) -> None:
-    now = datetime.now(UTC)
-    line = json.dumps({"ts": now.isoformat(), "model": "m", "input_tokens": 1})
-    other = json.dumps({"ts": now.isoformat(), "model": "m", "input_tokens": 2})
-    path = tmp_path / "calls.jsonl"
-    path.write_text(f"{line}\n{other}\n{line}\r\n\n")
-    result = import_file(ledger, path)
-    assert (result.accepted, result.duplicates) == (2, 1)  # the repeated line is one call
-    ids = {r.id for r in _records(ledger)}
-    assert len(ids) == 2 and all(i.startswith("import-") for i in ids)
-    copy = tmp_path / "copy.ndjson"
+@pytest.mark.parametrize("fmt", ["ndjson", "csv"])
+def test_records_without_an_id_get_one_from_their_content_and_occurrence(
+        ledger: Ledger, tmp_path: Path, fmt: str) -> None:
+    """Three identical embedding calls in one second are three calls; importing the file
+    again (whole, or in other batches) adds none of them twice."""
+    ts = datetime.now(UTC).replace(microsecond=0).isoformat()
+    same = {"ts": ts, "model": "embed", "call_type": "model", "input_tokens": 8}
+    other = {**same, "input_tokens": 9}
+    rows = [same, other, same, same, other]
+    path = tmp_path / f"calls.{'csv' if fmt == 'csv' else 'jsonl'}"
+    if fmt == "csv":
+        lines = ["ts,model,call_type,input_tokens",
+                 *(f"{r['ts']},{r['model']},{r['call_type']},{r['input_tokens']}"
+                   for r in rows)]
+        path.write_text("\r\n".join(lines) + "\r\n")
+    else:
+        path.write_text("\n".join(json.dumps(r) for r in rows) + "\r\n\n")
+    result = import_file(ledger, path, fmt)
+    assert (result.accepted, result.duplicates, result.errors) == (5, 0, [])
+    stored = _records(ledger)
+    assert len({r.id for r in stored}) == 5 and all(r.id.startswith("import-") for r in stored)
+    assert sorted(r.input_tokens for r in stored) == [8, 8, 8, 9, 9]
+    copy = tmp_path / f"copy.{path.suffix}"
     copy.write_bytes(path.read_bytes())
-    assert import_file(ledger, copy).duplicates == 3  # the same content, the same ids
+    for batch_size in (5000, 2, 1):
+        again = import_file(ledger, copy, fmt, batch_size=batch_size)
+        assert (again.accepted, again.duplicates) == (0, 5)
+    assert len(_records(ledger)) == 5
+    # One more identical row at the end is one more call, and only that one.
+    with path.open("a") as handle:
+        handle.write(lines[1] + "\r\n" if fmt == "csv" else json.dumps(same) + "\n")
+    more = import_file(ledger, path, fmt)
+    assert (more.accepted, more.duplicates) == (1, 5)
 
 
 def test_format_detection_and_reading() -> None:
@@ -167,5 +186,7 @@ def test_csv_without_ids_tolerates_extra_values(ledger: Ledger, tmp_path: Path) 
     path = tmp_path / "calls.csv"
     path.write_text(f"ts,model\n{now},m,stray\n{now},m\n", encoding="utf-8")
     result = import_file(ledger, path)
-    # The stray value is not a field: both rows are the same call.
-    assert (result.accepted, result.duplicates, result.errors) == (1, 1, [])
+    # The stray value is not a field: the rows have the same content, two calls of it.
+    assert (result.accepted, result.duplicates, result.errors) == (2, 0, [])
+    assert {r.metadata for r in _records(ledger)} == {None}
+    assert (import_file(ledger, path).duplicates, len(_records(ledger))) == (2, 2)

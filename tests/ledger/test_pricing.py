@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from decimal import ROUND_HALF_EVEN, Decimal
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tallygate.config import ConfigError, Route, RoutePrice, load_settings
 from tallygate.ledger.ingest import ingest_events
 from tallygate.ledger.pricing import Discount, DiscountTable, Price, PriceTable
 from tallygate.ledger.service import Ledger
 from tallygate.store import prices as price_store
+from tallygate.store.database import Database
 
 US = 1_000_000
 T0 = 1_700_000_000 * US
@@ -112,3 +115,42 @@ def test_set_price_checks_currency_and_amounts(ledger: Ledger) -> None:
         ledger.set_price(Price("m", 0, Decimal(-1), Decimal(1)))
     ledger.set_price(Price("m", 0, Decimal("0.1"), Decimal(1)))
     assert ledger.prices().price_at("m", 1) == Price("m", 0, Decimal("0.1"), Decimal(1))
+
+
+def _route(model: str, **price: object) -> Route:
+    return Route(model=model, base_url="http://upstream.test/v1",
+                 price=RoutePrice.model_validate(price))
+
+
+def test_route_prices_pass_the_same_rule_as_set_price(db: Database) -> None:
+    euro = Ledger(db, currency="EUR")
+    good = _route("a", input_per_million="1", output_per_million="2")
+    dollars = _route("b", input_per_million="1", currency="USD")
+    with pytest.raises(ValueError, match=r"routes\[1\] \(model 'b'\): price\.currency: the "
+                                         r"ledger counts in EUR, not USD"):
+        euro.sync_route_prices([good, dollars])
+    assert price_store.list_prices(db) == []  # checked before anything is written
+    huge = _route("c", input_per_million="1." + "1" * 45)
+    with pytest.raises(ValueError, match=r"routes\[0\] \(model 'c'\): price\.input_per_mil"):
+        euro.sync_route_prices([huge])
+    # Without a currency a route's price is in the ledger's; with it, it must be that one.
+    assert euro.sync_route_prices([good, _route("b", per_call="0.1", currency="EUR")]) == [
+        "a", "b"]
+    assert {p.model: p.currency for p in price_store.list_prices(db)} == {"a": "EUR",
+                                                                         "b": "EUR"}
+    assert euro.sync_route_prices([good]) == []  # unchanged: nothing written again
+    assert euro.cost_of("a", T0, 1_000_000, 0, 0) == 1_000_000_000
+
+
+def test_a_route_price_in_another_currency_is_a_config_error(tmp_path: Path) -> None:
+    config = tmp_path / "tallygate.toml"
+    config.write_text('currency = "EUR"\n'
+                      '[[routes]]\nmodel = "a"\nbase_url = "http://u.test/v1"\n'
+                      '[[routes]]\nmodel = "b"\nbase_url = "http://u.test/v1"\n'
+                      '[routes.price]\ninput_per_million = "1"\ncurrency = "USD"\n')
+    with pytest.raises(ConfigError, match=r"routes\[1\] \(model 'b'\): price\.currency: "
+                                          r"the ledger counts in EUR"):
+        load_settings(config)
+    config.write_text(config.read_text().replace('currency = "USD"\n', ""))
+    settings = load_settings(config)
+    assert settings.routes[1].price is not None and settings.routes[1].price.currency is None

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select
+import pytest
+from sqlalchemy import event, func, select
 
 from tallygate.ledger.maintenance import check_rollups
 from tallygate.ledger.pricing import Discount, Price
@@ -15,6 +18,7 @@ from tallygate.ledger.reprice import reprice
 from tallygate.ledger.service import Ledger
 from tallygate.store import prices as price_store
 from tallygate.store.database import Database
+from tallygate.store.reprice import RepriceCounts, reprice_calls
 from tallygate.store.schema import TIERS, calls, rollup_1m, rollup_15m
 from tallygate.store.usage import CallFilter
 
@@ -116,3 +120,157 @@ def _stored(ledger: Ledger) -> list[tuple[Any, ...]]:
     with ledger.db.read() as conn:
         return [tuple(row) for row in conn.execute(
             select(calls.c.api_key_id, calls.c.model, calls.c.cost_nano))]
+
+
+def _repriced_setup(ledger: Ledger, now_s: int) -> int:
+    """Records stored at one price, then a correction from the epoch: returns the raw sum
+    every tier must hold once repriced."""
+    ledger.set_price(Price("chat", 0, Decimal("1"), Decimal("2")))
+    ledger.set_price(Price("embed", 0, Decimal("0.1"), Decimal(0), per_call=Decimal("0.001")))
+    ledger.store([CallRecord(**{**_fields(r), "cost_nano": ledger.cost_of(
+        r.model, r.ts_us, r.input_tokens, r.cached_input_tokens, r.output_tokens,
+        r.status_code, r.api_key_id)}) for r in _records(now_s)])
+    ledger.set_price(Price("chat", 0, Decimal("3"), Decimal("7")))
+    ledger.set_price(Price("embed", 0, Decimal("0.3"), Decimal(1), per_call=Decimal("0.002")))
+    return sum(ledger.cost_of(r.model, r.ts_us, r.input_tokens, r.cached_input_tokens,
+                              r.output_tokens, r.status_code, r.api_key_id)
+               if r.model != "unpriced" else 0 for r in _records(now_s))
+
+
+def _new_cost(ledger: Ledger, hook: Any = None) -> Any:
+    prices, discounts = ledger.prices(), ledger.discounts()
+
+    def new_cost(row: Any) -> int | None:
+        if hook is not None:
+            hook()
+        if prices.price_at(row.model, row.ts) is None:
+            return None
+        return prices.cost_nano(row.model, row.ts, row.input_tokens, row.cached_input_tokens,
+                                row.output_tokens, row.status_code,
+                                discounts.percent_at(row.api_key_id, row.ts))
+    return new_cost
+
+
+def _assert_every_tier_is(ledger: Ledger, expected: int) -> None:
+    assert _sum(ledger.db, calls) == expected
+    assert [_sum(ledger.db, tier.table) for tier in TIERS] == [expected] * len(TIERS)
+    assert check_rollups(ledger).ok
+
+
+def test_two_recomputes_at_once_move_the_rollups_once(ledger: Ledger) -> None:
+    """Both read every cost before either writes (a barrier between reading a cost and
+    writing it, with a timeout: once one of them holds the records, the other cannot reach
+    it); the rollups must still move by the difference once, not twice."""
+    now_s = int(time.time()) // 60 * 60
+    expected = _repriced_setup(ledger, now_s)
+    barrier = threading.Barrier(2)
+
+    def meet() -> None:
+        # Broken after a timeout: the other one waits for this one's locks, as it should.
+        with contextlib.suppress(threading.BrokenBarrierError):
+            barrier.wait(timeout=1)
+
+    results: list[Any] = []
+
+    def run() -> None:
+        try:
+            results.append(reprice_calls(
+                ledger.db, (now_s - 7200) * US, (now_s + 60) * US, CallFilter(),
+                _new_cost(ledger, meet), write=True,
+                minute_cutoff_s=ledger.minute_floor_s() - 60))
+        except BaseException as exc:  # noqa: BLE001 - shown by the assertion below
+            results.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert all(isinstance(r, RepriceCounts) for r in results), results
+    _assert_every_tier_is(ledger, expected)
+    # Between them every changed call was repriced once: the second saw the first's costs.
+    assert sum(r.changed for r in results) == sum(
+        1 for r in _records(now_s) if r.model != "unpriced" and r.input_tokens)
+
+
+def test_concurrent_recomputes_through_the_ledger(db: Database) -> None:
+    """The same through ``reprice`` itself, from two ledgers (two processes), repeatedly."""
+    now_s = int(time.time()) // 60 * 60
+    first, second = Ledger(db), Ledger(db)
+    expected = _repriced_setup(first, now_s)
+    for round_ in range(3):
+        if round_:
+            first.set_price(Price("chat", 0, Decimal(round_), Decimal(5)))
+            expected = sum(first.cost_of(r.model, r.ts_us, r.input_tokens,
+                                         r.cached_input_tokens, r.output_tokens,
+                                         r.status_code, r.api_key_id)
+                           if r.model != "unpriced" else 0 for r in _records(now_s))
+        start = threading.Barrier(2)
+
+        def run(ledger: Ledger, start: threading.Barrier = start) -> None:
+            start.wait(timeout=10)
+            reprice(ledger, (now_s - 7200) * US, (now_s + 60) * US)
+
+        threads = [threading.Thread(target=run, args=(ledger,)) for ledger in (first, second)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        _assert_every_tier_is(first, expected)
+
+
+def test_a_reprice_commits_in_bounded_consistent_batches(ledger: Ledger) -> None:
+    """Each batch is a transaction of its own that moves raw and rollups together: a reprice
+    interrupted half-way leaves every tier equal to its raw records, and a second run
+    finishes it."""
+    now_s = int(time.time()) // 60 * 60
+    expected = _repriced_setup(ledger, now_s)
+    before = _sum(ledger.db, calls)
+    calls_made = [0]
+
+    def fail_late() -> None:
+        calls_made[0] += 1
+        if calls_made[0] > 25:
+            raise RuntimeError("interrupted")
+
+    window = ((now_s - 7200) * US, (now_s + 60) * US)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        reprice_calls(ledger.db, *window, CallFilter(), _new_cost(ledger, fail_late),
+                      write=True, batch_size=7)
+    part = _sum(ledger.db, calls)
+    assert before != part != expected  # some batches committed, not all
+    _assert_every_tier_is(ledger, part)
+    counts = reprice_calls(ledger.db, *window, CallFilter(), _new_cost(ledger), write=True,
+                           batch_size=7)
+    assert counts.examined == len(_records(now_s)) and counts.transactions >= 2
+    _assert_every_tier_is(ledger, expected)
+
+
+def test_minute_rows_past_retention_are_not_walked(ledger: Ledger) -> None:
+    """Repricing old calls updates no minute row below the cutoff (a year's reprice would
+    otherwise spend millions of no-op UPDATEs under the write lock), and still moves every
+    other tier."""
+    now_s = int(time.time()) // 60 * 60
+    old_s = now_s - 30 * 86400
+    expected = _repriced_setup(ledger, old_s)
+    assert _sum(ledger.db, rollup_1m) == 0  # the records are older than the minute window
+    statements: list[tuple[str, int]] = []
+
+    def watch(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
+              executemany: bool) -> None:
+        if statement.lstrip().upper().startswith("UPDATE"):
+            statements.append((statement.split()[1].strip('"'),
+                               len(parameters) if executemany else 1))
+
+    event.listen(ledger.db.engine, "before_cursor_execute", watch)
+    try:
+        report = reprice(ledger, (old_s - 7200) * US, (old_s + 60) * US)
+    finally:
+        event.remove(ledger.db.engine, "before_cursor_execute", watch)
+    assert report.changed
+    updated = {table for table, _ in statements}
+    assert not {tier.name for tier in TIERS if tier.windowed} & updated, statements
+    assert {tier.name for tier in TIERS if not tier.windowed} <= updated
+    assert _sum(ledger.db, calls) == expected
+    assert [_sum(ledger.db, t.table) for t in TIERS if not t.windowed] == [expected] * 6
+    assert check_rollups(ledger).ok

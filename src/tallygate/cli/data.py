@@ -26,7 +26,11 @@ def import_records(
         help="ndjson or csv (default: from the file name)")] = None,
     batch_size: Annotated[int, typer.Option(min=1, max=100_000)] = 5000,
 ) -> None:
-    """Import call records (idempotent: records already stored count as duplicates)."""
+    """Import call records (idempotent: records already stored count as duplicates).
+
+    A row without an `id` gets one from its content and its occurrence in the file: three
+    identical rows are three calls, and importing the same file again adds none of them.
+    """
     if format is not None and format not in FILE_FORMATS:
         fail(f"--format: must be one of {', '.join(FILE_FORMATS)}")
     ledger = state(ctx).ledger()

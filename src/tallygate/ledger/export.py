@@ -45,8 +45,35 @@ def summary_table(summary: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     return ["card", "value", "previous", "change"], rows
 
 
+def series_columns(series: list[dict[str, Any]], fixed: tuple[str, ...] = ("bucket",)
+                   ) -> list[str]:
+    """One distinct column name per series, in order. Labels are display names (two keys
+    may share one, and one may be called "bucket"): a label shared with another series or
+    with a fixed column gets the series' own name after it, "label (name)", and if that is
+    still taken, " #2", " #3", ... — so no format merges two series or overwrites a column."""
+    labels = [s.get("label") or s["name"] or "(none)" for s in series]
+    counts: dict[str, int] = {}
+    for label in labels:
+        counts[label] = counts.get(label, 0) + 1
+    taken = set(fixed)
+    columns = []
+    for label, item in zip(labels, series, strict=True):
+        column = label
+        if counts[label] > 1 or label in taken:
+            name = item["name"]
+            if name and name != label:
+                column = f"{label} ({name})"
+        base, number = column, 1
+        while column in taken:
+            number += 1
+            column = f"{base} #{number}"
+        taken.add(column)
+        columns.append(column)
+    return columns
+
+
 def trend_table(trend: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    header = ["bucket", *(s.get("label") or s["name"] or "(none)" for s in trend["series"])]
+    header = ["bucket", *series_columns(trend["series"])]
     rows = [[bucket, *(s["values"][i] for s in trend["series"])]
             for i, bucket in enumerate(trend["buckets"])]
     return header, rows

@@ -58,6 +58,22 @@ class Price:
         return to_nano(self.amount(input_tokens, cached_input_tokens, output_tokens, succeeded))
 
 
+RATE_FIELDS = ("input_per_million", "output_per_million", "cached_input_per_million",
+               "per_call")
+
+
+def check_price(price: Price, currency: str) -> None:
+    """The one rule every price passes before it enters the table, whoever sets it (the
+    CLI, the API, a route's configured price): the ledger's currency, and finite
+    non-negative rates of a sane length. Raises ``ValueError("field: why")``."""
+    if price.currency != currency:
+        raise ValueError(f"currency: the ledger counts in {currency}, not {price.currency}")
+    for name in RATE_FIELDS:
+        value = getattr(price, name)
+        if value is not None and (not value.is_finite() or value < 0 or len(str(value)) > 40):
+            raise ValueError(f"{name}: must be a non-negative decimal")
+
+
 @dataclass(frozen=True, slots=True)
 class Discount:
     """``percent`` off the price table for a key's calls from ``effective_from_us`` on."""

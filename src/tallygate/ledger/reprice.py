@@ -2,7 +2,9 @@
 
 Each raw record in the range gets the cost its model's price (and its key's discount) in
 force at its time gives now; the rollups' cost moves by exactly the same amounts in the same
-transaction, so every figure stays equal to the sum of the records. Calls of a model without
+transaction, so every figure stays equal to the sum of the records. The range is repriced in
+bounded transactions (``store.reprice.BATCH`` records each), each consistent on its own, and
+safe to run twice at once (see ``store.reprice``). Calls of a model without
 any price at their time keep their cost (a cost reported with an event is left alone
 rather than zeroed). Rollups whose raw records are past their retention cannot be repriced;
 the report says from when raw records exist.
@@ -66,8 +68,9 @@ def reprice(ledger: Ledger, start_us: int, end_us: int,
                                 row.output_tokens, row.status_code,
                                 discounts.percent_at(row.api_key_id, row.ts))
 
+    # Minute rows older than the ones a new record would still get are past retention.
     counts = reprice_calls(ledger.db, start_us, end_us, call_filter or CallFilter(), new_cost,
-                           write=not dry_run)
+                           write=not dry_run, minute_cutoff_s=ledger.minute_floor_s() - 60)
     span = raw_time_span(ledger.db)
     raw_from = None
     if span is not None and ledger.raw_retention_days and span[0] * US > start_us:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from tallygate.ledger.pricing import DiscountTable, Price, PriceTable
+from tallygate.ledger.pricing import DiscountTable, Price, PriceTable, check_price
 from tallygate.ledger.records import CallRecord, now_us
 from tallygate.store import prices as price_store
 from tallygate.store.calls import InsertResult, insert_calls
@@ -124,26 +124,20 @@ class Ledger:
     def set_price(self, price: Price) -> None:
         """Put ``price`` in the table from its ``effective_from_us`` on. Calls already stored
         keep their cost until ``reprice`` (``tallygate pricing recompute``) is run."""
-        if price.currency != self.currency:
-            raise ValueError(f"currency: the ledger counts in {self.currency}, not "
-                             f"{price.currency}")
-        for name in ("input_per_million", "output_per_million", "cached_input_per_million",
-                     "per_call"):
-            value = getattr(price, name)
-            if value is not None and (not value.is_finite() or value < 0
-                                      or len(str(value)) > 40):
-                raise ValueError(f"{name}: must be a non-negative decimal")
+        check_price(price, self.currency)
         price_store.set_price(self.db, price)
         self.prices_changed()
 
     def sync_route_prices(self, routes: Sequence[Route]) -> list[str]:
         """Put each route's configured price in the price table when it differs from the
         price in force: from the epoch for a model without any price, else from now (so
-        past calls keep the price they were made at). Returns the models that changed."""
-        table = self.prices()
-        now = now_us()
-        changed = []
-        for route in routes:
+        past calls keep the price they were made at). Returns the models that changed.
+
+        Every route's price passes ``set_price``'s rule (``check_price``) before any is
+        written; a route price without a currency is in the ledger's. Raises ``ValueError``
+        naming the route and field (``routes[1] (model 'm'): price.currency: ...``)."""
+        wanted_prices = []
+        for index, route in enumerate(routes):
             if route.price is None:
                 continue
             wanted = Price(
@@ -151,14 +145,23 @@ class Ledger:
                 input_per_million=route.price.input_per_million,
                 output_per_million=route.price.output_per_million,
                 cached_input_per_million=route.price.cached_input_per_million,
-                per_call=route.price.per_call, currency=route.price.currency,
+                per_call=route.price.per_call,
+                currency=route.price.currency or self.currency,
             )
-            current = table.price_at(route.model, now)
+            try:
+                check_price(wanted, self.currency)
+            except ValueError as exc:
+                raise ValueError(f"routes[{index}] (model {route.model!r}): price.{exc}") \
+                    from None
+            wanted_prices.append(wanted)
+        table = self.prices()
+        now = now_us()
+        changed = []
+        for wanted in wanted_prices:
+            current = table.price_at(wanted.model, now)
             if current is not None and replace(current, effective_from_us=0) == wanted:
                 continue
-            start = 0 if not table.price_at(route.model, 2**62) else now
-            price_store.set_price(self.db, replace(wanted, effective_from_us=start))
-            changed.append(route.model)
-        if changed:
-            self.prices_changed()
+            start = 0 if not table.price_at(wanted.model, 2**62) else now
+            self.set_price(replace(wanted, effective_from_us=start))
+            changed.append(wanted.model)
         return changed
