@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -135,15 +135,143 @@ def test_start_alone_runs_until_now_and_end_alone_starts_7_days_before() -> None
     assert (r.previous_start(), r.previous_end()) == (at("2026-10-19T00:00-04:00"), r.start())
 
 
+# Calendar edges: absolute time, midnights that are skipped or repeated, gaps ----------------
+
+# Zones whose clocks spring forward at midnight, and the day whose 00:00 does not exist there
+# (its first instant is 01:00). Paraguay has kept -03 all year since October 2024.
+MIDNIGHT_GAPS = [("America/Havana", date(2026, 3, 8)), ("America/Santiago", date(2026, 9, 6)),
+                 ("America/Asuncion", date(2024, 10, 6)), ("Asia/Beirut", date(2026, 3, 29)),
+                 ("Africa/Cairo", date(2026, 4, 24))]
+
+
+def _first_instant(day: date, zone: str) -> int:
+    """From first principles: the earliest second whose local date is ``day``."""
+    tz = ZoneInfo(zone)
+    t = brute.instant_us(datetime(day.year, day.month, day.day, tzinfo=UTC)) - 15 * 3600 * US
+    while brute.local_time(t, tz).date() < day:
+        t += 60 * US  # every offset in these zones is whole minutes
+    return t
+
+
+def test_a_range_between_two_wall_times_is_measured_in_absolute_time() -> None:
+    # 00:00 EST to 12:00 EDT is 11 hours: so is the previous period.
+    r = resolve_range(None, "2026-03-08T00:00", "2026-03-08T12:00", "America/New_York")
+    assert span(r) == (at("2026-03-08T00:00-05:00"), at("2026-03-08T12:00-04:00"),
+                       at("2026-03-07T13:00-05:00"), at("2026-03-08T00:00-05:00"))
+    assert r.end_us - r.start_us == r.previous_end_us - r.previous_start_us == 11 * 3600 * US
+
+
+@pytest.mark.parametrize(("zone", "day"), MIDNIGHT_GAPS)
+def test_a_day_whose_midnight_is_skipped_begins_at_01_00(zone: str, day: date) -> None:
+    r = resolve_range(None, day.isoformat(), (day + timedelta(days=1)).isoformat(), zone)
+    assert r.start_us == _first_instant(day, zone)
+    assert r.start().time().isoformat() == "01:00:00"
+    assert r.end_us - r.start_us == 23 * 3600 * US
+
+
+@pytest.mark.parametrize(("zone", "day"), MIDNIGHT_GAPS)
+def test_the_previous_period_of_7d_starts_at_a_local_midnight(zone: str, day: date) -> None:
+    # Today is 6 days after the skipped midnight: the period begins on that day at 01:00, and
+    # the previous period on the whole day a week before it, from its 00:00.
+    tz = ZoneInfo(zone)
+    now = datetime.combine(day + timedelta(days=6), datetime.min.time(), tz) + timedelta(
+        hours=15)
+    r = resolve_range("7d", None, None, zone, now=now)
+    assert r.start_us == _first_instant(day, zone)
+    assert r.previous_start_us == _first_instant(day - timedelta(days=7), zone)
+    assert r.previous_start().time().isoformat() == "00:00:00"
+    # It ends as long into the day 7 days ago as now is into today.
+    assert r.previous_end_us == _first_instant(day - timedelta(days=1), zone) + 15 * 3600 * US
+
+
+@pytest.mark.parametrize(("zone", "day"), MIDNIGHT_GAPS)
+def test_end_alone_on_a_skipped_midnight_covers_7_whole_days(zone: str, day: date) -> None:
+    r = resolve_range(None, None, day.isoformat(), zone, now=at("2027-01-01T00:00+00:00"))
+    assert (r.start_us, r.end_us) == (_first_instant(day - timedelta(days=7), zone),
+                                      _first_instant(day, zone))
+    assert (r.previous_start_us, r.previous_end_us) == (
+        _first_instant(day - timedelta(days=14), zone), r.start_us)
+
+
+def test_a_repeated_midnight_starts_the_day_at_its_first_occurrence() -> None:
+    # Havana falls back from 01:00 to 00:00 on 2026-11-01: that day lasts 25 hours.
+    # (Compared as instants: Python never finds a repeated wall time equal to another zone's.)
+    r = resolve_range(None, "2026-11-01", "2026-11-02", "America/Havana")
+    assert (r.start_us, r.end_us) == (us("2026-11-01T00:00-04:00"), us("2026-11-02T00:00-05:00"))
+    assert r.end_us - r.start_us == 25 * 3600 * US
+    # Santiago falls back from 24:00 to 23:00: the 4th lasts 25 hours, the 5th begins once.
+    r = resolve_range(None, "2026-04-04", "2026-04-06", "America/Santiago")
+    assert (r.start_us, r.end_us) == (us("2026-04-04T00:00-03:00"), us("2026-04-06T00:00-04:00"))
+    assert r.end_us - r.start_us == 49 * 3600 * US
+
+
+def test_a_skipped_day_begins_where_the_next_day_does() -> None:
+    # Samoa skipped 2011-12-30 altogether: its "first instant" is the 31st's.
+    r = resolve_range(None, "2011-12-30", "2012-01-01", "Pacific/Apia")
+    assert r.start() == at("2011-12-31T00:00+14:00")
+    assert r.end_us - r.start_us == 24 * 3600 * US
+
+
+def test_a_wall_time_in_a_gap_moves_forward_by_the_gap() -> None:
+    # New York skips 02:00-03:00: 02:30 is read as 03:30 EDT (RFC 5545).
+    r = resolve_range(None, "2026-03-08T02:30", "2026-03-08T04:00", "America/New_York")
+    assert span(r) == (at("2026-03-08T03:30-04:00"), at("2026-03-08T04:00-04:00"),
+                       at("2026-03-08T03:00-04:00"), at("2026-03-08T03:30-04:00"))
+    # Lord Howe skips 02:00-02:30: 02:10 is 02:40 +11:00.
+    r = resolve_range(None, "2026-10-04T02:10", "2026-10-04T03:00", "Australia/Lord_Howe")
+    assert r.start() == at("2026-10-04T02:40+11:00")
+    # Havana skips 00:00-01:00: 00:20 is 01:20 -04:00.
+    r = resolve_range(None, "2026-03-08T00:20", "2026-03-08T02:00", "America/Havana")
+    assert r.start() == at("2026-03-08T01:20-04:00")
+
+
+def test_a_repeated_wall_time_is_its_first_occurrence() -> None:
+    r = resolve_range(None, "2026-11-01T01:30", "2026-11-01T03:00", "America/New_York")
+    assert r.start_us == us("2026-11-01T01:30-04:00")
+    assert r.end_us - r.start_us == int(2.5 * 3600 * US)
+
+
+def test_a_start_in_a_gap_never_makes_a_negative_range() -> None:
+    # 02:30 is 03:30 EDT, after 03:15: a 400 naming end, not an empty answer.
+    with pytest.raises(BadParameter) as raised:
+        resolve_range(None, "2026-03-08T02:30", "2026-03-08T03:15", "America/New_York")
+    assert raised.value.param == "end"
+
+
+def test_a_period_across_a_short_day_ends_its_previous_period_as_far_into_the_day() -> None:
+    # Today is New York's 23-hour day, 10:00 EDT is 9 hours after its midnight: the previous
+    # period ends 9 hours into the same weekday a week before, at 09:00 EST.
+    now = at("2026-03-08T10:00-04:00")
+    r = resolve_range("7d", None, None, "America/New_York", now=now)
+    assert span(r) == (at("2026-03-02T00:00-05:00"), now,
+                       at("2026-02-23T00:00-05:00"), at("2026-03-01T09:00-05:00"))
+
+
+def test_the_previous_period_of_1d_stops_at_the_end_of_yesterday() -> None:
+    # 24.5 hours into the 25-hour day; yesterday had 24 hours: it ends at today's start.
+    now = at("2026-11-01T23:30-05:00")
+    r = resolve_range("1d", None, None, "America/New_York", now=now)
+    assert (r.previous_start(), r.previous_end()) == (at("2026-10-31T00:00-04:00"), r.start())
+
+
+def test_end_alone_as_an_instant_starts_as_far_into_the_day_7_days_before() -> None:
+    r = resolve_range(None, None, "2026-03-10T12:00", "America/New_York")
+    assert (r.start(), r.end()) == (at("2026-03-03T12:00-05:00"), at("2026-03-10T12:00-04:00"))
+    r = resolve_range(None, None, "2026-03-14T12:00", "America/New_York")
+    assert r.start() == at("2026-03-07T12:00-05:00")
+    r = resolve_range(None, None, "2026-03-08T12:00", "America/New_York")  # 11 h into the day
+    assert r.start() == at("2026-03-01T11:00-05:00")
+
+
 @pytest.mark.parametrize(("args", "param"), [
     (("7d", "2026-11-01", None, "UTC"), "period"),
     (("7d", None, "2026-11-01", "UTC"), "period"),
     (("2d", None, None, "UTC"), "period"),
     (("7D", None, None, "UTC"), "period"),
-    ((None, "2026-11-02", "2026-11-01", "UTC"), "start"),
-    ((None, "2026-11-01", "2026-11-01", "UTC"), "start"),
-    ((None, "2026-11-01T10:00:00Z", "2026-11-01T10:00:00Z", "UTC"), "start"),
-    ((None, "2026-11-01T10:00:00Z", "2026-11-01T15:44:59+05:45", "UTC"), "start"),
+    ((None, "2026-11-02", "2026-11-01", "UTC"), "end"),
+    ((None, "2026-11-01", "2026-11-01", "UTC"), "end"),
+    ((None, "2026-11-01T10:00:00Z", "2026-11-01T10:00:00Z", "UTC"), "end"),
+    ((None, "2026-11-01T10:00:00Z", "2026-11-01T15:44:59+05:45", "UTC"), "end"),
     ((None, "2000-01-01", "2020-01-01", "UTC"), "start"),
     ((None, "2026-02-30", "2026-03-02", "UTC"), "start"),
     ((None, "yesterday", "2026-03-02", "UTC"), "start"),
