@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from tallygate.ledger.records import CallRecord
@@ -145,12 +145,7 @@ MIDNIGHT_GAPS = [("America/Havana", date(2026, 3, 8)), ("America/Santiago", date
 
 
 def _first_instant(day: date, zone: str) -> int:
-    """From first principles: the earliest second whose local date is ``day``."""
-    tz = ZoneInfo(zone)
-    t = brute.instant_us(datetime(day.year, day.month, day.day, tzinfo=UTC)) - 15 * 3600 * US
-    while brute.local_time(t, tz).date() < day:
-        t += 60 * US  # every offset in these zones is whole minutes
-    return t
+    return brute.day_start_us(day, ZoneInfo(zone))
 
 
 def test_a_range_between_two_wall_times_is_measured_in_absolute_time() -> None:
@@ -393,18 +388,26 @@ def test_hour_buckets_at_plus_05_45_hold_their_own_calls(ledger: Ledger) -> None
 # Properties ----------------------------------------------------------------------------------
 
 ZONES = ("UTC", "Asia/Shanghai", "America/New_York", "Asia/Kolkata", "Asia/Kathmandu",
-         "Australia/Lord_Howe", "Europe/London")
-# Around the 2026 offset changes of those zones.
+         "Australia/Lord_Howe", "Europe/London", "Pacific/Chatham", "America/Havana",
+         "America/Santiago", "America/Asuncion", "Asia/Beirut", "Africa/Cairo")
+# Around the 2026 offset changes of those zones (Asuncion's last ones were in 2024).
 WINDOW = (us("2026-03-01T00:00:00+00:00"), us("2026-11-08T00:00:00+00:00"))
+CHANGES = tuple(us(t) for t in (
+    "2026-03-08T07:00:00+00:00", "2026-03-29T01:00:00+00:00", "2026-04-04T15:00:00+00:00",
+    "2026-10-03T15:30:00+00:00", "2026-10-25T01:00:00+00:00", "2026-11-01T06:00:00+00:00",
+    "2026-03-08T05:00:00+00:00", "2026-11-01T05:00:00+00:00",  # Havana, at midnight
+    "2026-04-05T03:00:00+00:00", "2026-09-06T04:00:00+00:00",  # Santiago
+    "2026-03-28T22:00:00+00:00", "2026-10-24T21:00:00+00:00",  # Beirut
+    "2026-04-23T22:00:00+00:00", "2026-10-29T21:00:00+00:00",  # Cairo
+    "2026-04-04T14:00:00+00:00", "2026-09-26T14:00:00+00:00",  # Chatham
+    "2024-03-24T03:00:00+00:00", "2024-10-06T04:00:00+00:00",  # Asuncion
+))
 
 
 @st.composite
 def _instant_ranges(draw: st.DrawFn, longest_us: int) -> tuple[int, int, str]:
     zone = draw(st.sampled_from(ZONES))
-    near = st.sampled_from([us(t) for t in (
-        "2026-03-08T07:00:00+00:00", "2026-03-29T01:00:00+00:00", "2026-04-04T15:00:00+00:00",
-        "2026-10-03T15:30:00+00:00", "2026-10-25T01:00:00+00:00", "2026-11-01T06:00:00+00:00",
-    )])
+    near = st.sampled_from(CHANGES)
     start = draw(st.one_of(st.integers(*WINDOW), near.map(lambda t: t - 3600 * US)))
     start += draw(st.integers(-4 * 3600 * US, 4 * 3600 * US))
     return start, start + draw(st.integers(1, longest_us)), zone
@@ -430,24 +433,82 @@ def test_buckets_are_every_local_unit_the_range_touches(data: st.DataObject) -> 
     assert labels(r, granularity) == expected
 
 
-@settings(max_examples=200, deadline=None)
-@given(zone=st.sampled_from(ZONES), now=st.integers(*WINDOW),
+@settings(max_examples=300, deadline=None)
+@given(zone=st.sampled_from(ZONES),
+       now=st.one_of(st.integers(*WINDOW), st.builds(
+           lambda change, days, into: change + days * 86400 * US + into,
+           st.sampled_from(CHANGES), st.integers(-1, 60), st.integers(-3600 * US, 86400 * US))),
        period=st.sampled_from(("1d", "3d", "7d", "30d")))
 def test_a_period_is_n_local_days_ending_now(zone: str, now: int, period: str) -> None:
     tz = ZoneInfo(zone)
     days = int(period[:-1])
     r = resolve_range(period, None, None, zone, now=brute.EPOCH + timedelta(microseconds=now))
+    assert (r.start_us, r.end_us, r.previous_start_us, r.previous_end_us) == (
+        brute.period_range(days, now, tz))
+    # What period_range promises, checked without it: N local days ending now, the previous
+    # period N local days before, each from the first instant of a day.
     today = brute.local_time(now, tz).date()
-    first = brute.local_time(r.start_us, tz)
-    assert r.end_us == now
-    assert (first.date(), first.time().isoformat()) == (
-        today - timedelta(days=days - 1), "00:00:00")
-    assert brute.local_time(r.start_us - 1, tz).date() == first.date() - timedelta(days=1)
-    # The previous period: the same wall-clock span, N calendar days earlier (a wall time
-    # that does not exist that day is read as zoneinfo reads it, with fold=0).
-    wall = brute.local_time(now, tz).replace(tzinfo=None) - timedelta(days=days)
-    assert r.previous_end_us == brute.instant_us(wall.replace(tzinfo=tz))
-    before = brute.local_time(r.previous_start_us, tz)
-    assert (before.date(), before.time().isoformat()) == (
-        first.date() - timedelta(days=days), "00:00:00")
+    for begin, day in ((r.start_us, today - timedelta(days=days - 1)),
+                       (r.previous_start_us, today - timedelta(days=2 * days - 1))):
+        assert brute.local_time(begin, tz).date() == day
+        assert brute.local_time(begin - 1, tz).date() < day
+    assert r.previous_end_us <= r.start_us
+    if now > brute.day_start_us(today, tz):  # else both periods end at a day's first instant
+        assert brute.local_time(r.previous_end_us - 1, tz).date() == today - timedelta(days=days)
 
+
+@settings(max_examples=300, deadline=None)
+@given(zone=st.sampled_from(ZONES), data=st.data())
+def test_dates_and_wall_times_are_read_in_tz(zone: str, data: st.DataObject) -> None:
+    """Dates are the first instant of the local date; a wall time without an offset is the
+    first instant showing that wall time, or, when the clocks skip it, the instant the
+    offset before the gap gives it. Every range is positive or a 400 naming end."""
+    tz = ZoneInfo(zone)
+    own = [t for t in CHANGES
+           if brute.local_time(t - 1, tz).utcoffset() != brute.local_time(t, tz).utcoffset()]
+    around = data.draw(st.integers(*WINDOW) if not own or data.draw(st.booleans())
+                       else st.sampled_from(own))
+    around += data.draw(st.integers(-3600 * US, 3600 * US))
+    first = brute.local_time(around, tz).date()
+    last = first + timedelta(days=data.draw(st.integers(1, 40)))
+    r = resolve_range(None, first.isoformat(), last.isoformat(), zone)
+    assert (r.start_us, r.end_us, r.previous_start_us, r.previous_end_us) == (
+        brute.dates_range(first, last, tz))
+
+    # Wall times a few hours around, on whole minutes, some moved into a gap the clocks skip.
+    minute = 60 * US
+    around = around // minute * minute
+    near = range(around - 9 * 3600 * US, around + 9 * 3600 * US, minute)
+
+    def draw_wall(t: int) -> datetime:
+        shift = timedelta(minutes=data.draw(st.sampled_from((0, 0, 15, 30, 60))))
+        return brute.local_time(t, tz).replace(tzinfo=None) + shift
+
+    def instant(wall: datetime) -> int:
+        shown = [t for t in near if brute.local_time(t, tz).replace(tzinfo=None) == wall]
+        if shown:
+            return shown[0]
+        # Skipped: read with the offset in force just before the clocks jumped past it.
+        event("a wall time the clocks skip")
+        after = next(t for t in near if brute.local_time(t, tz).replace(tzinfo=None) > wall)
+        before = brute.local_time(after - 1, tz).utcoffset()
+        assert before is not None
+        return brute.instant_us(wall.replace(tzinfo=UTC) - before)
+
+    t = around + data.draw(st.integers(-90, 90)) * minute
+    if own and data.draw(st.booleans()):  # just before a change: a shift may land in its gap
+        t = data.draw(st.sampled_from(own)) - data.draw(st.integers(1, 60)) * minute
+        near = range(t - 9 * 3600 * US, t + 9 * 3600 * US, minute)
+    wall_start = draw_wall(t)
+    wall_end = draw_wall(t + data.draw(st.integers(-30, 3 * 60)) * minute)
+    start_us, end_us = instant(wall_start), instant(wall_end)
+    args = (None, wall_start.isoformat(), wall_end.isoformat(), zone)
+    if end_us <= start_us:
+        event("end not after start")
+        with pytest.raises(BadParameter) as raised:
+            resolve_range(*args)
+        assert raised.value.param == "end"
+        return
+    r = resolve_range(*args)
+    assert (r.start_us, r.end_us, r.previous_start_us, r.previous_end_us) == (
+        brute.instants_range(start_us, end_us))
