@@ -41,7 +41,7 @@ def parse_tz(name: str | None) -> ZoneInfo:
 
 @dataclass(frozen=True, slots=True)
 class TimeRange:
-    """``[start, end)`` and the previous period of equal length it is compared with."""
+    """``[start, end)`` and the previous period it is compared with (``resolve_range``)."""
 
     start_us: int
     end_us: int
