@@ -4,7 +4,10 @@ Random ranges (periods with a fixed ``now``; custom dates; RFC 3339 instants not
 anything, so the raw-edge path runs) anywhere in the 40 days before ``now``, often across a
 daylight-saving change; random records around them (bunched at the range's edges, at
 15-minute and minute boundaries, at the offset changes and at the minute window's edge);
-random filters; zones with 30- and 45-minute offsets and DST; on SQLite and on PostgreSQL.
+random filters; zones with 30- and 45-minute offsets and DST, and zones whose clocks change
+at midnight; on SQLite and on PostgreSQL. The range and its previous period are worked out
+here from what the parameters mean (``brute.period_range`` and friends), never taken from
+the code under test.
 Each example empties the ledger tables first, so examples never see each other's calls
 although the ``db`` fixture lives for the whole test.
 """
