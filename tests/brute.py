@@ -144,6 +144,52 @@ def peak(records: Iterable[CallRecord], tz: ZoneInfo) -> tuple[int, int] | None:
     return (max(s[0] for s in per_minute.values()), max(s[1] for s in per_minute.values()))
 
 
+# Ranges --------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=4096)
+def day_start_us(day: date, tz: ZoneInfo) -> int:
+    """The first instant of the local date ``day`` (or of the next date the zone has, where it
+    skipped ``day``): the earliest whole minute whose local date is not before ``day``, found
+    by walking from before the earliest offset any zone has (+14:00). Every offset since 1972
+    is whole minutes, so no instant between two minutes can be earlier."""
+    t = instant_us(datetime(day.year, day.month, day.day, tzinfo=UTC)) - 15 * 3600 * US
+    while local_time(t, tz).date() < day:
+        t += MINUTE_US
+    return t
+
+
+def same_time_days_away_us(ts_us: int, days: int, tz: ZoneInfo) -> int:
+    """As long after the first instant of the local day ``days`` away as ``ts_us`` is after
+    the first instant of its own day, but no later than that day's end."""
+    day = local_time(ts_us, tz).date()
+    target = day + timedelta(days=days)
+    return min(day_start_us(target, tz) + ts_us - day_start_us(day, tz),
+               day_start_us(target + timedelta(days=1), tz))
+
+
+def period_range(days: int, now_us: int, tz: ZoneInfo) -> tuple[int, int, int, int]:
+    """``period=Nd`` as docs/api.md defines it: ``(start, end, previous_start, previous_end)``.
+    From the first instant of the local day N-1 days ago until now; the previous period from
+    the first instant of the day 2N-1 days ago, as far into the day N days ago as now is into
+    today."""
+    today = local_time(now_us, tz).date()
+    return (day_start_us(today - timedelta(days=days - 1), tz), now_us,
+            day_start_us(today - timedelta(days=2 * days - 1), tz),
+            same_time_days_away_us(now_us, -days, tz))
+
+
+def dates_range(first: date, last: date, tz: ZoneInfo) -> tuple[int, int, int, int]:
+    """``start=first&end=last``: whole local days; the previous period is as many days before."""
+    return (day_start_us(first, tz), day_start_us(last, tz),
+            day_start_us(first - (last - first), tz), day_start_us(first, tz))
+
+
+def instants_range(start_us: int, end_us: int) -> tuple[int, int, int, int]:
+    """Any other range: the previous period is as long, in absolute time, ending at start."""
+    return (start_us, end_us, 2 * start_us - end_us, start_us)
+
+
 # Trend buckets -------------------------------------------------------------------------------
 
 

@@ -28,13 +28,19 @@ CASES: list[tuple[str, Any, str]] = [
     *((path, {"start": "yesterday"}, "start") for path in ALL),
     *((path, {"end": "2026-13-40"}, "end") for path in ALL),
     *((path, {"tz": "Mars/Olympus_Mons"}, "tz") for path in ALL),
-    *((path, {"start": "2026-02-01", "end": "2026-01-01"}, "start") for path in ALL),
+    *((path, {"start": "2026-02-01", "end": "2026-01-01"}, "end") for path in ALL),
     *((path, {"call_type": "batch"}, "call_type") for path in ALL),
     *((path, {"model_category": "video"}, "model_category") for path in ALL),
     (SUMMARY, {"period": "7"}, "period"),
     (SUMMARY, {"period": ""}, "period"),
-    (SUMMARY, {"start": "2026-01-01", "end": "2026-01-01"}, "start"),
-    (SUMMARY, {"start": "2026-01-01T10:00:00Z", "end": "2026-01-01T09:59:59Z"}, "start"),
+    (SUMMARY, {"start": "2026-01-01", "end": "2026-01-01"}, "end"),
+    (SUMMARY, {"start": "2026-01-01T10:00:00Z", "end": "2026-01-01T09:59:59Z"}, "end"),
+    # 02:30 does not exist in New York that day: it is read as 03:30 EDT, after the end.
+    (SUMMARY, {"start": "2026-03-08T02:30:00", "end": "2026-03-08T03:15:00",
+               "tz": "America/New_York"}, "end"),
+    (SUMMARY, {"start": "2026-03-08T02:30:00", "end": "2026-03-08T03:30:00",
+               "tz": "America/New_York"}, "end"),
+    (SUMMARY, {"start": "2999-01-01"}, "start"),  # the range would end (now) before it
     (SUMMARY, {"start": "2026-02-30"}, "start"),
     (SUMMARY, {"start": "2026-01-01T25:00:00Z"}, "start"),
     (SUMMARY, {"end": "1764000000"}, "end"),
@@ -131,6 +137,27 @@ def test_good_parameters_of_every_kind_are_accepted(shared_api: Api) -> None:
     for path, query in good:
         response = shared_api.get(path, query)
         assert response.status_code == 200, (path, query, response.text)
+
+
+def test_ranges_are_absolute_instants_from_the_calendar_in_tz(shared_api: Api) -> None:
+    """docs/api.md, "Time ranges, exactly", through the API."""
+    def edges(query: dict[str, str]) -> list[str]:
+        summary = shared_api.ok(SUMMARY, query)
+        return [summary[k] for k in ("start", "end", "previous_start", "previous_end")]
+
+    # 11 hours of New York's spring-forward day: the previous period lasts 11 hours too.
+    assert edges({"start": "2026-03-08T00:00", "end": "2026-03-08T12:00",
+                  "tz": "America/New_York"}) == [
+        "2026-03-08T00:00:00-05:00", "2026-03-08T12:00:00-04:00",
+        "2026-03-07T13:00:00-05:00", "2026-03-08T00:00:00-05:00"]
+    # Havana skips midnight on 2026-03-08: end alone covers the 7 whole days before it.
+    assert edges({"end": "2026-03-08", "tz": "America/Havana"}) == [
+        "2026-03-01T00:00:00-05:00", "2026-03-08T01:00:00-04:00",
+        "2026-02-22T00:00:00-05:00", "2026-03-01T00:00:00-05:00"]
+    # A start in the gap moves forward by it: 02:30 is 03:30 EDT.
+    assert edges({"start": "2026-03-08T02:30", "end": "2026-03-08T04:00",
+                  "tz": "America/New_York"})[:2] == [
+        "2026-03-08T03:30:00-04:00", "2026-03-08T04:00:00-04:00"]
 
 
 # Each parameter where it is read (the common filters are parsed once for every endpoint).

@@ -85,7 +85,7 @@ def test_tables_for_people_show_the_figures(db: Database, cli: Run) -> None:
     (["summary", "--period", "7d", "--start", "2026-01-01"], "--period"),
     (["summary", "--start", "yesterday"], "--start"),
     (["summary", "--end", "2026-13-01"], "--end"),
-    (["summary", "--start", "2026-02-01", "--end", "2026-01-01"], "--start"),
+    (["summary", "--start", "2026-02-01", "--end", "2026-01-01"], "--end"),
     (["summary", "--start", "0001-01-01", "--end", "0001-01-02"], "--start"),
     (["summary", "--tz", "Mars/Olympus_Mons"], "--tz"),
     (["summary", "--call-type", "batch"], "--call-type"),

@@ -4,7 +4,10 @@ Random ranges (periods with a fixed ``now``; custom dates; RFC 3339 instants not
 anything, so the raw-edge path runs) anywhere in the 40 days before ``now``, often across a
 daylight-saving change; random records around them (bunched at the range's edges, at
 15-minute and minute boundaries, at the offset changes and at the minute window's edge);
-random filters; zones with 30- and 45-minute offsets and DST; on SQLite and on PostgreSQL.
+random filters; zones with 30- and 45-minute offsets and DST, and zones whose clocks change
+at midnight; on SQLite and on PostgreSQL. The range and its previous period are worked out
+here from what the parameters mean (``brute.period_range`` and friends), never taken from
+the code under test.
 Each example empties the ledger tables first, so examples never see each other's calls
 although the ``db`` fixture lives for the whole test.
 """
@@ -42,8 +45,14 @@ from tests import brute
 US = 1_000_000
 DAY_US = 86400 * US
 ZONES = ("UTC", "Asia/Shanghai", "America/New_York", "Asia/Kolkata", "Asia/Kathmandu",
-         "Australia/Lord_Howe", "Europe/London")
-# Every 2026 offset change of the zones above (checked against zoneinfo below).
+         "Australia/Lord_Howe", "Europe/London", "Pacific/Chatham",
+         # The clocks change at midnight: a day may begin at 01:00, or at 00:00 twice.
+         "America/Havana", "America/Santiago", "America/Asuncion", "Asia/Beirut",
+         "Africa/Cairo")
+# The years whose offset changes the ranges are placed around: 2026, and 2024 for Asuncion,
+# which has kept -03 all year since October 2024.
+YEARS = {name: (2026,) for name in ZONES} | {"America/Asuncion": (2024,)}
+# Every offset change of the zones above in those years (checked against zoneinfo below).
 TRANSITIONS = tuple(datetime(*t, tzinfo=UTC) for t in (
     (2026, 3, 8, 7, 0),     # New York: 02:00 EST -> 03:00 EDT, a 23-hour day
     (2026, 3, 29, 1, 0),    # London: 01:00 GMT -> 02:00 BST
@@ -51,6 +60,18 @@ TRANSITIONS = tuple(datetime(*t, tzinfo=UTC) for t in (
     (2026, 10, 3, 15, 30),  # Lord Howe: 02:00 +10:30 -> 02:30 +11
     (2026, 10, 25, 1, 0),   # London: 02:00 BST -> 01:00 GMT
     (2026, 11, 1, 6, 0),    # New York: 02:00 EDT -> 01:00 EST, a 25-hour day
+    (2026, 4, 4, 14, 0),    # Chatham: 03:45 +13:45 -> 02:45 +12:45
+    (2026, 9, 26, 14, 0),   # Chatham: 02:45 +12:45 -> 03:45 +13:45
+    (2026, 3, 8, 5, 0),     # Havana: 00:00 -05 -> 01:00 -04, the day begins at 01:00
+    (2026, 11, 1, 5, 0),    # Havana: 01:00 -04 -> 00:00 -05, midnight twice
+    (2026, 4, 5, 3, 0),     # Santiago: 24:00 -03 -> 23:00 -04
+    (2026, 9, 6, 4, 0),     # Santiago: 00:00 -04 -> 01:00 -03
+    (2026, 3, 28, 22, 0),   # Beirut: 00:00 +02 -> 01:00 +03
+    (2026, 10, 24, 21, 0),  # Beirut: 24:00 +03 -> 23:00 +02
+    (2026, 4, 23, 22, 0),   # Cairo: 00:00 +02 -> 01:00 +03
+    (2026, 10, 29, 21, 0),  # Cairo: 24:00 +03 -> 23:00 +02
+    (2024, 3, 24, 3, 0),    # Asuncion: 24:00 -03 -> 23:00 -04
+    (2024, 10, 6, 4, 0),    # Asuncion: 00:00 -04 -> 01:00 -03
 ))
 # "now" is one of these plus up to 3 days: the 40 days before each hold some transitions.
 ANCHORS = tuple(datetime(*d, tzinfo=UTC) for d in (
@@ -98,6 +119,9 @@ class Case:
     filter: brute.Filter
     clock_s: float
     minute_retention_days: int
+    # (start, end, previous_start, previous_end) worked out in the test from the parameters'
+    # meaning (docs/api.md), never taken from the code under test.
+    expected: tuple[int, int, int, int]
 
     def query(self) -> UsageQuery:
         return UsageQuery(CallFilter(**asdict(self.filter)),
@@ -114,10 +138,6 @@ class Case:
 def _changes_offset(moment: datetime, tz: ZoneInfo) -> bool:
     t = brute.instant_us(moment)
     return brute.local_time(t - 1, tz).utcoffset() != brute.local_time(t, tz).utcoffset()
-
-
-def _midnight_us(day: date, tz: ZoneInfo) -> int:
-    return brute.instant_us(datetime(day.year, day.month, day.day, tzinfo=tz))
 
 
 def _grid_points(edges: tuple[int, ...]) -> tuple[int, ...]:
@@ -214,11 +234,17 @@ def cases(draw: st.DrawFn, short: bool = False) -> Case:
     """A ledger's content and one query over it. ``short`` favours ranges of at most a day."""
     tz_name = draw(st.sampled_from(ZONES))
     tz = ZoneInfo(tz_name)
-    # Half the time the range is placed around one of the zone's own offset changes.
+    # Half the time the range is placed around one of the zone's own offset changes: now is
+    # just after it, or so many days after it that the period or its previous period begins
+    # on the day of the change (where a day may begin at 01:00).
     changes = tuple(brute.instant_us(t) for t in TRANSITIONS if _changes_offset(t, tz))
     at_change = bool(changes) and draw(st.booleans())
     if at_change:
-        now_us = draw(st.sampled_from(changes)) + draw(st.integers(-6 * 3600 * US, 2 * DAY_US))
+        now_us = draw(st.sampled_from(changes)) + draw(st.one_of(
+            st.integers(-6 * 3600 * US, 2 * DAY_US),
+            st.builds(lambda days, into: days * DAY_US + into,
+                      st.sampled_from((1, 2, 3, 5, 6, 7, 13, 29, 30, 59)),
+                      st.integers(-3600 * US, DAY_US))))
     else:
         now_us = brute.instant_us(draw(st.sampled_from(ANCHORS))) + draw(
             st.integers(0, 3 * DAY_US))
@@ -227,27 +253,23 @@ def cases(draw: st.DrawFn, short: bool = False) -> Case:
     period = start = end = None
     kinds = ("period", "instants") if short else ("period", "dates", "instants")
     kind = draw(st.sampled_from(kinds))
-    # The edges of the range and of the previous period, roughly as resolve_range puts them.
     if kind == "period":
         period = draw(st.sampled_from(("1d",) if short else ("1d", "3d", "7d", "30d")))
-        days = int(period[:-1])
-        begin = _midnight_us(today - timedelta(days=days - 1), tz)
-        edges = (begin, now_us, _midnight_us(today - timedelta(days=2 * days - 1), tz),
-                 now_us - days * DAY_US)
+        expected = brute.period_range(int(period[:-1]), now_us, tz)
     elif kind == "dates":
         first = today - timedelta(days=draw(st.integers(0, 3 if at_change else 38)))
         last = first + timedelta(days=draw(st.integers(1, 10)))
         which = draw(st.sampled_from(("both", "both", "start", "end")))
-        if which == "start" and _midnight_us(first, tz) >= now_us:
+        if which == "start" and brute.day_start_us(first, tz) >= now_us:
             which = "both"
         start = first.isoformat() if which != "end" else None
         end = last.isoformat() if which != "start" else None
-        if which == "end":
-            first = last - timedelta(days=7)
-        elif which == "start":
-            last = today + timedelta(days=1)
-        edges = (_midnight_us(first, tz), _midnight_us(last, tz),
-                 _midnight_us(first - (last - first), tz))
+        if which == "start":  # until now: compared with as long a span before it
+            expected = brute.instants_range(brute.day_start_us(first, tz), now_us)
+        else:  # whole days, 7 before end when start is not given
+            if which == "end":
+                first = last - timedelta(days=7)
+            expected = brute.dates_range(first, last, tz)
     else:
         start_us = draw(_start_instant(now_us - 40 * DAY_US, now_us, changes))
         lengths = [st.integers(1, 3600 * US), st.integers(3600 * US, DAY_US)]
@@ -256,7 +278,8 @@ def cases(draw: st.DrawFn, short: bool = False) -> Case:
         end_us = start_us + draw(st.one_of(*lengths))
         styles = st.sampled_from(("Z", "zone", "+05:45", "-03:30", "+14:00"))
         start, end = _rfc3339(start_us, draw(styles), tz), _rfc3339(end_us, draw(styles), tz)
-        edges = (start_us, end_us, 2 * start_us - end_us)
+        expected = brute.instants_range(start_us, end_us)
+    edges = expected
     clock_s = now_us // US + draw(st.integers(0, 86400))
     minute_retention_days = draw(st.sampled_from((1, 2, 7, 90)))
     window_edge = (clock_s - minute_retention_days * 86400) // 60 * 60 + 60
@@ -278,6 +301,7 @@ def cases(draw: st.DrawFn, short: bool = False) -> Case:
                             draw(_subset(CALL_TYPES)), draw(_subset(CATEGORIES))),
         clock_s=clock_s,
         minute_retention_days=minute_retention_days,
+        expected=expected,
     )
 
 
@@ -297,12 +321,12 @@ def _load(db: Database, case: Case) -> FixedClockLedger:
 
 def _note(case: Case, query: UsageQuery) -> None:
     """What the example exercised (``--hypothesis-show-statistics``)."""
-    r = query.range
+    start_us, end_us = case.expected[:2]
     grain = 900 * US
-    middle = (-(-r.start_us // grain) * grain, r.end_us // grain * grain)
-    chosen = brute.select(case.records(), case.filter, r.start_us, r.end_us)
+    middle = (-(-start_us // grain) * grain, end_us // grain * grain)
+    chosen = brute.select(case.records(), case.filter, start_us, end_us)
     in_middle = sum(1 for c in chosen if middle[0] <= c.ts_us < middle[1])
-    event(f"range: {r.label}, {case.tz}")
+    event(f"range: {query.range.label}, {case.tz}")
     event(f"calls in range: {min(len(chosen), 5)}{'+' if len(chosen) >= 5 else ''}")
     event(f"calls from 15-minute rollups: {in_middle > 0}; "
           f"from raw edges: {len(chosen) > in_middle}")
@@ -336,25 +360,25 @@ def test_usage_summary_matches_brute_force(db: Database, case: Case) -> None:
     ledger = _load(db, case)
     query = case.query()
     _note(case, query)
-    r = query.range
+    start_us, end_us, previous_start_us, previous_end_us = case.expected
+    tz = ZoneInfo(case.tz)
     records = case.records()
-    current = brute.select(records, case.filter, r.start_us, r.end_us)
-    previous = brute.select(records, case.filter, r.previous_start_us, r.previous_end_us)
+    current = brute.select(records, case.filter, start_us, end_us)
+    previous = brute.select(records, case.filter, previous_start_us, previous_end_us)
     floor_us = ledger.minute_floor_s() * US
 
     got = usage_summary(ledger, query)
 
     cards = brute.cards(current, CURRENCY)
     previous_cards = brute.cards(previous, CURRENCY)
-    busiest = brute.peak((c for c in current if c.ts_us >= floor_us), r.tz)
+    busiest = brute.peak((c for c in current if c.ts_us >= floor_us), tz)
     assert {k: v for k, v in got["cards"].items() if not k.startswith("peak")} == cards
     assert (got["cards"]["peak_rpm"], got["cards"]["peak_tpm"]) == (
         busiest or (None, None))
     assert got["previous"] == previous_cards
     assert got["change"] == _expected_changes(cards, previous_cards)
-    assert datetime.fromisoformat(got["start"]) == brute.EPOCH + timedelta(
-        microseconds=r.start_us)
-    assert datetime.fromisoformat(got["end"]) == brute.EPOCH + timedelta(microseconds=r.end_us)
+    assert [brute.instant_us(datetime.fromisoformat(got[edge])) for edge in (
+        "start", "end", "previous_start", "previous_end")] == list(case.expected)
 
 
 def _granularities(start_us: int, end_us: int, tz: ZoneInfo) -> list[str]:
@@ -375,8 +399,9 @@ def test_usage_trend_matches_brute_force(db: Database, case: Case, data: st.Data
     ledger = _load(db, case)
     query = case.query()
     _note(case, query)
-    r = query.range
-    granularity = data.draw(st.sampled_from(_granularities(r.start_us, r.end_us, r.tz)),
+    start_us, end_us = case.expected[:2]
+    tz = ZoneInfo(case.tz)
+    granularity = data.draw(st.sampled_from(_granularities(start_us, end_us, tz)),
                             label="granularity")
     group_by = data.draw(st.sampled_from(("model", "api_key", "call_type", "model_category")),
                          label="group_by")
@@ -384,7 +409,7 @@ def test_usage_trend_matches_brute_force(db: Database, case: Case, data: st.Data
     for metric in ("requests", "total_tokens", "input_tokens", "output_tokens", "cost"):
         got = usage_trend(ledger, query, metric=metric, granularity=granularity,
                           group_by=group_by)
-        expected = brute.trend(records, case.filter, r.start_us, r.end_us, r.tz, metric,
+        expected = brute.trend(records, case.filter, start_us, end_us, tz, metric,
                                granularity, group_by)
         assert got["buckets"] == expected["buckets"], metric
         assert [{k: s[k] for k in ("name", "values", "total")} for s in got["series"]] == (
@@ -408,7 +433,7 @@ def test_usage_breakdown_matches_brute_force(db: Database, case: Case,
     ledger = _load(db, case)
     query = case.query()
     _note(case, query)
-    r = query.range
+    start_us, end_us = case.expected[:2]
     group_by = data.draw(st.lists(
         st.sampled_from(("api_key", "model", "call_type", "model_category")),
         min_size=1, max_size=2, unique=True), label="group_by")
@@ -421,7 +446,8 @@ def test_usage_breakdown_matches_brute_force(db: Database, case: Case,
 
     with_percentiles = with_percentiles or sort_key.startswith(("p50_", "p95_"))
     assert ("percentiles" in got) == with_percentiles
-    expected = brute.breakdown(case.records(), case.filter, r.start_us, r.end_us, r.tz,
+    expected = brute.breakdown(case.records(), case.filter, start_us, end_us,
+                               ZoneInfo(case.tz),
                                group_by, CURRENCY,
                                peak_from_us=ledger.minute_floor_s() * US,
                                with_percentiles=with_percentiles)
@@ -449,15 +475,16 @@ def test_the_offset_changes_aimed_at_are_where_zoneinfo_has_them() -> None:
     changes = set()
     for name in ZONES:
         tz = ZoneInfo(name)
-        hour = datetime(2026, 1, 1, tzinfo=UTC)
-        while hour.year == 2026:
-            if hour.astimezone(tz).utcoffset() != (hour + timedelta(hours=1)).astimezone(
-                    tz).utcoffset():
-                t = hour
-                while t.astimezone(tz).utcoffset() == hour.astimezone(tz).utcoffset():
-                    t += timedelta(minutes=1)
-                changes.add(t)
-            hour += timedelta(hours=1)
+        for year in YEARS[name]:
+            hour = datetime(year, 1, 1, tzinfo=UTC)
+            while hour.year == year:
+                if hour.astimezone(tz).utcoffset() != (hour + timedelta(hours=1)).astimezone(
+                        tz).utcoffset():
+                    t = hour
+                    while t.astimezone(tz).utcoffset() == hour.astimezone(tz).utcoffset():
+                        t += timedelta(minutes=1)
+                    changes.add(t)
+                hour += timedelta(hours=1)
     assert changes == set(TRANSITIONS)
 
 

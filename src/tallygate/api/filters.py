@@ -36,9 +36,11 @@ def usage_query(
         description="1d, 3d, 7d or 30d: the last N calendar days in tz, today included. "
                     "The default when neither period nor start/end is given is 7d.")] = None,
     start: Annotated[str | None, Query(
-        description="RFC 3339 instant or YYYY-MM-DD (local midnight in tz).")] = None,
+        description="RFC 3339 instant or YYYY-MM-DD (the first instant of that date in tz). "
+                    "A time without an offset is read in tz; one the clocks skip moves "
+                    "forward by the gap.")] = None,
     end: Annotated[str | None, Query(
-        description="Exclusive; RFC 3339 instant or YYYY-MM-DD.")] = None,
+        description="Exclusive, after start; RFC 3339 instant or YYYY-MM-DD.")] = None,
     tz: Annotated[str | None, Query(description="IANA time zone; default UTC.")] = None,
 ) -> UsageQuery:
     keys = tuple(api_key_id or ())

@@ -41,7 +41,7 @@ def parse_tz(name: str | None) -> ZoneInfo:
 
 @dataclass(frozen=True, slots=True)
 class TimeRange:
-    """``[start, end)`` and the previous period of equal length it is compared with."""
+    """``[start, end)`` and the previous period it is compared with (``resolve_range``)."""
 
     start_us: int
     end_us: int
@@ -75,49 +75,115 @@ def to_us(moment: datetime) -> int:
 
 
 def local_midnight(day: date, tz: ZoneInfo) -> datetime:
-    """The first instant of ``day`` in ``tz`` (a zone may skip midnight itself)."""
-    moment = datetime(day.year, day.month, day.day, tzinfo=tz)
-    # If local midnight does not exist (a DST gap at 00:00), the day starts at the gap's end.
-    utc = moment.astimezone(UTC)
-    back = utc.astimezone(tz)
-    return back if back.date() == day else moment
+    """The first instant of ``day`` in ``tz``.
+
+    Usually 00:00. Where the clocks skip midnight (Havana, Santiago, Beirut, Cairo spring
+    forward at 00:00) the day begins at the end of the gap, 01:00; where midnight is repeated
+    (Havana falls back from 01:00 to 00:00) it is the earlier 00:00.
+    """
+    wall = datetime(day.year, day.month, day.day)
+    first, last = _readings(wall, tz)
+    if _wall(first, tz) == wall:
+        return _from_us(first, tz)
+    # 00:00 falls in a gap, so the day begins at the offset change: ``first`` (read with the
+    # offset after the change) is before it and ``last`` is after it. Changes fall on whole
+    # seconds; bisect to the first second that has the later offset.
+    after = _offset_us(last, tz)
+    lo, hi = first // US, -(-last // US)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _offset_us(mid * US, tz) == after:
+            hi = mid
+        else:
+            lo = mid
+    return _from_us(hi * US, tz)
 
 
-def _parse_moment(param: str, text: str, tz: ZoneInfo) -> tuple[datetime, bool]:
-    """An instant, and whether the text was a bare date (local midnight in ``tz``)."""
+def local_instant(wall: datetime, tz: ZoneInfo) -> int:
+    """The instant (microseconds) of the naive local time ``wall`` in ``tz``.
+
+    A time the clocks skip is read with the offset in force before the gap, which moves it
+    forward by the gap's length (New York 02:30 on the spring-forward day is 03:30 EDT), as
+    RFC 5545 does; a time that occurs twice is its first occurrence (the earlier instant).
+    """
+    first, last = _readings(wall, tz)
+    return first if _wall(first, tz) == wall else last
+
+
+def _readings(wall: datetime, tz: ZoneInfo) -> tuple[int, int]:
+    """``wall`` read with either offset zoneinfo offers (fold=0 and fold=1), earlier first.
+
+    Both are the same instant except around an offset change: for a repeated time they are
+    its two occurrences; for a skipped time neither reads back as ``wall``, and the later one
+    is the reading with the offset before the gap.
+    """
+    a = to_us(wall.replace(tzinfo=tz, fold=0))
+    b = to_us(wall.replace(tzinfo=tz, fold=1))
+    return min(a, b), max(a, b)
+
+
+def _wall(t_us: int, tz: ZoneInfo) -> datetime:
+    return _from_us(t_us, tz).replace(tzinfo=None)
+
+
+def _offset_us(t_us: int, tz: ZoneInfo) -> int:
+    delta = _from_us(t_us, tz).utcoffset()
+    assert delta is not None
+    return delta // timedelta(microseconds=1)
+
+
+def day_start_us(day: date, tz: ZoneInfo) -> int:
+    return to_us(local_midnight(day, tz))
+
+
+def same_time_days_away(t_us: int, days: int, tz: ZoneInfo) -> int:
+    """The instant as far into its local day, in absolute time, as ``t_us`` is into its own,
+    ``days`` calendar days away; at most the end of that day (it may be shorter)."""
+    day = _from_us(t_us, tz).date()
+    into = t_us - day_start_us(day, tz)
+    target = day + timedelta(days=days)
+    return min(day_start_us(target, tz) + into, day_start_us(target + timedelta(days=1), tz))
+
+
+def _parse_moment(param: str, text: str, tz: ZoneInfo) -> tuple[int, date | None]:
+    """An instant (microseconds), and the local date when the text was a bare date (which
+    means the first instant of that date in ``tz``)."""
     if _DATE.match(text):
         try:
-            return local_midnight(date.fromisoformat(text), tz), True
+            day = date.fromisoformat(text)
         except ValueError:
             raise BadParameter(param, f"{text!r} is not a valid date") from None
+        return day_start_us(day, tz), day
     try:
         moment = datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00"))
     except ValueError:
         raise BadParameter(param, f"{text!r} is neither RFC 3339 (2026-11-21T08:00:00Z) "
                                   "nor a date (2026-11-21)") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=tz)
-    return moment, False
-
-
-def shift_days(moment: datetime, days: int, tz: ZoneInfo) -> datetime:
-    """The same local wall-clock time ``days`` calendar days away."""
-    local = moment.astimezone(tz).replace(tzinfo=None) + timedelta(days=days)
-    return local.replace(tzinfo=tz)
+        return local_instant(moment, tz), None
+    return to_us(moment), None
 
 
 def resolve_range(period: str | None, start: str | None, end: str | None, tz_name: str | None,
                   now: datetime | None = None) -> TimeRange:
-    """The range the filters ask for.
+    """The range the filters ask for. Every boundary is an absolute instant (docs/api.md,
+    "Common filters", says the same in words):
 
-    ``period=Nd`` is the last N calendar days in ``tz``, today included (local midnight N-1
-    days ago until now); its previous period is the same wall-clock span N days earlier.
-    ``start``/``end`` are RFC 3339 instants or dates (local midnight); a range between two
-    dates is compared with the same number of calendar days before it, any other range with
-    the span of equal length before it. Without any of them the period is 7d.
+    - ``period=Nd``: from the first instant of the local day N-1 days ago until now. Its
+      previous period starts at the first instant of the local day 2N-1 days ago and ends as
+      long after the first instant of the day N days ago as now is after today's (at most
+      that day's end): the N calendar days before, cut at the same point of the last day.
+    - ``start``/``end``: RFC 3339 instants, or dates meaning the first instant of that local
+      date; a time without an offset is read in ``tz`` (``local_instant``). Without ``end``
+      it is now; without ``start`` it is the first instant of the date 7 days before a date
+      ``end``, or as far into the day 7 calendar days before an instant ``end``. ``end`` must
+      be after ``start``. Between two dates the previous period is the same number of
+      calendar days before ``start``; otherwise it is the span of equal absolute length
+      ending at ``start``.
+    - Nothing given: ``period=7d``.
     """
     tz = parse_tz(tz_name)
-    now = (now or datetime.now(UTC)).astimezone(tz)
+    now_us = to_us(now or datetime.now(UTC))
     if period is not None and (start is not None or end is not None):
         raise BadParameter("period", "give either period or start/end, not both")
     if period is None and start is None and end is None:
@@ -126,33 +192,32 @@ def resolve_range(period: str | None, start: str | None, end: str | None, tz_nam
         days = PERIODS.get(period)
         if days is None:
             raise BadParameter("period", f"must be one of {', '.join(PERIODS)}")
-        begin = local_midnight(now.date() - timedelta(days=days - 1), tz)
-        return TimeRange(to_us(begin), to_us(now),
-                         to_us(shift_days(begin, -days, tz)), to_us(shift_days(now, -days, tz)),
-                         tz, period)
-    end_is_date = False
-    if end is not None:
-        end_moment, end_is_date = _parse_moment("end", end, tz)
-    else:
-        end_moment = now
+        today = _from_us(now_us, tz).date()
+        return TimeRange(day_start_us(today - timedelta(days=days - 1), tz), now_us,
+                         day_start_us(today - timedelta(days=2 * days - 1), tz),
+                         same_time_days_away(now_us, -days, tz), tz, period)
+    end_us, end_day = now_us, None
     if start is not None:
-        start_moment, start_is_date = _parse_moment("start", start, tz)
-    else:
-        start_moment, start_is_date = shift_days(end_moment, -7, tz), end_is_date
-    if start_moment >= end_moment:
-        raise BadParameter("start", "must be before end")
-    if end_moment - start_moment > timedelta(days=3660):
+        start_us, start_day = _parse_moment("start", start, tz)
+    if end is not None:
+        end_us, end_day = _parse_moment("end", end, tz)
+    if start is None and end_day is not None:
+        start_day = end_day - timedelta(days=7)
+        start_us = day_start_us(start_day, tz)
+    elif start is None:
+        start_us, start_day = same_time_days_away(end_us, -7, tz), None
+    if end_us <= start_us and end is None:
+        raise BadParameter("start", "must be before now (the range ends now without end)")
+    if end_us <= start_us:
+        raise BadParameter("end", "must be after start")
+    if end_us - start_us > 3660 * 86400 * US:
         raise BadParameter("start", "the range is longer than ten years")
-    if start_is_date and end_is_date:
-        days = (end_moment.astimezone(tz).date() - start_moment.astimezone(tz).date()).days
-        prev_start = local_midnight(start_moment.astimezone(tz).date() - timedelta(days=days),
-                                    tz)
-        prev_end = start_moment
+    if start_day is not None and end_day is not None:
+        days = (end_day - start_day).days
+        previous = (day_start_us(start_day - timedelta(days=days), tz), start_us)
     else:
-        prev_end = start_moment
-        prev_start = start_moment - (end_moment - start_moment)
-    return TimeRange(to_us(start_moment), to_us(end_moment), to_us(prev_start), to_us(prev_end),
-                     tz, "custom")
+        previous = (start_us - (end_us - start_us), start_us)
+    return TimeRange(start_us, end_us, *previous, tz, "custom")
 
 
 # Previous periods and local days are computed with datetime, which ends at years 1 and 9999:
