@@ -172,11 +172,12 @@ def period_range(days: int, now_us: int, tz: ZoneInfo) -> tuple[int, int, int, i
     """``period=Nd`` as docs/api.md defines it: ``(start, end, previous_start, previous_end)``.
     From the first instant of the local day N-1 days ago until now; the previous period from
     the first instant of the day 2N-1 days ago, as far into the day N days ago as now is into
-    today."""
+    today, rounded down to a UTC quarter-hour."""
     today = local_time(now_us, tz).date()
+    quarter = 900 * US
     return (day_start_us(today - timedelta(days=days - 1), tz), now_us,
             day_start_us(today - timedelta(days=2 * days - 1), tz),
-            same_time_days_away_us(now_us, -days, tz))
+            same_time_days_away_us(now_us, -days, tz) // quarter * quarter)
 
 
 def dates_range(first: date, last: date, tz: ZoneInfo) -> tuple[int, int, int, int]:

@@ -51,8 +51,16 @@ def test_a_period_runs_from_local_midnight_n_minus_1_days_ago_until_now() -> Non
     now = at("2026-11-21T08:30:15.250000+08:00")
     r = resolve_range("7d", None, None, "Asia/Shanghai", now=now)
     assert span(r) == (at("2026-11-15T00:00+08:00"), now,
-                       at("2026-11-08T00:00+08:00"), at("2026-11-14T08:30:15.250000+08:00"))
+                       at("2026-11-08T00:00+08:00"), at("2026-11-14T08:30+08:00"))
     assert r.label == "7d" and r.tz == SHANGHAI
+
+
+def test_the_previous_period_of_a_period_ends_on_a_quarter_hour() -> None:
+    """So the rollups kept for ever answer it exactly once its raw records are purged."""
+    now = at("2026-11-21T08:44:59.999999+05:45")
+    r = resolve_range("30d", None, None, "Asia/Kathmandu", now=now)
+    assert r.previous_end() == at("2026-10-22T08:30+05:45")
+    assert r.previous_end_us % (900 * 1_000_000) == 0
 
 
 def test_today_is_the_local_day_not_the_utc_day() -> None:
@@ -453,8 +461,10 @@ def test_a_period_is_n_local_days_ending_now(zone: str, now: int, period: str) -
         assert brute.local_time(begin, tz).date() == day
         assert brute.local_time(begin - 1, tz).date() < day
     assert r.previous_end_us <= r.start_us
-    if now > brute.day_start_us(today, tz):  # else both periods end at a day's first instant
-        assert brute.local_time(r.previous_end_us - 1, tz).date() == today - timedelta(days=days)
+    last_previous_day = today - timedelta(days=days)
+    if r.previous_end_us > brute.day_start_us(last_previous_day, tz):
+        assert brute.local_time(r.previous_end_us - 1, tz).date() == last_previous_day
+    assert r.previous_end_us % (900 * US) == 0
 
 
 @settings(max_examples=300, deadline=None)

@@ -10,6 +10,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tallygate.store.usage import Bucketing
 
+# The previous period of ``period=Nd`` ends on one of these (UTC quarter-hours, the grain of
+# the rollups that are never purged; every local midnight of a real zone is on one).
+QUARTER_HOUR_US = 900 * 1_000_000
 PERIODS = {"1d": 1, "3d": 3, "7d": 7, "30d": 30}
 DEFAULT_PERIOD = "7d"
 GRANULARITY_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
@@ -172,7 +175,9 @@ def resolve_range(period: str | None, start: str | None, end: str | None, tz_nam
     - ``period=Nd``: from the first instant of the local day N-1 days ago until now. Its
       previous period starts at the first instant of the local day 2N-1 days ago and ends as
       long after the first instant of the day N days ago as now is after today's (at most
-      that day's end): the N calendar days before, cut at the same point of the last day.
+      that day's end), rounded down to a quarter-hour: the N calendar days before, cut at the
+      same point of the last day. The rounding keeps the previous period answerable exactly
+      from the rollups kept for ever, after its raw records and minutes are purged.
     - ``start``/``end``: RFC 3339 instants, or dates meaning the first instant of that local
       date; a time without an offset is read in ``tz`` (``local_instant``). Without ``end``
       it is now; without ``start`` it is the first instant of the date 7 days before a date
@@ -193,9 +198,10 @@ def resolve_range(period: str | None, start: str | None, end: str | None, tz_nam
         if days is None:
             raise BadParameter("period", f"must be one of {', '.join(PERIODS)}")
         today = _from_us(now_us, tz).date()
+        previous_end = same_time_days_away(now_us, -days, tz)
         return TimeRange(day_start_us(today - timedelta(days=days - 1), tz), now_us,
                          day_start_us(today - timedelta(days=2 * days - 1), tz),
-                         same_time_days_away(now_us, -days, tz), tz, period)
+                         previous_end // QUARTER_HOUR_US * QUARTER_HOUR_US, tz, period)
     end_us, end_day = now_us, None
     if start is not None:
         start_us, start_day = _parse_moment("start", start, tz)
