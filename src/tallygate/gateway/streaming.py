@@ -114,6 +114,11 @@ async def relay_stream(response: aiohttp.ClientResponse, watcher: StreamWatcher,
     tail = b""
     try:
         try:
+            # One turn of the loop for the watcher: a client that left while the upstream
+            # prepared its answer is known before anything is relayed (a server may take
+            # every send after a disconnect without a word, and a fast upstream's whole
+            # answer may be read without the loop ever turning).
+            await asyncio.sleep(0)
             if not await _sent(send, start):
                 progress.gone = True  # the client left before the answer began
                 raise _ClientLeft
