@@ -43,7 +43,8 @@ def _event(data: Any) -> bytes:
 
 class LateUsageUpstream:
     """An OpenAI-like upstream whose stream is: a role chunk, three content chunks, the
-    ``finish_reason`` chunk, a pause of ``usage_delay_s``, the usage chunk, ``[DONE]``. The
+    ``finish_reason`` chunk, a pause of ``usage_delay_s``, the usage chunk, ``[DONE]``, and
+    after ``end_delay_s`` the end of the body. The
     request's ``"fake"`` object may ask for ``headers_delay_s`` (before anything), a plain
     ``answer`` (bytes of a whole answer, as a latin-1 string) or ``no_usage``."""
 
@@ -90,7 +91,10 @@ class LateUsageUpstream:
         options = request.get("stream_options") or {}
         if options.get("include_usage") and not fake.get("no_usage"):
             await self._piece(send, _event(base | {"choices": [], "usage": USAGE}))
-        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+        # The body ends a moment after [DONE]: long enough for a client to hang up on it.
+        await self._piece(send, b"data: [DONE]\n\n")
+        await asyncio.sleep(fake.get("end_delay_s", 0.1))
+        await send({"type": "http.response.body", "body": b""})
 
     @staticmethod
     async def _piece(send: Any, data: bytes) -> None:
