@@ -41,12 +41,25 @@ def _event(data: Any) -> bytes:
     return b"data: " + orjson.dumps(data) + b"\n\n"
 
 
+def _answer(fake: dict[str, Any]) -> bytes:
+    if "big_answer_mb" in fake:
+        return orjson.dumps({"choices": [{"message": {"content": "x" * (
+            fake["big_answer_mb"] << 20)}}], "usage": USAGE})
+    if "deep_answer" in fake:
+        depth = fake["deep_answer"]
+        return (b'{"choices": [{"message": {"content": ' + b"[" * depth + b'"x"'
+                + b"]" * depth + b"}}]}")
+    return fake["answer"].encode("latin-1")  # type: ignore[no-any-return]
+
+
 class LateUsageUpstream:
     """An OpenAI-like upstream whose stream is: a role chunk, three content chunks, the
     ``finish_reason`` chunk, a pause of ``usage_delay_s``, the usage chunk, ``[DONE]``, and
     after ``end_delay_s`` the end of the body. The
     request's ``"fake"`` object may ask for ``headers_delay_s`` (before anything), a plain
-    ``answer`` (bytes of a whole answer, as a latin-1 string) or ``no_usage``."""
+    ``answer`` (its bytes, as a latin-1 string), ``big_answer_mb``, ``deep_answer`` (lists
+    that deep in the message), ``events`` (the stream's events, as latin-1 strings) or
+    ``no_usage``."""
 
     def __init__(self) -> None:
         self.requests = 0
@@ -64,10 +77,10 @@ class LateUsageUpstream:
         request = orjson.loads(body)
         fake = request.get("fake") or {}
         await asyncio.sleep(fake.get("headers_delay_s", 0))
-        if "answer" in fake:
+        if "answer" in fake or "big_answer_mb" in fake or "deep_answer" in fake:
             await send({"type": "http.response.start", "status": 200,
                         "headers": [(b"content-type", b"application/json")]})
-            await send({"type": "http.response.body", "body": fake["answer"].encode("latin-1")})
+            await send({"type": "http.response.body", "body": _answer(fake)})
             return
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/event-stream")]})
@@ -333,3 +346,107 @@ def test_a_client_leaving_while_its_call_is_counted_leaves_the_counters_whole(
     assert in_ledger == 3 * 6000
     wait_until(lambda: slow.period_tokens_added >= in_ledger, timeout=5)
     assert (slow.window_tokens_added, slow.period_tokens_added) == (in_ledger, in_ledger)
+
+
+# -- answers and bodies of any shape: still one record, and the connection given back ------
+
+def nested(depth: int) -> bytes:
+    return b"[" * depth + b'"deep"' + b"]" * depth
+
+
+def deep_body(depth: int, *, stream: bool = False, where: str = "content",
+              fake: dict[str, Any] | None = None) -> bytes:
+    """A body orjson cannot encode again (more than 254 levels) but may decode (up to
+    1 024): it must go upstream as the client's bytes."""
+    message = (b'{"role": "user", "content": ' + nested(depth) + b"}" if where == "content"
+               else b'{"role": "user", "content": "hi"}')
+    tools = b', "tools": [' + nested(depth) + b"]" if where == "tools" else b""
+    return (b'{"model": "' + CHAT.encode() + b'", "stream": ' + (b"true" if stream else
+                                                                   b"false")
+            + b', "messages": [' + message + b"]" + tools + b', "fake": '
+            + orjson.dumps(fake or {"no_usage": True, "answer": orjson.dumps(
+                {"choices": [{"message": {"content": "hi"}}]}).decode()}) + b"}")
+
+
+def post_raw(served: Served, key: str, content: bytes) -> httpx.Response:
+    return httpx.post(f"{served.url}/v1/chat/completions", content=content, timeout=30,
+                      headers={"Authorization": f"Bearer {key}",
+                               "Content-Type": "application/json"})
+
+
+BODIES = {
+    "messages 1 000 deep": deep_body(1000),
+    "a stream of messages 1 000 deep": deep_body(1000, stream=True, fake={"no_usage": True}),
+    "tools 300 deep": deep_body(300, where="tools"),
+    "a stream with tools 1 000 deep": deep_body(1000, stream=True, where="tools",
+                                                fake={"no_usage": True}),
+}
+
+
+@pytest.mark.parametrize("name", list(BODIES))
+def test_a_body_nested_as_deep_as_the_parser_goes_is_recorded(served: Served,
+                                                              name: str) -> None:
+    key_id, key = new_key(served.db_url)
+    response = post_raw(served, key, BODIES[name])
+    assert response.status_code == 200
+    if b'"stream": true' in BODIES[name]:
+        assert response.text.rstrip().endswith("data: [DONE]")
+    record = served.one_record(key_id)
+    assert (record["status_code"], record["estimated"]) == (200, True)
+    assert record["input_tokens"] > 0
+    assert served.connections_in_use() == 0
+
+
+def test_a_body_deeper_than_the_parser_goes_never_goes_upstream(
+        served: Served, upstream: tuple[str, LateUsageUpstream]) -> None:
+    _, key = new_key(served.db_url)
+    before = upstream[1].requests
+    response = post_raw(served, key, deep_body(10_000))
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_json"
+    assert upstream[1].requests == before
+
+
+DEEP_EVENT = (b'data: {"choices": [{"index": 0, "delta": {"content": ' + nested(1000)
+              + b"}}]}\n\n").decode()
+ESTIMATED = {"estimated": True}
+# Each answer, and what its record must hold.
+ANSWERS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "usage and choices of the wrong types": (
+        {"answer": '{"usage": [1, 2], "choices": {"a": 1}}'}, ESTIMATED),
+    "odd members beside good counts": (
+        {"answer": '{"choices": [{"message": "text"}], "usage": {"prompt_tokens": 5, '
+                   '"completion_tokens": 2, "prompt_tokens_details": [], '
+                   '"completion_tokens_details": "none"}}'},
+        {"input_tokens": 5, "output_tokens": 2, "cached_input_tokens": 0, "estimated": False}),
+    "a count past any float": (
+        {"answer": '{"usage": {"prompt_tokens": 1e400, "completion_tokens": 2}}'}, ESTIMATED),
+    "a message 1 000 deep": ({"deep_answer": 1000}, ESTIMATED),
+    "invalid UTF-8": ({"answer": '{"choices": [{"message": {"content": "\xff\xfe"}}]}'},
+                      ESTIMATED),
+    "not JSON": ({"answer": "<html>\xff</html>"}, ESTIMATED),
+    "a JSON array": ({"answer": "[1, 2, 3]"}, ESTIMATED),
+    "20 MiB": ({"big_answer_mb": 20}, EXPECTED),
+    "stream: an event of invalid UTF-8 and one 1 000 deep": ({"events": [
+        'data: {"choices": [{"index": 0, "delta": {"content": "\xff"}}]}\n\n', DEEP_EVENT,
+        'data: {"choices": [], "usage": ' + orjson.dumps(USAGE).decode() + "}\n\n"]},
+        EXPECTED),
+    "stream: events of odd types": ({"events": [
+        "data: [1, 2]\n\n", 'data: {"choices": {"delta": 5}}\n\n',
+        'data: {"choices": [{"delta": []}, 7, {"text": ["a", {"text": "b"}]}]}\n\n',
+        'data: {"choices": [], "usage": {"prompt_tokens": "many"}}\n\n']}, ESTIMATED),
+}
+
+
+@pytest.mark.parametrize("name", list(ANSWERS))
+def test_an_answer_of_any_shape_gives_one_record(served: Served, name: str) -> None:
+    key_id, key = new_key(served.db_url)
+    fake, expected = ANSWERS[name]
+    body = {"model": CHAT, "stream": name.startswith("stream"), "fake": fake,
+            "messages": [{"role": "user", "content": "hello"}]}
+    response = httpx.post(f"{served.url}/v1/chat/completions", json=body, timeout=30,
+                          headers={"Authorization": f"Bearer {key}"})
+    assert response.status_code == 200
+    record = served.one_record(key_id)
+    assert record["status_code"] == 200
+    assert {n: record[n] for n in expected} == expected
+    assert served.connections_in_use() == 0
