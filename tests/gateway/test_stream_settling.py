@@ -450,3 +450,20 @@ def test_an_answer_of_any_shape_gives_one_record(served: Served, name: str) -> N
     assert record["status_code"] == 200
     assert {n: record[n] for n in expected} == expected
     assert served.connections_in_use() == 0
+
+
+def test_strict_durability_holds_the_last_piece_until_the_drained_record_is_committed(
+        db: Database, upstream: tuple[str, LateUsageUpstream]) -> None:
+    with serve_gateway(db, upstream[0], durability="strict", flush_interval_ms=5000) as gateway:
+        key_id, key = new_key(db.url)
+        received = leave_after(gateway.url, key, stream_body(False), b"[DONE]")
+        # No waiting: the record was committed before the [DONE] was sent.
+        (record,) = gateway.records(key_id)
+        assert received.rstrip().endswith(b"data: [DONE]")
+        assert {n: record[n] for n in EXPECTED} == EXPECTED and record["status_code"] == 200
+        gone_id, gone_key = new_key(db.url)
+        leave_after(gateway.url, gone_key, stream_body(False), b'"stop"')
+        # A client that left waits for no commit: its record comes with the next batch.
+        gone = wait_until(lambda: gateway.records(gone_id), timeout=10)[0]
+        assert {n: gone[n] for n in EXPECTED} == EXPECTED and gone["status_code"] == 499
+        assert gateway.connections_in_use() == 0
