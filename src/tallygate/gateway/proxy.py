@@ -263,6 +263,8 @@ class Gateway:
             (b"x-request-id", call.request_id.encode()), (b"cache-control", b"no-cache")]}
         await relay_stream(response, StreamWatcher(drop_usage_chunk=drop_usage), receive, send,
                            start, started=call.started, strict=self.strict, drain=self.drain,
+                           event_stream=(content_type or EVENT_STREAM_TYPE).startswith(
+                               EVENT_STREAM_TYPE),
                            settle=functools.partial(self._settle_stream, call),
                            settling=self.settling)
 
@@ -510,6 +512,7 @@ def _estimate(call: Call, output_chars: int) -> Usage:
 
 
 JSON = b"application/json"
+EVENT_STREAM_TYPE = "text/event-stream"
 EVENT_STREAM = b"text/event-stream; charset=utf-8"
 
 

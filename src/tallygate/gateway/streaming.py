@@ -59,13 +59,16 @@ class StreamProgress:
     delivered: bool = False  # the client got the relayed [DONE] (set once it has left)
     failure: BaseException | None = None  # what broke the stream while the client was there
     ttft_ms: int | None = None
+    # An event stream is whole only with its [DONE]; an upstream that answered a stream
+    # request with something else (a JSON body) is passed through as it is.
+    expects_done: bool = True
 
     def status(self, watcher: StreamWatcher) -> int:
         if self.gone:
             return 200 if self.delivered else CLIENT_CLOSED
         if self.failure is not None:
             return failure_status(self.failure)
-        if not watcher.saw_done:  # the body ended early: what the client got is not whole
+        if self.expects_done and not watcher.saw_done:  # the body ended early
             return 502
         return 200
 
@@ -99,13 +102,13 @@ Settle = Callable[[int, StreamWatcher, int | None], Awaitable[None]]
 
 async def relay_stream(response: aiohttp.ClientResponse, watcher: StreamWatcher,
                        receive: Receive, send: Send, start: Message, *, started: float,
-                       strict: bool, drain: Drain, settle: Settle,
+                       event_stream: bool, strict: bool, drain: Drain, settle: Settle,
                        settling: set[asyncio.Task[None]]) -> None:
     """Pass the upstream's events to the client as they come, then settle the call.
     ``start`` is the ``http.response.start`` message; ``settling`` holds the settling tasks
     still running (one that a server's cancelling of the request left behind is kept there,
     not dropped half-way)."""
-    progress = StreamProgress()
+    progress = StreamProgress(expects_done=event_stream)
     task = asyncio.current_task()
     assert task is not None
     watching = asyncio.create_task(_interrupt_when_gone(receive, progress, task))
@@ -191,8 +194,11 @@ async def _interrupt_when_gone(receive: Receive, progress: StreamProgress,
                                task: asyncio.Task[None]) -> None:
     """Interrupts the read loop's wait (on the upstream, which may be long, or on a client
     that reads slowly) when the client disconnects; never what comes after it."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
+    try:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+    except Exception:  # a server whose receive fails: taken for a client that left
+        log.exception("cannot watch for the client leaving a stream")
     if progress.reading and not progress.gone:
         progress.gone = True
         task.cancel()
