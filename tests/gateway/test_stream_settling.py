@@ -58,8 +58,8 @@ class LateUsageUpstream:
     after ``end_delay_s`` the end of the body. The
     request's ``"fake"`` object may ask for ``headers_delay_s`` (before anything), a plain
     ``answer`` (its bytes, as a latin-1 string), ``big_answer_mb``, ``deep_answer`` (lists
-    that deep in the message), ``events`` (the stream's events, as latin-1 strings) or
-    ``no_usage``."""
+    that deep in the message), ``events`` (the stream's events, as latin-1 strings; with
+    ``no_done``, not followed by ``[DONE]``) or ``no_usage``."""
 
     def __init__(self) -> None:
         self.requests = 0
@@ -88,7 +88,8 @@ class LateUsageUpstream:
             for raw in fake["events"]:
                 await send({"type": "http.response.body", "body": raw.encode("latin-1"),
                             "more_body": True})
-            await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+            await send({"type": "http.response.body",
+                        "body": b"" if fake.get("no_done") else b"data: [DONE]\n\n"})
             return
         base = {"id": "c1", "object": "chat.completion.chunk", "model": "m"}
         await self._piece(send, _event(base | {"choices": [
@@ -471,3 +472,23 @@ def test_strict_durability_holds_the_last_piece_until_the_drained_record_is_comm
         gone = wait_until(lambda: gateway.records(gone_id), timeout=10)[0]
         assert {n: gone[n] for n in EXPECTED} == EXPECTED and gone["status_code"] == 499
         assert gateway.connections_in_use() == 0
+
+
+def test_a_stream_that_ends_without_done_is_an_error_with_the_usage_it_gave(
+        served: Served) -> None:
+    key_id, key = new_key(served.db_url)
+    events = [_event({"choices": [{"index": 0, "delta": {"content": "partial"}}]}).decode(),
+              _event({"choices": [], "usage": USAGE}).decode()]
+    for client_wants_usage in (False, True):
+        with httpx.stream("POST", f"{served.url}/v1/chat/completions", timeout=10,
+                          json=stream_body(client_wants_usage, events=events, no_done=True),
+                          headers={"Authorization": f"Bearer {key}"}) as response:
+            received = b"".join(response.iter_raw())
+        last = received.rstrip().rsplit(b"\n\n", 1)[-1].removeprefix(b"data: ")
+        assert orjson.loads(last)["error"]["code"] == "upstream_incomplete"
+        assert b"[DONE]" not in received and b'"partial"' in received
+        assert (b'"usage"' in received) is client_wants_usage
+    records = wait_until(lambda: len(r := served.records(key_id)) == 2 and r, timeout=10)
+    for record in records:  # the upstream's own usage, on a call that did not end well
+        assert record["status_code"] == 502
+        assert {n: record[n] for n in EXPECTED} == EXPECTED
