@@ -341,7 +341,8 @@ def test_a_client_leaving_while_its_call_is_counted_leaves_the_counters_whole(
     limits.counters = slow
     key_id, key = new_key(served.db_url, tpm_limit=10**9, quota_tokens=10**9)
     for _ in range(3):  # each client hangs up on seeing [DONE], while its call is counted
-        leave_after(served.url, key, stream_body(False, usage_delay_s=0.0), b"[DONE]")
+        leave_after(served.url, key, stream_body(False, usage_delay_s=0.0, end_delay_s=0.0),
+                    b"[DONE]")
     records = wait_until(lambda: len(r := served.records(key_id)) == 3 and r, timeout=10)
     in_ledger = sum(r["total_tokens"] for r in records)
     assert in_ledger == 3 * 6000
