@@ -82,8 +82,9 @@ class LateUsageUpstream:
                         "headers": [(b"content-type", b"application/json")]})
             await send({"type": "http.response.body", "body": _answer(fake)})
             return
+        content_type = fake.get("content_type", "text/event-stream").encode()
         await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/event-stream")]})
+                    "headers": [(b"content-type", content_type)]})
         if "events" in fake:  # raw events, as latin-1 strings
             for raw in fake["events"]:
                 await send({"type": "http.response.body", "body": raw.encode("latin-1"),
@@ -432,6 +433,8 @@ ANSWERS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         'data: {"choices": [{"index": 0, "delta": {"content": "\xff"}}]}\n\n', DEEP_EVENT,
         'data: {"choices": [], "usage": ' + orjson.dumps(USAGE).decode() + "}\n\n"]},
         EXPECTED),
+    "stream: a content type beyond latin-1": ({"content_type": "text/event-stream; x=\u4e2d",
+                                                "events": []}, ESTIMATED),
     # Not an event stream: passed through as it is, not taken for one cut short.
     "stream: answered with a JSON body": (
         {"answer": '{"choices": [{"message": {"content": "hi"}}]}'},

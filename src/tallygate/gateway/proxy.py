@@ -522,7 +522,9 @@ def _content_type(upstream_value: str | None, default: bytes) -> bytes:
         return default
     if upstream_value.startswith("text/") and "charset=" not in upstream_value.lower():
         upstream_value += "; charset=utf-8"
-    return upstream_value.encode("latin-1")
+    # A header value can only carry latin-1; what an upstream sent beyond it cannot be
+    # passed on, and must not stop the call on its way to the client and the ledger.
+    return upstream_value.encode("latin-1", "replace")
 
 
 async def _send_whole(send: Send, status: int, body: bytes, content_type: bytes,
