@@ -142,8 +142,9 @@ def _function_chars(function: Any) -> int:
 
 def _text_length(value: Any) -> int:
     """The characters of a content: a string, or parts (``{"text": ...}``), in lists. A walk
-    with a stack of its own, not recursion: a body may nest lists 1 024 deep (as deep as the
-    gateway's JSON parser goes), an answer deeper still, and the estimate must not fail."""
+    with a stack of its own, not recursion: a body or an answer may nest lists 1 024 deep (as
+    deep as the gateway's JSON parser goes), past Python's recursion limit, and the estimate
+    must not fail."""
     if isinstance(value, str):  # the usual content, and every event of a stream
         return len(value)
     total = 0
