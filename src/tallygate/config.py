@@ -156,6 +156,17 @@ class Settings(BaseSettings):
     upstream_connect_timeout_s: float = Field(
         10, gt=0, le=300, description="Longest wait to connect to an upstream (502 after it)."
     )
+    drain_timeout_s: float = Field(
+        30, ge=0, le=3600,
+        description="How long the gateway keeps reading a stream after its client left, for "
+        "the upstream's usage (the bill does not depend on the client); after it the tokens "
+        "are estimated (docs/gateway.md).",
+    )
+    drain_max_bytes: int = Field(
+        4 * 1024 * 1024, ge=0, le=1024 * 1024 * 1024,
+        description="Most bytes the gateway reads of a stream after its client left, looking "
+        "for the upstream's usage; past it the tokens are estimated (docs/gateway.md).",
+    )
     key_cache_seconds: float = Field(
         2, ge=0, le=300,
         description="How long a gateway process trusts a key it looked up; changes made through "

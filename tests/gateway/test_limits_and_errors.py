@@ -172,23 +172,30 @@ def test_upstream_timeout(make_gateway: Any) -> None:
     assert record["status_code"] == 504
 
 
-def test_stream_cut_by_the_upstream_is_recorded_as_estimated(gateway: GatewayUnderTest) -> None:
+def test_stream_cut_by_the_upstream_is_an_error_and_recorded_as_estimated(
+        gateway: GatewayUnderTest) -> None:
     key_id, key = gateway.new_key()
     body = {"model": CHAT, "stream": True, "messages": [],
             "fake": {"output_tokens": 40, "chunks": 8, "cut_after": 3}}
     with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body,
                       headers={"Authorization": f"Bearer {key}"}) as response:
         text = b"".join(response.iter_raw()).decode()
+    # The client is told the answer is not whole: an error event, and no [DONE].
     assert "[DONE]" not in text
+    last = orjson.loads(text.rstrip().rsplit("\n\n", 1)[-1].removeprefix("data: "))
+    assert last["error"]["code"] == "upstream_incomplete"
+    assert set(last["error"]) == {"message", "type", "code", "param"}
     record = wait_for(lambda: gateway.calls(api_key_id=key_id))[0]
-    assert record["estimated"] is True
+    assert (record["status_code"], record["estimated"]) == (502, True)
     assert record["output_tokens"] == 15  # 3 of 8 chunks of 40 four-character tokens
 
 
-def test_client_disconnect_mid_stream_is_recorded(gateway: GatewayUnderTest) -> None:
+def test_client_disconnect_mid_stream_is_recorded_with_the_upstreams_usage(
+        gateway: GatewayUnderTest) -> None:
     key_id, key = gateway.new_key()
     body = {"model": CHAT, "stream": True, "messages": [],
-            "fake": {"output_tokens": 80, "chunks": 40, "chunk_delay_ms": 50}}
+            "fake": {"input_tokens": 55, "output_tokens": 80, "chunks": 40,
+                     "chunk_delay_ms": 50}}
     with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body,
                       headers={"Authorization": f"Bearer {key}"}) as response:
         received = 0
@@ -196,9 +203,10 @@ def test_client_disconnect_mid_stream_is_recorded(gateway: GatewayUnderTest) -> 
             received += len(chunk)
             if received > 600:
                 break  # leave before the end
+    # The gateway read the stream to its end without the client: the upstream's own usage.
     record = wait_for(lambda: gateway.calls(api_key_id=key_id))[0]
-    assert record["status_code"] == 499 and record["estimated"] is True
-    assert 0 < record["output_tokens"] < 80
+    assert (record["status_code"], record["estimated"]) == (499, False)
+    assert (record["input_tokens"], record["output_tokens"]) == (55, 80)
 
 
 def test_a_client_that_leaves_before_a_plain_answer_is_recorded_with_its_usage(

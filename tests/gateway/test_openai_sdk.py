@@ -172,3 +172,17 @@ def test_internal_keys_make_internal_calls(gateway: GatewayUnderTest, internal: 
     client(key).chat.completions.create(model=SERVICE, messages=[])
     record = wait_for(lambda: gateway.calls(api_key_id=key_id))[0]
     assert record["call_type"] == ("internal" if internal else "service")
+
+
+def test_a_stream_the_upstream_cuts_short_raises_in_the_sdk(
+        gateway: GatewayUnderTest, client: Callable[[str], openai.OpenAI]) -> None:
+    # The error event the gateway ends a broken stream with is what the SDK raises on; a
+    # clean end would have let the caller take half an answer for the whole one.
+    key_id, key = gateway.new_key(name="cut")
+    stream = client(key).chat.completions.create(
+        model=CHAT, stream=True, messages=[{"role": "user", "content": "cut"}],
+        extra_body={"fake": {"chunks": 6, "cut_after": 2}})
+    with pytest.raises(openai.APIError, match="before it was complete"):
+        list(stream)
+    record = wait_for(lambda: gateway.calls(api_key_id=key_id))[0]
+    assert (record["status_code"], record["estimated"]) == (502, True)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tallygate.gateway.sse import StreamWatcher
 from tallygate.gateway.usage import Usage, estimate_input_tokens, output_chars, parse_usage
@@ -85,3 +88,35 @@ def test_the_usage_chunk_the_client_did_not_ask_for_is_removed_even_if_unreadabl
     assert watcher.feed(b"data: " + orjson.dumps({"choices": [], "usage": usage}) +
                         b"\n\n") == b""
     assert watcher.feed(b"data: [DONE]\n\n") == b"data: [DONE]\n\n"
+
+
+def test_the_estimate_survives_bodies_as_deep_as_the_parser_goes() -> None:
+    # orjson decodes 1 024 levels and encodes 254: a body in between reaches the estimate.
+    deep = orjson.loads(b"[" * 1020 + b'"four"' + b"]" * 1020)
+    body = {"messages": [{"role": "user", "content": deep}], "prompt": deep, "tools": [deep]}
+    assert estimate_input_tokens(body) > 0
+    assert output_chars({"choices": [{"message": {"content": deep}, "delta": deep}]},
+                        "message") == 4
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+                    lambda inner: st.lists(inner, max_size=4)
+                    | st.dictionaries(st.sampled_from(
+                        ["usage", "choices", "message", "delta", "content", "text",
+                         "prompt_tokens", "completion_tokens", "total_tokens",
+                         "prompt_tokens_details", "cached_tokens", "tool_calls", "function",
+                         "arguments", "name", "messages", "prompt", "input", "tools"]),
+                        inner, max_size=5), max_leaves=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=JSON)
+def test_reading_an_answer_or_a_body_of_any_shape_never_fails(value: Any) -> None:
+    body = value if isinstance(value, dict) else {"messages": value, "prompt": value}
+    assert estimate_input_tokens(body) >= 0
+    usage = parse_usage(value.get("usage") if isinstance(value, dict) else value)
+    assert usage is None or min(usage.input_tokens, usage.output_tokens) >= 0
+    assert output_chars(body, "message") >= 0 and output_chars(body, "delta") >= 0
+    watcher = StreamWatcher(drop_usage_chunk=True)
+    watcher.feed(b"data: " + json.dumps(value).encode() + b"\n\n")  # NaN and big ints too
+    watcher.finish()

@@ -104,6 +104,7 @@ class Fault:
     complete: bool  # whether the client gets the whole answer
     recorded: int  # the record's status_code
     estimated: bool  # a partial record: tokens estimated from what was sent
+    event: str | None = None  # a stream broken off: the code of the error event that ends it
 
 
 FAULTS = [
@@ -113,11 +114,13 @@ FAULTS = [
     Fault("503 for a stream", CHAT, True, {"status": 503}, 503, True, 503, False),
     Fault("reset", RESET, False, {}, 502, True, 502, False),
     Fault("reset before a stream", RESET, True, {}, 502, True, 502, False),
-    Fault("reset in a stream", RESET, True, {"reset": "mid"}, 200, False, 502, True),
-    Fault("stream cut part-way", CHAT, True, {"chunks": 6, "cut_after": 2}, 200, False, 200,
-          True),
+    Fault("reset in a stream", RESET, True, {"reset": "mid"}, 200, False, 502, True,
+          "upstream_error"),
+    # No [DONE]: the answer is not whole, whatever the connection said.
+    Fault("stream cut part-way", CHAT, True, {"chunks": 6, "cut_after": 2}, 200, False, 502,
+          True, "upstream_incomplete"),
     Fault("stream slower than the timeout", CHAT, True,
-          {"chunks": 3, "chunk_delay_ms": 1500}, 200, False, 504, True),
+          {"chunks": 3, "chunk_delay_ms": 1500}, 200, False, 504, True, "upstream_timeout"),
     Fault("slow stream within the timeout", CHAT, True,
           {"chunks": 4, "chunk_delay_ms": 200}, 200, True, 200, False),
 ]
@@ -138,6 +141,18 @@ def faulty_call(client: httpx.Client, key: str, fault: Fault) -> tuple[int, bool
         assert set(error) == {"message", "type", "code", "param"}
         assert error["code"] == ("upstream_timeout" if response.status_code == 504
                                  else "upstream_error")
+    if fault.stream and response.status_code == 200:
+        # A stream broken off ends with an error event in OpenAI's shape, never as a clean
+        # end the client would take for the whole answer.
+        last = content.rstrip().rsplit(b"\n\n", 1)[-1]
+        if fault.event is None:
+            assert last == b"data: [DONE]", fault.name
+        else:
+            assert b"[DONE]" not in content, fault.name
+            assert last.startswith(b"data: "), fault.name
+            error = json.loads(last[6:])["error"]
+            assert set(error) == {"message", "type", "code", "param"}, fault.name
+            assert error["code"] == fault.event, fault.name
     return response.status_code, complete, response.headers["x-request-id"]
 
 
@@ -165,8 +180,12 @@ def test_a_client_that_leaves_mid_stream_is_recorded_as_499(sqlite_db: Database,
                                                              upstream: str,
                                                              resetting: ResettingUpstream
                                                              ) -> None:
+    """The gateway reads the stream on after the client left: the record says 499 and holds
+    the upstream's own usage, not an estimate."""
     _, key = new_key(sqlite_db.url)
-    body = {"model": CHAT, "stream": True, "fake": {"chunks": 8, "chunk_delay_ms": 100},
+    body = {"model": CHAT, "stream": True,
+            "fake": {"chunks": 8, "chunk_delay_ms": 100, "input_tokens": 321,
+                     "output_tokens": 77},
             "messages": [{"role": "user", "content": "bye"}]}
     with gateway_in_process(sqlite_db.url, routes(upstream, resetting)) as url:
         with httpx.Client(base_url=url, timeout=30) as client, client.stream(
@@ -175,7 +194,8 @@ def test_a_client_that_leaves_mid_stream_is_recorded_as_499(sqlite_db: Database,
             request_id = response.headers["x-request-id"]
             next(response.iter_raw())  # the first event, then away
         record = record_of(url, request_id)
-    assert record["status_code"] == 499 and record["estimated"]
+    assert (record["status_code"], record["estimated"]) == (499, False)
+    assert (record["input_tokens"], record["output_tokens"]) == (321, 77)
 
 
 def test_faults_leave_no_connection_and_no_memory_behind(sqlite_db: Database, upstream: str,

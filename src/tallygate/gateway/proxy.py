@@ -16,23 +16,28 @@ time it adds (docs/benchmarks.md).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import re
 import time
-from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import anyio
 import orjson
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from tallygate.errors import error_body
 from tallygate.gateway.keycache import KeyCache
 from tallygate.gateway.limits import Limits, Refusal
 from tallygate.gateway.sse import StreamWatcher
+from tallygate.gateway.streaming import (
+    CLIENT_CLOSED,
+    UPSTREAM_ERRORS,
+    Drain,
+    relay_stream,
+)
 from tallygate.gateway.upstream import Upstream
 from tallygate.gateway.usage import (
     Usage,
@@ -50,9 +55,6 @@ log = logging.getLogger("tallygate.gateway")
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_TAGS_BYTES = 1024
-CLIENT_CLOSED = 499  # nginx's code for "the client went away before the answer"
-# Connection refused or reset, a broken stream, a timeout: the upstream's fault, not the client's.
-UPSTREAM_ERRORS = (aiohttp.ClientError, TimeoutError, ConnectionError)
 ENDPOINTS = {
     "/v1/chat/completions": "/chat/completions",
     "/v1/completions": "/completions",
@@ -107,6 +109,7 @@ class Call:
     key: StoredKey
     upstream: Upstream
     body: dict[str, Any]
+    body_bytes: int  # what an estimate falls back on when the body cannot be walked
     tags: dict[str, Any] | None
 
     def elapsed_ms(self) -> int:
@@ -117,7 +120,7 @@ class Gateway:
     def __init__(self, *, ledger: Ledger, recorder: Recorder, key_cache: KeyCache,
                  limits: Limits, client: aiohttp.ClientSession,
                  upstreams: dict[str, Upstream],
-                 strict: bool) -> None:
+                 strict: bool, drain: Drain | None = None) -> None:
         self.ledger = ledger
         self.recorder = recorder
         self.key_cache = key_cache
@@ -125,6 +128,10 @@ class Gateway:
         self.client = client
         self.upstreams = upstreams
         self.strict = strict
+        self.drain = drain or Drain()
+        # Streams settling (draining, recording, counting) in tasks of their own: a reference
+        # keeps each one alive should its request be cancelled before it is done.
+        self.settling: set[asyncio.Task[None]] = set()
 
     # -- endpoints ---------------------------------------------------------------------------
 
@@ -175,7 +182,7 @@ class Gateway:
         except GatewayError as exc:
             await _send_error(send, exc, request_id)
             return
-        call = Call(request_id, started, ts_us, endpoint, key, upstream, body, tags)
+        call = Call(request_id, started, ts_us, endpoint, key, upstream, body, len(raw), tags)
         client = scope.get("client")
         refusal = await self.limits.check(key, model, client[0] if client else None,
                                           time.time())
@@ -209,7 +216,7 @@ class Gateway:
         finally:
             gone = left.done() and not left.cancelled() and left.exception() is None
             left.cancel()
-        usage = _usage_of_body(content, call.body) if status < 400 else None
+        usage = _usage_of_body(content, call) if status < 400 else None
         # An upstream's own failure stays one in the ledger (for its error rate), whether or
         # not the client waited for it; a success nobody received is the client's 499.
         await self._record(call, CLIENT_CLOSED if gone and status < 400 else status, usage)
@@ -251,50 +258,22 @@ class Gateway:
             await _send_whole(send, response.status, content,
                               _content_type(content_type, JSON), call.request_id)
             return
-        headers = [(b"content-type", _content_type(content_type, EVENT_STREAM)),
-                   (b"x-request-id", call.request_id.encode()),
-                   (b"cache-control", b"no-cache")]
-        relay = self._relay(call, response, StreamWatcher(drop_usage_chunk=drop_usage))
-        await _send_stream(receive, send, response.status, headers, relay)
+        start = {"type": "http.response.start", "status": response.status, "headers": [
+            (b"content-type", _content_type(content_type, EVENT_STREAM)),
+            (b"x-request-id", call.request_id.encode()), (b"cache-control", b"no-cache")]}
+        await relay_stream(response, StreamWatcher(drop_usage_chunk=drop_usage), receive, send,
+                           start, started=call.started, strict=self.strict, drain=self.drain,
+                           event_stream=(content_type or EVENT_STREAM_TYPE).startswith(
+                               EVENT_STREAM_TYPE),
+                           settle=functools.partial(self._settle_stream, call),
+                           settling=self.settling)
 
-    async def _relay(self, call: Call, response: aiohttp.ClientResponse,
-                     watcher: StreamWatcher) -> AsyncGenerator[bytes, None]:
-        status = CLIENT_CLOSED  # until the stream ends normally or fails upstream
-        ttft_ms: int | None = None
-        held = b""  # strict durability: the last piece waits for the commit
-        tail = b""
-        try:
-            async for chunk in response.content.iter_any():
-                out = watcher.feed(chunk)
-                if not out:
-                    continue
-                if self.strict:
-                    out, held = held, out
-                    if not out:
-                        continue
-                if ttft_ms is None:  # the first bytes the client gets, not the upstream's
-                    ttft_ms = call.elapsed_ms()
-                yield out
-            tail = watcher.finish()
-            status = 200
-        except UPSTREAM_ERRORS as exc:
-            log.warning("stream from %s broke: %s", call.upstream.model, exc.__class__.__name__)
-            status = 504 if isinstance(exc, TimeoutError) else 502
-        finally:
-            usage = watcher.usage or _estimate(call.body, watcher.content_chars)
-            record = self._make_record(call, status, usage, ttft_ms)
-            if status == 200:
-                response.release()  # read to the end: the connection can be reused
-            else:
-                response.close()
-            with anyio.CancelScope(shield=True):
-                if self.strict and status != CLIENT_CLOSED:
-                    await self.recorder.record_and_commit(record)
-                else:
-                    self.recorder.record(record)
-                await self._count(call, record)
-        if held or tail:
-            yield held + tail
+    async def _settle_stream(self, call: Call, status: int, watcher: StreamWatcher,
+                             ttft_ms: int | None) -> None:
+        usage = watcher.usage or _estimate(call, watcher.content_chars)
+        # A client that left waits for no commit; every other record is held to it.
+        await self._record(call, status, usage, ttft_ms,
+                           commit=self.strict and status != CLIENT_CLOSED)
 
     # -- metering ----------------------------------------------------------------------------
 
@@ -317,13 +296,33 @@ class Gateway:
             metadata=(call.tags or {}) | {"request_id": call.request_id},
         )
 
-    async def _record(self, call: Call, status: int, usage: Usage | None) -> None:
-        record = self._make_record(call, status, usage)
-        if self.strict:
-            await self.recorder.record_and_commit(record)
-        else:
-            self.recorder.record(record)
-        await self._count(call, record)
+    async def _record(self, call: Call, status: int, usage: Usage | None,
+                      ttft_ms: int | None = None, *, commit: bool | None = None) -> None:
+        """Record the call and count it against the key's limits. Total: whatever fails here
+        is logged, and a record is still made if at all possible (the client's answer is
+        not held up by the gateway's own bookkeeping)."""
+        try:
+            record = self._make_record(call, status, usage, ttft_ms)
+        except Exception:
+            log.exception("cannot make the record of %s; recording an estimate",
+                          call.request_id)
+            try:
+                fallback = Usage(estimate_tokens_of_text(call.body_bytes), 0, estimated=True)
+                record = self._make_record(call, status, fallback, ttft_ms)
+            except Exception:
+                log.exception("cannot make any record of %s", call.request_id)
+                return
+        try:
+            if self.strict if commit is None else commit:
+                await self.recorder.record_and_commit(record)
+            else:
+                self.recorder.record(record)
+        except Exception:
+            log.exception("cannot record %s", call.request_id)
+        try:
+            await self._count(call, record)
+        except Exception:
+            log.exception("cannot count %s against its key's limits", call.request_id)
 
     async def _count(self, call: Call, record: CallRecord) -> None:
         if record.total_tokens or record.cost_nano:
@@ -483,26 +482,37 @@ def _upstream_body(raw: bytes, body: dict[str, Any], upstream: Upstream, stream:
         raise GatewayError(400, "invalid_request", "The body is nested too deeply.") from None
 
 
-def _usage_of_body(content: bytes, request_body: dict[str, Any]) -> Usage:
+def _usage_of_body(content: bytes, call: Call) -> Usage:
     try:
         parsed = orjson.loads(content)
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError:  # also invalid UTF-8, and nesting past orjson's depth
         parsed = None
-    usage = parse_usage(parsed.get("usage")) if isinstance(parsed, dict) else None
-    if usage is not None:
-        return usage
-    generated = output_chars(parsed, "message") if isinstance(parsed, dict) else 0
-    return _estimate(request_body, generated)
+    generated = 0
+    try:
+        if isinstance(parsed, dict):
+            usage = parse_usage(parsed.get("usage"))
+            if usage is not None:
+                return usage
+            generated = output_chars(parsed, "message")
+    except Exception:  # an answer of a shape never met: estimated from what was sent
+        log.exception("cannot read the usage of %s", call.request_id)
+    return _estimate(call, generated)
 
 
-def _estimate(body: dict[str, Any], output_chars: int) -> Usage:
+def _estimate(call: Call, output_chars: int) -> Usage:
     """What was sent and generated so far, when the upstream reports no usage (or the
-    stream ended before its usage chunk)."""
-    return Usage(estimate_input_tokens(body), estimate_tokens_of_text(output_chars),
-                 estimated=True)
+    stream ended before its usage chunk). Should the body defeat the estimator, its length
+    in bytes stands for its text."""
+    try:
+        input_tokens = estimate_input_tokens(call.body)
+    except Exception:
+        log.exception("cannot estimate the input of %s", call.request_id)
+        input_tokens = estimate_tokens_of_text(call.body_bytes)
+    return Usage(input_tokens, estimate_tokens_of_text(output_chars), estimated=True)
 
 
 JSON = b"application/json"
+EVENT_STREAM_TYPE = "text/event-stream"
 EVENT_STREAM = b"text/event-stream; charset=utf-8"
 
 
@@ -512,7 +522,9 @@ def _content_type(upstream_value: str | None, default: bytes) -> bytes:
         return default
     if upstream_value.startswith("text/") and "charset=" not in upstream_value.lower():
         upstream_value += "; charset=utf-8"
-    return upstream_value.encode("latin-1")
+    # A header value can only carry latin-1; what an upstream sent beyond it cannot be
+    # passed on, and must not stop the call on its way to the client and the ledger.
+    return upstream_value.encode("latin-1", "replace")
 
 
 async def _send_whole(send: Send, status: int, body: bytes, content_type: bytes,
@@ -542,41 +554,3 @@ async def _client_leaves(receive: Receive) -> None:
     """Returns when the client disconnects (its request body has been read already)."""
     while (await receive())["type"] != "http.disconnect":
         pass
-
-
-async def _send_stream(receive: Receive, send: Send, status: int,
-                       headers: list[tuple[bytes, bytes]],
-                       chunks: AsyncGenerator[bytes, None]) -> None:
-    """Send each piece as it comes. A client that goes away cancels the relay at once (not
-    at the next piece, which may be a long time coming), so the upstream call ends too and
-    the record says 499."""
-    task = asyncio.current_task()
-    finished = False
-    gone = False
-
-    async def watch_for_disconnect() -> None:
-        nonlocal gone
-        message: Message = await receive()
-        while message["type"] != "http.disconnect":
-            message = await receive()
-        if not finished and task is not None:
-            gone = True
-            task.cancel()
-
-    watcher = asyncio.create_task(watch_for_disconnect())
-    try:
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        async for chunk in chunks:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        finished = True
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-    except asyncio.CancelledError:
-        if not gone or task is None:
-            raise
-        task.uncancel()  # our own cancellation: the client left; nothing more to send
-    except OSError:
-        pass  # a server that reports the disconnect on send (ASGI 2.4): the same
-    finally:
-        finished = True
-        watcher.cancel()
-        await chunks.aclose()  # runs the relay's ``finally`` now: the record is made

@@ -91,8 +91,33 @@ def estimate_input_tokens(body: dict[str, Any]) -> int:
     length += _text_length(body.get("prompt")) + _text_length(body.get("input"))
     for offered in ("tools", "functions"):
         if isinstance(body.get(offered), list):
-            length += len(orjson.dumps(body[offered]))
+            length += _json_length(body[offered])
     return estimate_tokens_of_text(length)
+
+
+def _json_length(value: Any) -> int:
+    """The length of ``value`` as JSON. orjson refuses to encode more than 254 levels, and a
+    body the gateway accepted may have up to 1 024 (what orjson decodes): those are measured
+    by a walk that adds up what the encoding would hold."""
+    try:
+        return len(orjson.dumps(value))
+    except orjson.JSONEncodeError:
+        pass
+    total = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            total += len(item) + 2
+        elif isinstance(item, dict):
+            total += 2 + sum(len(name) + 4 for name in item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            total += 2 + len(item)
+            stack.extend(item)
+        else:
+            total += 4  # a number, true, false or null
+    return total
 
 
 def message_chars(message: dict[str, Any]) -> int:
@@ -116,13 +141,23 @@ def _function_chars(function: Any) -> int:
 
 
 def _text_length(value: Any) -> int:
-    if isinstance(value, str):
+    """The characters of a content: a string, or parts (``{"text": ...}``), in lists. A walk
+    with a stack of its own, not recursion: a body or an answer may nest lists 1 024 deep (as
+    deep as the gateway's JSON parser goes), past Python's recursion limit, and the estimate
+    must not fail."""
+    if isinstance(value, str):  # the usual content, and every event of a stream
         return len(value)
-    if isinstance(value, list):
-        return sum(_text_length(item) for item in value)
-    if isinstance(value, dict):
-        return _text_length(value.get("text"))
-    return 0
+    total = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            total += len(item)
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.append(item.get("text"))
+    return total
 
 
 def output_chars(answer: dict[str, Any], part: str) -> int:

@@ -9,6 +9,7 @@ from tallygate.gateway.counters import Counters, MemoryCounters, RedisCounters
 from tallygate.gateway.keycache import KeyCache
 from tallygate.gateway.limits import Limits
 from tallygate.gateway.proxy import Gateway
+from tallygate.gateway.streaming import Drain
 from tallygate.gateway.upstream import make_client, resolve_upstreams
 from tallygate.ledger.recorder import Recorder
 from tallygate.ledger.service import Ledger
@@ -28,6 +29,7 @@ def build_gateway(settings: Settings, ledger: Ledger, recorder: Recorder,
         client=make_client(settings.upstream_connect_timeout_s, settings.upstream_timeout_s),
         upstreams=resolve_upstreams(settings.routes),
         strict=settings.durability == "strict",
+        drain=Drain(settings.drain_timeout_s, settings.drain_max_bytes),
     )
 
 
