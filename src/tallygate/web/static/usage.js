@@ -128,7 +128,8 @@ function setDownloadLinks(fields) {
 function rangeText(summary) {
   const tz = summary.tz;
   return `${t("usage.range", { start: fmt.dateTime(summary.start, tz), end: fmt.dateTime(summary.end, tz), tz })}`
-    + ` · ${t("usage.previous", { start: fmt.dateTime(summary.previous_start, tz), end: fmt.dateTime(summary.previous_end, tz) })}`;
+    + ` · ${t("usage.previous", { start: fmt.dateTime(summary.previous_start, tz), end: fmt.dateTime(summary.previous_end, tz) })}`
+    + (summary.approximate?.cards || summary.approximate?.previous ? ` · ${t("usage.approximate")}` : "");
 }
 
 async function loadSummary(g, fields) {
