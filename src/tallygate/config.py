@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
-from tallygate.ledger.categories import MODEL_CATEGORIES
+from tallygate.ledger.categories import MODEL_CATEGORIES, UNITS
 
 
 class ConfigError(ValueError):
@@ -34,9 +34,11 @@ class RoutePrice(BaseModel):
     output_per_million: Decimal = Decimal(0)
     per_call: Decimal = Decimal(0)
     currency: str | None = None  # None: the ledger's; any other must equal it
+    cache_write_per_million: Decimal | None = None  # None: the input price
+    per_unit: Decimal = Decimal(0)  # each of a call's units (images, seconds, pages, ...)
 
     @field_validator("input_per_million", "cached_input_per_million", "output_per_million",
-                     "per_call")
+                     "per_call", "cache_write_per_million", "per_unit")
     @classmethod
     def _non_negative(cls, value: Decimal | None) -> Decimal | None:
         if value is not None and (not value.is_finite() or value < 0):
@@ -56,6 +58,15 @@ class Route(BaseModel):
     kind: Literal["model", "service"] = "model"
     category: str | None = None
     price: RoutePrice | None = None
+    # "anthropic": the route serves POST /v1/messages (Anthropic's Messages API).
+    protocol: Literal["openai", "anthropic"] = "openai"
+    # A custom service endpoint (kind = "service"): the path under /v1/ it is served at,
+    # what one call is billed by, and where in the answer the count is (a JSON pointer);
+    # without units_from, one unit per call.
+    path: str | None = Field(None, pattern=r"^/v1/[A-Za-z0-9._~!$&'()*+,;=:@/-]+$",
+                             max_length=200)
+    unit: Literal[UNITS] | None = None  # type: ignore[valid-type]
+    units_from: str | None = Field(None, pattern=r"^(/[^/]*)*$", max_length=200)
 
     @field_validator("category")
     @classmethod

@@ -20,6 +20,9 @@ class Usage:
     cached_input_tokens: int = 0
     reasoning_tokens: int = 0
     estimated: bool = False
+    cache_write_tokens: int = 0  # part of input_tokens, as cached_input_tokens is
+    units: int = 0  # what a call is billed by besides tokens (record.unit says what)
+    unit: str | None = None
 
 
 # No call comes near ten billion tokens; a count above it is a broken upstream, not usage,

@@ -6,6 +6,9 @@ MODEL_CATEGORIES = ("chat", "completion", "embedding", "rerank", "image", "audio
 
 CALL_TYPES = ("model", "service", "internal")
 
+# What a call may be billed by besides tokens (a record's ``unit``).
+UNITS = ("image", "second", "character", "search_unit", "page", "request")
+
 _BY_ENDPOINT = {
     "/v1/chat/completions": "chat",
     "/v1/completions": "completion",

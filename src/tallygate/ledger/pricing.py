@@ -29,6 +29,8 @@ class Price:
     cached_input_per_million: Decimal | None = None
     per_call: Decimal = ZERO
     currency: str = "USD"
+    cache_write_per_million: Decimal | None = None  # None: the input price
+    per_unit: Decimal = ZERO  # a call's units (images, seconds, pages, ...) each
 
     def rates(self) -> dict[str, str | None]:
         """The rates as exact decimal strings, and the currency: as stored and as shown."""
@@ -42,24 +44,33 @@ class Price:
         }
 
     def amount(self, input_tokens: int, cached_input_tokens: int, output_tokens: int,
-               succeeded: bool = True) -> Decimal:
-        """The exact list price of a call. Tokens are charged whatever the outcome (a stream
-        cut short was still generated); the per-call price only for a call that succeeded."""
+               succeeded: bool = True, *, cache_write_tokens: int = 0,
+               units: int = 0) -> Decimal:
+        """The exact list price of a call. ``input_tokens`` counts every input token: cache
+        reads and cache writes are part of it, each at its own price. Tokens and units are
+        charged whatever the outcome (a stream cut short was still generated); the per-call
+        price only for a call that succeeded."""
         cached_price = (self.input_per_million if self.cached_input_per_million is None
                         else self.cached_input_per_million)
+        write_price = (self.input_per_million if self.cache_write_per_million is None
+                       else self.cache_write_per_million)
+        uncached = max(input_tokens - cached_input_tokens - cache_write_tokens, 0)
         return (
-            (input_tokens - cached_input_tokens) * self.input_per_million
+            uncached * self.input_per_million
             + cached_input_tokens * cached_price
+            + cache_write_tokens * write_price
             + output_tokens * self.output_per_million
-        ) / MILLION + (self.per_call if succeeded else 0)
+        ) / MILLION + units * self.per_unit + (self.per_call if succeeded else 0)
 
     def cost_nano(self, input_tokens: int, cached_input_tokens: int, output_tokens: int,
-                  succeeded: bool = True) -> int:
-        return to_nano(self.amount(input_tokens, cached_input_tokens, output_tokens, succeeded))
+                  succeeded: bool = True, *, cache_write_tokens: int = 0,
+                  units: int = 0) -> int:
+        return to_nano(self.amount(input_tokens, cached_input_tokens, output_tokens, succeeded,
+                                   cache_write_tokens=cache_write_tokens, units=units))
 
 
 RATE_FIELDS = ("input_per_million", "output_per_million", "cached_input_per_million",
-               "per_call")
+               "per_call", "cache_write_per_million", "per_unit")
 
 
 def check_price(price: Price, currency: str) -> None:
@@ -106,13 +117,15 @@ class PriceTable:
 
     def cost_nano(self, model: str, ts_us: int, input_tokens: int, cached_input_tokens: int,
                   output_tokens: int, status_code: int = 200,
-                  discount_percent: Decimal = ZERO) -> int:
+                  discount_percent: Decimal = ZERO, *, cache_write_tokens: int = 0,
+                  units: int = 0) -> int:
         """0 when the model has no price at that time (the call is still counted)."""
         price = self.price_at(model, ts_us)
         if price is None:
             return 0
         amount = price.amount(input_tokens, cached_input_tokens, output_tokens,
-                              succeeded=status_code < 400)
+                              succeeded=status_code < 400,
+                              cache_write_tokens=cache_write_tokens, units=units)
         return to_nano(discounted(amount, discount_percent))
 
     def all_prices(self) -> list[Price]:

@@ -43,6 +43,15 @@ class CallRecord:
     ttft_ms: int | None = None
     estimated: bool = False
     metadata: dict[str, Any] | None = field(default=None, hash=False, compare=False)
+    # Input tokens written to a prompt cache (Anthropic's cache_creation_input_tokens), part
+    # of ``input_tokens`` as cache reads are; priced by ``cache_write_per_million``.
+    cache_write_tokens: int = 0
+    # What a call is billed by besides tokens: ``units`` of ``unit`` (images, seconds of
+    # audio, characters, search units, pages, requests), priced by ``per_unit``.
+    units: int = 0
+    unit: str | None = None
+    # The model the upstream says it ran (the answer's ``model``), beside the public name.
+    upstream_model: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The record as the API shows it: RFC 3339 time, exact decimal cost."""
