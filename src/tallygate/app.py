@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tallygate.config import Settings
 from tallygate.errors import error_body
+from tallygate.gateway import anthropic
 from tallygate.gateway.proxy import ENDPOINTS, Gateway
 from tallygate.gateway.wiring import build_gateway, make_counters, return_freed_memory
 from tallygate.health import LIVE, readiness
@@ -72,6 +73,8 @@ class Tallygate:
         self.handlers: dict[tuple[str, str], Handler] = {
             **{("POST", path): Gateway.forward for path in ENDPOINTS},
             ("GET", "/v1/models"): Gateway.models,
+            ("POST", anthropic.MESSAGES): anthropic.messages,
+            ("POST", anthropic.COUNT_TOKENS): anthropic.count_tokens,
         }
         self._admin: FastAPI | None = None
         self._admin_building = asyncio.Lock()
@@ -219,6 +222,7 @@ async def _running(settings: Settings, state: State) -> AsyncIterator[None]:
     gateway = build_gateway(settings, ledger, recorder, counters)
     gateway.limits.redis_failure = settings.redis_failure
     state.gateway = gateway
+    ledger_metrics.watch_unrecorded(gateway.unrecorded)
     state.keys.listeners.append(gateway.key_cache.clear)
     state.keys.listeners.append(ledger.prices_changed)  # a new discount, at once
     purger = notifier = notifying = None

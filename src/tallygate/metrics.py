@@ -11,7 +11,7 @@ Labels are the model, the call type and the status; the API key is a label only 
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
@@ -22,6 +22,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from tallygate.ledger.records import CallRecord
 
@@ -108,6 +110,10 @@ class LedgerMetrics:
         for labels, nano in cost.items():
             self.cost.labels(*labels, self.currency).inc(nano / NANO)
 
+    def watch_unrecorded(self, tally: Tally[tuple[str, str, int]]) -> None:
+        """Show the gateway's free calls kept out of the ledger (endpoint, model, status)."""
+        self.registry.register(_UnrecordedCalls(tally))
+
     def flushed(self, seconds: float) -> None:
         self.flush_seconds.observe(seconds)
 
@@ -116,3 +122,19 @@ class LedgerMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _UnrecordedCalls(Collector):
+    """Read at each scrape from the gateway's tally: the request path only adds one."""
+
+    def __init__(self, tally: Tally[tuple[str, str, int]]) -> None:
+        self.tally = tally
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "tallygate_unrecorded_requests", "Free calls relayed but not recorded in the "
+            "ledger (Anthropic's count_tokens), by endpoint, model and status.",
+            labels=["endpoint", "model", "status"])
+        for (endpoint, model, status), count in sorted(self.tally.items()):
+            family.add_metric([endpoint, model, str(status)], count)
+        yield family

@@ -16,6 +16,7 @@ time it adds (docs/benchmarks.md).
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import logging
 import random
@@ -111,6 +112,7 @@ class Call:
     body: dict[str, Any]
     body_bytes: int  # what an estimate falls back on when the body cannot be walked
     tags: dict[str, Any] | None
+    upstream_model: str | None = None  # the model the upstream says it ran
 
     def elapsed_ms(self) -> int:
         return int((time.perf_counter() - self.started) * 1000)
@@ -132,6 +134,9 @@ class Gateway:
         # Streams settling (draining, recording, counting) in tasks of their own: a reference
         # keeps each one alive should its request be cancelled before it is done.
         self.settling: set[asyncio.Task[None]] = set()
+        # Free calls relayed but kept out of the ledger (Anthropic's count_tokens), by
+        # endpoint, model and status: /metrics shows them.
+        self.unrecorded: collections.Counter[tuple[str, str, int]] = collections.Counter()
 
     # -- endpoints ---------------------------------------------------------------------------
 
@@ -171,6 +176,10 @@ class Gateway:
                 raise GatewayError(400, "invalid_request", "model: a model name is required",
                                    "model")
             upstream = self.upstreams.get(model)
+            if upstream is not None and upstream.route.protocol != "openai":
+                raise GatewayError(404, "model_not_found",
+                                   f"The model {model!r} speaks Anthropic's Messages API: "
+                                   "call POST /v1/messages.", "model")
             if upstream is None:
                 raise GatewayError(404, "model_not_found",
                                    f"The model {model!r} does not exist or is not routed "
@@ -283,7 +292,7 @@ class Gateway:
         model = call.upstream.model
         cost = self.ledger.cost_of(model, call.ts_us, usage.input_tokens,
                                    usage.cached_input_tokens, usage.output_tokens, status,
-                                   call.key.id)
+                                   call.key.id, cache_write_tokens=usage.cache_write_tokens)
         return CallRecord(
             id=new_call_id(), ts_us=call.ts_us, model=model,
             call_type="internal" if call.key.internal else call.upstream.route.kind,
@@ -294,6 +303,7 @@ class Gateway:
             total_tokens=usage.input_tokens + usage.output_tokens, cost_nano=cost,
             latency_ms=call.elapsed_ms(), ttft_ms=ttft_ms, estimated=usage.estimated,
             metadata=(call.tags or {}) | {"request_id": call.request_id},
+            cache_write_tokens=usage.cache_write_tokens, upstream_model=call.upstream_model,
         )
 
     async def _record(self, call: Call, status: int, usage: Usage | None,

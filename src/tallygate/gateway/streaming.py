@@ -11,6 +11,9 @@ A stream the upstream breaks off (an error, a timeout, or an end without ``[DONE
 shown as a clean end: the client gets an error event in OpenAI's stream shape
 (``data: {"error": {...}}``) and no ``[DONE]``, and the record says 502 (504 for a timeout).
 
+The end marker and the error event are parameters: an Anthropic Messages stream ends with its
+``message_stop`` event and carries errors as ``event: error`` (gateway/anthropic.py).
+
 What happens after the read loop (the drain, the record, the counters, releasing the
 upstream connection) runs in a task of its own that no cancellation reaches: the client
 leaving, or a server giving up on the request, cannot leave a call in the ledger but out of
@@ -24,13 +27,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 import aiohttp
 import orjson
 from starlette.types import Message, Receive, Send
 
 from tallygate.errors import error_body
-from tallygate.gateway.sse import StreamWatcher
 
 log = logging.getLogger("tallygate.gateway")
 
@@ -38,6 +41,22 @@ CLIENT_CLOSED = 499  # nginx's code for "the client went away before the answer"
 # Connection refused or reset, a broken stream, a timeout: the upstream's fault, not the client's.
 UPSTREAM_ERRORS = (aiohttp.ClientError, TimeoutError, ConnectionError)
 DONE = b"[DONE]"
+
+
+class Watcher(Protocol):
+    """What reads a relayed stream (``sse.StreamWatcher``, ``anthropic_usage.MessageWatcher``):
+    fed the upstream's bytes, it returns what to pass on and notes whether the stream's own
+    end marker (``[DONE]``, ``message_stop``) went by."""
+
+    @property
+    def saw_done(self) -> bool: ...
+
+    def feed(self, chunk: bytes) -> bytes: ...
+
+    def finish(self) -> bytes: ...
+
+
+W = TypeVar("W", bound=Watcher)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +82,7 @@ class StreamProgress:
     # request with something else (a JSON body) is passed through as it is.
     expects_done: bool = True
 
-    def status(self, watcher: StreamWatcher) -> int:
+    def status(self, watcher: Watcher) -> int:
         if self.gone:
             return 200 if self.delivered else CLIENT_CLOSED
         if self.failure is not None:
@@ -79,9 +98,8 @@ def failure_status(failure: BaseException) -> int:
     return 502 if isinstance(failure, UPSTREAM_ERRORS) else 500
 
 
-def error_event(progress: StreamProgress) -> bytes:
-    """The event that tells a client the stream broke (OpenAI streams carry errors as a
-    ``data:`` event with an ``error`` object; the SDKs raise it)."""
+def stream_failure(progress: StreamProgress) -> tuple[int, str, str]:
+    """Why a stream is not whole: the status its record gets, a code and a message."""
     failure = progress.failure
     if failure is None:
         code, message = "upstream_incomplete", "The upstream ended the stream before it was " \
@@ -92,22 +110,30 @@ def error_event(progress: StreamProgress) -> bytes:
         code, message = "upstream_error", "The upstream broke off the stream."
     else:
         code, message = "internal_error", "The gateway failed; the failure is logged."
-    status = 502 if failure is None else failure_status(failure)
+    return (502 if failure is None else failure_status(failure)), code, message
+
+
+def error_event(progress: StreamProgress) -> bytes:
+    """The event that tells a client the stream broke (OpenAI streams carry errors as a
+    ``data:`` event with an ``error`` object; the SDKs raise it)."""
+    status, code, message = stream_failure(progress)
     return b"data: " + orjson.dumps(error_body(status, message, code)) + b"\n\n"
 
 
 # What settling a stream does once its status and usage are known: record and count.
-Settle = Callable[[int, StreamWatcher, int | None], Awaitable[None]]
+Settle = Callable[[int, W, int | None], Awaitable[None]]
 
 
-async def relay_stream(response: aiohttp.ClientResponse, watcher: StreamWatcher,
+async def relay_stream(response: aiohttp.ClientResponse, watcher: W,
                        receive: Receive, send: Send, start: Message, *, started: float,
-                       event_stream: bool, strict: bool, drain: Drain, settle: Settle,
-                       settling: set[asyncio.Task[None]]) -> None:
+                       event_stream: bool, strict: bool, drain: Drain, settle: Settle[W],
+                       settling: set[asyncio.Task[None]], end_marker: bytes = DONE,
+                       error_event: Callable[[StreamProgress], bytes] = error_event) -> None:
     """Pass the upstream's events to the client as they come, then settle the call.
     ``start`` is the ``http.response.start`` message; ``settling`` holds the settling tasks
     still running (one that a server's cancelling of the request left behind is kept there,
-    not dropped half-way)."""
+    not dropped half-way). ``end_marker`` is what the stream's last event holds, and
+    ``error_event`` what a client is sent when the stream broke off."""
     progress = StreamProgress(expects_done=event_stream)
     task = asyncio.current_task()
     assert task is not None
@@ -163,8 +189,8 @@ async def relay_stream(response: aiohttp.ClientResponse, watcher: StreamWatcher,
     finally:
         progress.reading = False
         watching.cancel()
-        if progress.gone:  # did the client get the [DONE] before it left?
-            progress.delivered = watcher.saw_done and DONE not in held + sending
+        if progress.gone:  # did the client get the end marker before it left?
+            progress.delivered = watcher.saw_done and end_marker not in held + sending
         settled = asyncio.create_task(_settle(response, watcher, progress, drain, settle))
         settling.add(settled)
         settled.add_done_callback(settling.discard)
@@ -204,8 +230,8 @@ async def _interrupt_when_gone(receive: Receive, progress: StreamProgress,
         task.cancel()
 
 
-async def _settle(response: aiohttp.ClientResponse, watcher: StreamWatcher,
-                  progress: StreamProgress, drain: Drain, settle: Settle) -> None:
+async def _settle(response: aiohttp.ClientResponse, watcher: W,
+                  progress: StreamProgress, drain: Drain, settle: Settle[W]) -> None:
     """Drain (if the client left before the end), release the connection, record, count."""
     ended = progress.ended
     try:
@@ -224,7 +250,7 @@ async def _settle(response: aiohttp.ClientResponse, watcher: StreamWatcher,
     await settle(progress.status(watcher), watcher, progress.ttft_ms)
 
 
-async def _drain(response: aiohttp.ClientResponse, watcher: StreamWatcher,
+async def _drain(response: aiohttp.ClientResponse, watcher: Watcher,
                  drain: Drain) -> bool:
     """Read on, sending nothing, until the upstream's body ends or the budget is spent:
     whether it ended."""

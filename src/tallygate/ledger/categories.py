@@ -13,6 +13,7 @@ _BY_ENDPOINT = {
     "/v1/chat/completions": "chat",
     "/v1/completions": "completion",
     "/v1/embeddings": "embedding",
+    "/v1/messages": "chat",
     "/v1/rerank": "rerank",
     "/v1/images/generations": "image",
     "/v1/audio/transcriptions": "audio",
