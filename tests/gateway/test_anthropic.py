@@ -85,8 +85,8 @@ class AnthropicUpstream:
     """Answers ``/v1/messages`` and ``/v1/messages/count_tokens``. The request's ``fake``
     object (``extra_body`` in the SDK) may give ``usage`` (what is billed), ``start_input``
     (the input ``message_start`` reports, as some compatible upstreams give 0 there),
-    ``delta_delay_s`` (a pause before ``message_delta``), ``end_delay_s`` (after
-    ``message_stop``), ``stop_early`` (the body ends without ``message_delta`` and
+    ``delta_delay_s`` (a pause before ``message_delta``), ``stop_delay_s`` (before
+    ``message_stop``), ``end_delay_s`` (after it), ``stop_early`` (the body ends without ``message_delta`` and
     ``message_stop``) or ``error_event`` (an overloaded error mid-stream)."""
 
     seen: list[tuple[dict[str, str], dict[str, Any]]] = field(default_factory=list)
@@ -172,6 +172,7 @@ class AnthropicUpstream:
         await response.write(sse({"type": "message_delta", "delta": {
             "stop_reason": "tool_use" if tools else "end_turn", "stop_sequence": None},
             "usage": {k: v for k, v in usage.items() if k != "cache_creation"}}))
+        await asyncio.sleep(fake.get("stop_delay_s", 0))
         await response.write(sse({"type": "message_stop"}))
         await asyncio.sleep(fake.get("end_delay_s", 0))
         await response.write_eof()
@@ -255,11 +256,11 @@ def wait_for(condition: Callable[[], Any], timeout: float = 10.0) -> Any:
     return value
 
 
-@pytest.fixture
-def served(db: Database, upstream: tuple[str, AnthropicUpstream],
-           monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
+@contextmanager
+def serve_gateway(db: Database, upstream_url: str, monkeypatch: pytest.MonkeyPatch,
+                  **settings: Any) -> Iterator[Served]:
     monkeypatch.setenv(CREDENTIAL_ENV, CREDENTIAL)
-    base = f"{upstream[0]}/v1"
+    base = f"{upstream_url}/v1"
     routes = [
         Route(model=CLAUDE, base_url=base, api_key_env=CREDENTIAL_ENV,
               upstream_model=UPSTREAM_NAME, protocol="anthropic", price=PRICE),
@@ -268,7 +269,8 @@ def served(db: Database, upstream: tuple[str, AnthropicUpstream],
               api_key_env=CREDENTIAL_ENV, protocol="anthropic"),
     ]
     app = create_app(load_settings(database_url=db.url, admin_token=ADMIN, routes=routes,
-                                   flush_interval_ms=10, key_cache_seconds=0))
+                                   **({"flush_interval_ms": 10, "key_cache_seconds": 0}
+                                      | settings)))
     with serve_app(app) as url:
         # FOR THE LEAD: the price table does not store cache_write_per_million until the
         # ledger's migration 0007 (sync_route_prices drops it today, and cache writes are
@@ -292,6 +294,13 @@ def served(db: Database, upstream: tuple[str, AnthropicUpstream],
 
         recorder.record, recorder.record_and_commit = capture, capture_and_commit
         yield Served(url, app, db, recorded)
+
+
+@pytest.fixture
+def served(db: Database, upstream: tuple[str, AnthropicUpstream],
+           monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
+    with serve_gateway(db, upstream[0], monkeypatch) as gateway:
+        yield gateway
 
 
 def ask(**extra: Any) -> dict[str, Any]:
@@ -502,6 +511,22 @@ def test_a_client_that_leaves_a_stream_is_metered_exactly(served: Served, leave:
     assert_billed(stored, received_record, BILLED)
     assert stored["status_code"] == (200 if leave == "after message_stop" else 499)
     assert served.connections_in_use() == 0
+
+
+def test_a_client_without_message_stop_is_not_served_under_strict_durability(
+        db: Database, upstream: tuple[str, AnthropicUpstream],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Strict durability holds the last piece (here ``message_stop``) until the record is
+    committed: a client that leaves before it got it was not served the whole answer."""
+    with serve_gateway(db, upstream[0], monkeypatch, durability="strict") as served:
+        key_id, key = served.new_key()
+        leave_after(served, key, ask(stream=True, fake={"stop_delay_s": 0.2,
+                                                        "end_delay_s": 0.3}),
+                    b"event: message_delta")
+        [stored], [received] = served.records_of(key_id)
+        assert_billed(stored, received, BILLED)
+        assert stored["status_code"] == 499
+        assert served.connections_in_use() == 0
 
 
 @pytest.mark.parametrize("how", ["stop_early", "error_event"])
