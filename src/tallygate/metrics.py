@@ -135,6 +135,7 @@ class _UnrecordedCalls(Collector):
             "tallygate_unrecorded_requests", "Free calls relayed but not recorded in the "
             "ledger (Anthropic's count_tokens), by endpoint, model and status.",
             labels=["endpoint", "model", "status"])
-        for (endpoint, model, status), count in sorted(self.tally.items()):
+        # A copy first: /metrics is answered in a worker thread while the event loop adds.
+        for (endpoint, model, status), count in sorted(list(self.tally.items())):
             family.add_metric([endpoint, model, str(status)], count)
         yield family

@@ -86,8 +86,9 @@ class AnthropicUpstream:
     object (``extra_body`` in the SDK) may give ``usage`` (what is billed), ``start_input``
     (the input ``message_start`` reports, as some compatible upstreams give 0 there),
     ``delta_delay_s`` (a pause before ``message_delta``), ``stop_delay_s`` (before
-    ``message_stop``), ``end_delay_s`` (after it), ``stop_early`` (the body ends without ``message_delta`` and
-    ``message_stop``) or ``error_event`` (an overloaded error mid-stream)."""
+    ``message_stop``), ``end_delay_s`` (after it), ``stop_early`` (the body ends without
+    ``message_delta`` and ``message_stop``) or ``error_event`` (an overloaded error
+    mid-stream)."""
 
     seen: list[tuple[dict[str, str], dict[str, Any]]] = field(default_factory=list)
 
