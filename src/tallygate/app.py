@@ -182,8 +182,9 @@ async def _answering_failures(handler: Handler, state: State, scope: Scope,
     except Exception:
         log.exception("a gateway call failed")
         if not started:
-            body = orjson.dumps(error_body(500, "The gateway failed; the failure is logged.",
-                                           "internal_error"))
+            message = "The gateway failed; the failure is logged."
+            body = anthropic.error_json(500, message) if scope["path"].startswith(
+                anthropic.MESSAGES) else orjson.dumps(error_body(500, message, "internal_error"))
             await send({"type": "http.response.start", "status": 500,
                         "headers": [(b"content-type", b"application/json"),
                                     (b"content-length", str(len(body)).encode())]})

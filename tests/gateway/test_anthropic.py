@@ -389,6 +389,12 @@ def test_the_upstream_gets_its_credential_and_the_anthropic_headers(
     assert response.status_code == 200
     assert {n.lower(): v for n, v in upstream[1].seen[-1][0].items()}[
         "anthropic-version"] == "2023-06-01"
+    # Several anthropic-beta headers are one list.
+    httpx.post(f"{served.url}/v1/messages", json=ask(), timeout=10,
+               headers=[("x-api-key", key), ("anthropic-beta", "a-1"),
+                        ("anthropic-beta", "b-2")])
+    assert {n.lower(): v for n, v in upstream[1].seen[-1][0].items()}[
+        "anthropic-beta"] == "a-1,b-2"
 
 
 def test_x_api_key_authenticates_like_bearer(served: Served) -> None:
@@ -575,3 +581,14 @@ def test_count_tokens_passes_through_free_and_unrecorded(
                         headers={"Authorization": f"Bearer {ADMIN}"}).text
     assert ('tallygate_unrecorded_requests_total{endpoint="/v1/messages/count_tokens",'
             f'model="{CLAUDE}",status="200"}} 1.0') in metrics
+
+
+def test_an_unexpected_failure_answers_500_in_anthropics_shape(
+        served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def broken(*_: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setitem(served.app.handlers, ("POST", "/v1/messages"), broken)
+    answer = httpx.post(f"{served.url}/v1/messages", json=ask(), timeout=10)
+    assert error_of(answer) == (500, "api_error")
+    assert "a bug" not in answer.text

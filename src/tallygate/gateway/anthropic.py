@@ -107,8 +107,9 @@ def _headers_of(scope: Scope) -> MessageHeaders:
             found.tags = value.decode("latin-1")
         elif name == b"anthropic-version":
             found.version = value.decode("latin-1")
-        elif name == b"anthropic-beta":
-            found.beta = value.decode("latin-1")
+        elif name == b"anthropic-beta":  # repeated, it is one comma-separated list
+            beta = value.decode("latin-1")
+            found.beta = beta if found.beta is None else f"{found.beta},{beta}"
     return found
 
 
@@ -264,7 +265,7 @@ def _error_event(watcher: MessageWatcher, progress: StreamProgress) -> bytes:
     if watcher.upstream_error:
         return b""
     status, _, message = stream_failure(progress)
-    return b"event: error\ndata: " + _error_json(status, message) + b"\n\n"
+    return b"event: error\ndata: " + error_json(status, message) + b"\n\n"
 
 
 # -- metering ------------------------------------------------------------------------------------
@@ -375,7 +376,7 @@ def _upstream_failure(upstream: Upstream, exc: BaseException) -> GatewayError:
     return GatewayError(502, "upstream_error", "The upstream could not be reached.")
 
 
-def _error_json(status: int, message: str) -> bytes:
+def error_json(status: int, message: str) -> bytes:
     return orjson.dumps({"type": "error", "error": {
         "type": ERROR_TYPES.get(status, "api_error"), "message": message}})
 
@@ -389,7 +390,7 @@ def _id_headers(request_id: str) -> list[tuple[bytes, bytes]]:
 async def _send_error(send: Send, exc: GatewayError, request_id: str) -> None:
     extra = [(b"request-id", request_id.encode())] + [
         (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items()]
-    await _send_whole(send, exc.status, _error_json(exc.status, exc.message), JSON, request_id,
+    await _send_whole(send, exc.status, error_json(exc.status, exc.message), JSON, request_id,
                       extra)
 
 
