@@ -396,7 +396,7 @@ def test_an_upload_of_several_megabytes_is_streamed_not_held(
 
     key_id, key = new_key(gw.db_url)
     boundary = "tallygate-test-boundary"
-    size = 12 * 1024 * 1024
+    size = 16 * 1024 * 1024
     piece = b"\x7f" * (64 * 1024)
     head = (f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\n'
             f'whisper\r\n--{boundary}\r\nContent-Disposition: form-data; name="file"; '
