@@ -427,3 +427,23 @@ def test_an_upload_of_several_megabytes_is_streamed_not_held(
     assert peak < size / 4, (peak, time.monotonic() - started)
     (record,) = gw.made_for(key_id)
     assert record.units == math.ceil(size / AUDIO_BYTES_PER_SECOND)
+
+
+def test_a_client_that_leaves_mid_upload_is_recorded(gw: Records) -> None:
+    import socket
+
+    key_id, key = new_key(gw.db_url)
+    boundary = "b0undary"
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"'
+            f"\r\n\r\n").encode() + b"\x01" * 100_000
+    with socket.create_connection(("127.0.0.1", int(gw.url.rsplit(":", 1)[1]))) as sock:
+        sock.sendall(b"POST /v1/audio/transcriptions HTTP/1.1\r\nhost: x\r\n"
+                     b"authorization: Bearer " + key.encode() + b"\r\n"
+                     b"content-type: multipart/form-data; boundary=" + boundary.encode()
+                     + b"\r\ncontent-length: 10000000\r\n\r\n" + head)
+        time.sleep(0.3)  # the gateway has begun passing the upload on
+    (record,) = gw.made_for(key_id)
+    assert (record.status_code, record.model, record.endpoint) == (
+        499, "whisper", "/v1/audio/transcriptions")
+    wait_until(lambda: gw.app.state.gateway.client.connector._acquired == set(), timeout=5)
