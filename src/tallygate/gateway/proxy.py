@@ -170,8 +170,8 @@ class Gateway:
         upload = Upload(first, receive, more=not head.ended)
         sent_headers = _upload_headers(upstream, headers.content_type, headers.content_length,
                                        len(first) - len(head.held))
-        size = _declared_size(headers.content_length)
-        call = Call(rid, started, ts_us, spec, key, upstream, {}, size, tags, spec.read_usage)
+        # An upload's bytes are audio, not text: no estimate is ever made from them.
+        call = Call(rid, started, ts_us, spec, key, upstream, {}, 0, tags, spec.read_usage)
         if not await self._allowed(call, scope, send):
             return
         url = upstream.endpoint_url(spec.suffix)
@@ -201,9 +201,8 @@ class Gateway:
         if message["type"] == "http.disconnect":
             return
         upload = Upload(message.get("body", b""), receive, more=message.get("more_body", False))
-        size = _declared_size(headers.content_length)
         route = upstream.route
-        call = Call(rid, started, ts_us, SERVICE, key, upstream, {}, size, tags,
+        call = Call(rid, started, ts_us, SERVICE, key, upstream, {}, 0, tags,
                     service_reader(route.unit or "request", route.units_from), path=path)
         if not await self._allowed(call, scope, send):
             return
@@ -354,11 +353,6 @@ def _upload_headers(upstream: Upstream, client_type: str | None, client_length: 
     if client_length is not None and client_length.isdigit():
         headers["content-length"] = str(int(client_length) + grown_by)
     return headers
-
-
-def _declared_size(content_length: str | None) -> int:
-    return int(content_length) if content_length is not None and content_length.isdigit() \
-        else 0
 
 
 async def _client_leaves(receive: Receive, upload: Upload | None = None) -> None:
