@@ -1,13 +1,15 @@
 """A stream relayed from the upstream to the client, and settled whatever the client does.
 
-The upstream's usage is the bill, and it comes last (after the ``finish_reason`` chunk, just
-before ``[DONE]``). So a client that leaves does not end the upstream call: the gateway stops
+The upstream's usage is the bill, and it comes last (chat: after the ``finish_reason`` chunk,
+just before ``[DONE]``; Responses: in the ``response.completed`` event that ends the stream).
+So a client that leaves does not end the upstream call: the gateway stops
 sending and keeps reading, within a time and a byte budget (``drain_timeout_s``,
 ``drain_max_bytes``), until the upstream's body ends; only a stream that does not end within
-them is estimated. The status says what the client got: 200 once the relayed ``[DONE]`` was
-handed to it (whatever happens after), 499 if it left before.
+them is estimated. The status says what the client got: 200 once the relayed end of the
+stream (the watcher's ``end_event``: ``[DONE]``, ``response.completed``...) was handed to it
+(whatever happens after), 499 if it left before.
 
-A stream the upstream breaks off (an error, a timeout, or an end without ``[DONE]``) is not
+A stream the upstream breaks off (an error, a timeout, or an end without its end event) is not
 shown as a clean end: the client gets an error event in OpenAI's stream shape
 (``data: {"error": {...}}``) and no ``[DONE]``, and the record says 502 (504 for a timeout).
 
@@ -37,7 +39,6 @@ log = logging.getLogger("tallygate.gateway")
 CLIENT_CLOSED = 499  # nginx's code for "the client went away before the answer"
 # Connection refused or reset, a broken stream, a timeout: the upstream's fault, not the client's.
 UPSTREAM_ERRORS = (aiohttp.ClientError, TimeoutError, ConnectionError)
-DONE = b"[DONE]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +60,9 @@ class StreamProgress:
     delivered: bool = False  # the client got the relayed [DONE] (set once it has left)
     failure: BaseException | None = None  # what broke the stream while the client was there
     ttft_ms: int | None = None
-    # An event stream is whole only with its [DONE]; an upstream that answered a stream
-    # request with something else (a JSON body) is passed through as it is.
+    # An event stream is whole only with its end (chat: [DONE]; the watcher knows its API's);
+    # an upstream that answered a stream request with something else (a JSON body) is
+    # passed through as it is.
     expects_done: bool = True
 
     def status(self, watcher: StreamWatcher) -> int:
@@ -103,15 +105,17 @@ Settle = Callable[[int, StreamWatcher, int | None], Awaitable[None]]
 async def relay_stream(response: aiohttp.ClientResponse, watcher: StreamWatcher,
                        receive: Receive, send: Send, start: Message, *, started: float,
                        event_stream: bool, strict: bool, drain: Drain, settle: Settle,
-                       settling: set[asyncio.Task[None]]) -> None:
+                       settling: set[asyncio.Task[None]],
+                       uploaded: asyncio.Event | None = None) -> None:
     """Pass the upstream's events to the client as they come, then settle the call.
     ``start`` is the ``http.response.start`` message; ``settling`` holds the settling tasks
     still running (one that a server's cancelling of the request left behind is kept there,
-    not dropped half-way)."""
+    not dropped half-way). ``uploaded``: set once the request body has been read (an upload
+    still being passed upstream is read by no one else)."""
     progress = StreamProgress(expects_done=event_stream)
     task = asyncio.current_task()
     assert task is not None
-    watching = asyncio.create_task(_interrupt_when_gone(receive, progress, task))
+    watching = asyncio.create_task(_interrupt_when_gone(receive, progress, task, uploaded))
     held = b""  # strict durability: the last piece waits for the commit
     sending = b""  # the piece being sent, when the client's leaving interrupts it
     tail = b""
@@ -164,7 +168,8 @@ async def relay_stream(response: aiohttp.ClientResponse, watcher: StreamWatcher,
         progress.reading = False
         watching.cancel()
         if progress.gone:  # did the client get the [DONE] before it left?
-            progress.delivered = watcher.saw_done and DONE not in held + sending
+            end = watcher.end_event
+            progress.delivered = end is not None and end not in held + sending
         settled = asyncio.create_task(_settle(response, watcher, progress, drain, settle))
         settling.add(settled)
         settled.add_done_callback(settling.discard)
@@ -191,9 +196,12 @@ async def _sent(send: Send, message: Message) -> bool:
 
 
 async def _interrupt_when_gone(receive: Receive, progress: StreamProgress,
-                               task: asyncio.Task[None]) -> None:
+                               task: asyncio.Task[None],
+                               uploaded: asyncio.Event | None) -> None:
     """Interrupts the read loop's wait (on the upstream, which may be long, or on a client
     that reads slowly) when the client disconnects; never what comes after it."""
+    if uploaded is not None:
+        await uploaded.wait()
     try:
         while (await receive())["type"] != "http.disconnect":
             pass
