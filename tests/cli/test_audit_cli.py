@@ -53,8 +53,11 @@ def test_json_output_equals_the_api_and_pages_continue(db: Database, cli: Run,
         table = cli("audit")
         assert table.exit_code == 0, table.output
         assert "4 newest audit entries" in table.stdout
+        # Read as one line: the table's width is the terminal's, which the test cannot fix
+        # once another test in the same process has drawn a table.
+        shown = "".join(table.stdout.replace("│", " ").split())
         for text in ("key.rotate", "key.update", "status=\"disabled\"", "cli", "admin"):
-            assert text in table.stdout
+            assert text in shown
         limited = cli("audit", "--limit", "1")
         assert "more: --cursor" in limited.stdout
 
