@@ -25,7 +25,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tallygate.config import Settings
 from tallygate.errors import error_body
 from tallygate.gateway import anthropic
-from tallygate.gateway.proxy import ENDPOINTS, Gateway
+from tallygate.gateway.endpoints import ENDPOINTS
+from tallygate.gateway.proxy import Gateway
 from tallygate.gateway.wiring import build_gateway, make_counters, return_freed_memory
 from tallygate.health import LIVE, readiness
 from tallygate.keys.secrets import hash_secret
@@ -71,7 +72,12 @@ class Tallygate:
         self.settings = settings
         self.state = State()
         self.handlers: dict[tuple[str, str], Handler] = {
-            **{("POST", path): Gateway.forward for path in ENDPOINTS},
+            **{("POST", path): Gateway.forward_form if endpoint.body == "multipart"
+               else Gateway.forward for path, endpoint in ENDPOINTS.items()},
+            # Custom service routes, at the paths their routes give (config.py keeps them
+            # off the built-in endpoints).
+            **{("POST", route.path): Gateway.forward_service for route in settings.routes
+               if route.path is not None},
             ("GET", "/v1/models"): Gateway.models,
             ("POST", anthropic.MESSAGES): anthropic.messages,
             ("POST", anthropic.COUNT_TOKENS): anthropic.count_tokens,

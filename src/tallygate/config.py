@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from tallygate.gateway.endpoints import RESERVED_PATHS
 from tallygate.ledger.categories import MODEL_CATEGORIES, UNITS
 
 
@@ -74,6 +75,22 @@ class Route(BaseModel):
         if value is not None and value not in MODEL_CATEGORIES:
             raise ValueError(f"must be one of {', '.join(MODEL_CATEGORIES)}")
         return value
+
+    @model_validator(mode="after")
+    def _service_path(self) -> Route:
+        if self.path is not None:
+            if self.kind != "service":
+                raise ValueError('path: only a route with kind = "service" is served at a '
+                                 "path of its own")
+            if self.path in RESERVED_PATHS:
+                raise ValueError(f"path: {self.path} is one of the gateway's own endpoints")
+        if self.units_from is not None:
+            if self.path is None:
+                raise ValueError("units_from: only a route with a path (a custom service) "
+                                 "reads its units from the answer")
+            if self.unit is None:
+                raise ValueError("unit: required with units_from (what the count counts)")
+        return self
 
 
 ADMIN_TOKEN_MIN_LENGTH = 16
@@ -265,10 +282,16 @@ class Settings(BaseSettings):
                                              "postgresql+psycopg://")):
             raise ValueError("database_url must start with sqlite:// or postgresql://")
         seen: set[str] = set()
+        paths: set[str] = set()
         for index, route in enumerate(self.routes):
             if route.model in seen:
                 raise ValueError(f"routes: model {route.model!r} is declared twice")
             seen.add(route.model)
+            if route.path is not None:
+                if route.path in paths:
+                    raise ValueError(f"routes[{index}] (model {route.model!r}): path "
+                                     f"{route.path} is served by another route")
+                paths.add(route.path)
             if route.price is not None and route.price.currency not in (None, self.currency):
                 # A price in another currency would be added to the ledger's amounts as is.
                 raise ValueError(

@@ -21,6 +21,7 @@ ENDPOINTS = [
     ("PATCH", "/api/v1/keys/some-id"),
     ("DELETE", "/api/v1/keys/some-id"),
     ("POST", "/api/v1/keys/some-id/rotate"),
+    ("GET", "/api/v1/audit"),
 ]
 NOT_CREDENTIALS = [None, "", "Bearer", "Bearer ", "Basic " + ADMIN_TOKEN, ADMIN_TOKEN,
                    "Bearer wrong-token", "Bearer " + ADMIN_TOKEN + "x",

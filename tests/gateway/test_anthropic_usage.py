@@ -92,7 +92,7 @@ def test_a_stream_reads_the_same_however_it_is_cut(cuts: list[int]) -> None:
         start = cut
     passed += watcher.finish()
     assert passed == body
-    assert watcher.saw_done and watcher.final and watcher.model == "claude-x-1"
+    assert watcher.saw_done and watcher.final and watcher.upstream_model == "claude-x-1"
     assert watcher.settled_usage({}, 0) == BILL
 
 

@@ -6,7 +6,9 @@ import orjson
 import pytest
 
 from tallygate.config import Route
-from tallygate.gateway.proxy import GatewayError, _parse_body, _upstream_body
+from tallygate.gateway.requests import GatewayError
+from tallygate.gateway.requests import parse_body as _parse_body
+from tallygate.gateway.requests import upstream_body as _upstream_body
 from tallygate.gateway.upstream import Upstream
 
 PLAIN = Upstream(Route(model="m", base_url="http://upstream.invalid/v1"), None)

@@ -210,12 +210,13 @@ def stream_body(client_wants_usage: bool, **fake: Any) -> dict[str, Any]:
     return body
 
 
-def leave_after(url: str, key: str, body: dict[str, Any], marker: bytes | None) -> bytes:
+def leave_after(url: str, key: str, body: dict[str, Any], marker: bytes | None,
+                path: str = "/v1/chat/completions") -> bytes:
     """Stream ``body`` and hang up as soon as ``marker`` has arrived (None: once the headers
     did). What was received."""
     received = b""
     with httpx.Client(timeout=10) as client, client.stream(
-            "POST", f"{url}/v1/chat/completions", json=body,
+            "POST", f"{url}{path}", json=body,
             headers={"Authorization": f"Bearer {key}"}) as response:
         assert response.status_code == 200
         if marker is not None:

@@ -71,7 +71,7 @@ MODELS = ("m-chat", "m-embed", "m-ocr")
 CATEGORY = {"m-chat": "chat", "m-embed": "embedding", "m-ocr": "other"}
 STATUSES = (200, 200, 200, 400, 429, 499, 502)
 DATA_DAYS = 70  # records are spread over the 70 days before the clock
-EXAMPLES = int(os.environ.get("TALLYGATE_STATEFUL_EXAMPLES", "12"))
+EXAMPLES = int(os.environ.get("TALLYGATE_STATEFUL_EXAMPLES", "20"))
 
 
 @dataclass
@@ -397,7 +397,8 @@ class LedgerLife(RuleBasedStateMachine):
     def import_new_file(self, fields: list[dict[str, Any]], offsets: list[Offset],
                         repeats: list[int]) -> None:
         """A CSV export of another system: rows without ids, identical rows being separate
-        calls (three embeddings in one second)."""
+        calls (three embeddings in one second), rows of an earlier file being the same calls
+        again (overlapping exports)."""
         rows = []
         for f, offset, times in zip(fields, offsets, repeats, strict=False):
             row = {"ts": self._ts(offset), **f}
@@ -414,13 +415,19 @@ class LedgerLife(RuleBasedStateMachine):
         self.files.append((path, rows))
         result = import_file(self.ledger, path)
         accepted = 0
-        for number, row in enumerate(rows):
-            item = {**row, "id": f"{path.name}:{number}",
+        # A row is known by its content (the file's columns, as written) and which repeat
+        # of it in the file it is: the same row in two overlapping exports of the same
+        # columns is one call, three identical rows in one file are three.
+        occurrences: dict[str, int] = {}
+        for row in rows:
+            content = repr([(c, str(row.get(c, ""))) for c in columns])
+            occurrences[content] = occurrences.get(content, 0) + 1
+            item = {**row, "id": f"import:{content}:{occurrences[content]}",
                     "api_key_id": row["api_key_id"] or None,
                     "latency_ms": None if row["latency_ms"] == "" else row["latency_ms"],
                     "estimated": row["estimated"] == "true"}
             record = _record_of(item, 0)
-            if record.ts_us < self.floor_us:
+            if record.ts_us < self.floor_us or item["id"] in self.log:
                 continue
             accepted += 1
             self.log[item["id"]] = replace(record,

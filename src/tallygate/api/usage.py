@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from collections.abc import Iterator
 from typing import Annotated, Any
@@ -13,6 +11,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import iterate_in_threadpool
 
 from tallygate.api.auth import Principal, admin_principal
+from tallygate.api.cursor import decode_cursor, encode_cursor
 from tallygate.api.errors import ApiError
 from tallygate.api.filters import usage_query
 from tallygate.ledger import export
@@ -80,22 +79,6 @@ def breakdown(
                            with_percentiles=percentiles)
 
 
-def _decode_cursor(cursor: str) -> tuple[int, str]:
-    try:
-        ts, _, call_id = base64.urlsafe_b64decode(cursor.encode() + b"==").decode().partition(":")
-        # Bounded like the columns it is compared with, so no driver overflows on it.
-        if (not call_id or len(call_id) > 128 or "\x00" in call_id
-                or not 0 <= int(ts) < 2**63):
-            raise ValueError
-        return int(ts), call_id
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise BadParameter("cursor", "is not a cursor this API returned") from None
-
-
-def _encode_cursor(ts_us: int, call_id: str) -> str:
-    return base64.urlsafe_b64encode(f"{ts_us}:{call_id}".encode()).decode().rstrip("=")
-
-
 @router.get("/calls", summary="Call records, newest first, cursor-paginated")
 def calls(
     request: Request,
@@ -103,7 +86,7 @@ def calls(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> dict[str, Any]:
-    before = None if cursor is None else _decode_cursor(cursor)
+    before = None if cursor is None else decode_cursor(cursor)
     records = list(iter_calls(_ledger(request).db, query.filter, query.range.start_us,
                               query.range.end_us, before=before, limit=limit + 1))
     page = records[:limit]
@@ -112,7 +95,7 @@ def calls(
         **query.window(),
         "data": [r.as_dict() for r in page],
         "has_more": more,
-        "next_cursor": _encode_cursor(page[-1].ts_us, page[-1].id) if more else None,
+        "next_cursor": encode_cursor(page[-1].ts_us, page[-1].id) if more else None,
     }
 
 

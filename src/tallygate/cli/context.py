@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -16,6 +16,13 @@ from tallygate.store.database import Database, DatabaseUnavailable
 
 console = Console()
 errors = Console(stderr=True)
+
+CONFIG_HELP = "TOML settings file (overrides the environment)."
+# ``tallygate serve --config FILE`` takes the same option as ``tallygate --config FILE
+# serve``; only the global one also reads TALLYGATE_CONFIG.
+CommandConfig = Annotated[Path | None, typer.Option(
+    "--config", help=CONFIG_HELP + " The same as the global --config.", exists=True,
+    dir_okay=False)]
 
 
 @dataclass
@@ -69,6 +76,23 @@ def state(ctx: typer.Context) -> CliState:
     found = ctx.find_object(CliState)
     assert found is not None
     return found
+
+
+def use_command_config(ctx: typer.Context, config: Path | None) -> None:
+    """Honour a command's own ``--config``: it means what the global one means. Given in
+    both places it must name the same file; it beats a TALLYGATE_CONFIG from the
+    environment, as every flag does."""
+    if config is None:
+        return
+    cli = state(ctx)
+    # By name: typer carries its own copy of click, whose enum is not click's.
+    source = ctx.find_root().get_parameter_source("config")
+    global_flag = source is not None and source.name == "COMMANDLINE"
+    if (global_flag and cli.config_file is not None
+            and cli.config_file.resolve() != config.resolve()):
+        fail(f"--config names two files: {cli.config_file} (before the command) and "
+             f"{config} (after it); give one")
+    cli.config_file = config
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

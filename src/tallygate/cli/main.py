@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from tallygate import __version__
-from tallygate.cli import anomalies, data, db, keys, pricing, serve, usage
-from tallygate.cli.context import CliState, console
+from tallygate.cli import anomalies, audit, data, db, keys, pricing, serve, usage
+from tallygate.cli.context import CONFIG_HELP, CliState, console
 from tallygate.config import settings_reference
 
 app = typer.Typer(
@@ -26,6 +26,7 @@ app.add_typer(pricing.app, name="pricing")
 app.add_typer(anomalies.app, name="anomalies")
 app.command("import")(data.import_records)
 app.command("export")(data.export_records)
+app.command("audit")(audit.audit)
 app.command("serve")(serve.serve)
 app.command("demo")(serve.demo)
 app.command("fake-upstream")(serve.fake_upstream)
@@ -62,8 +63,7 @@ def config_show(ctx: typer.Context) -> None:
 def _options(
     ctx: typer.Context,
     config: Annotated[Path | None, typer.Option(
-        "--config", envvar="TALLYGATE_CONFIG",
-        help="TOML settings file (overrides the environment).",
+        "--config", envvar="TALLYGATE_CONFIG", help=CONFIG_HELP,
         exists=True, dir_okay=False)] = None,
     database_url: Annotated[str | None, typer.Option(
         "--database-url", help="Overrides TALLYGATE_DATABASE_URL and the config file.")] = None,

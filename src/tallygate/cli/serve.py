@@ -16,7 +16,7 @@ from rich.panel import Panel
 from rich.progress import BarColumn, Progress, TimeElapsedColumn
 
 from tallygate.app import ADMIN_HASH, WORKER_DATABASE_URL, create_app
-from tallygate.cli.context import console, fail, state
+from tallygate.cli.context import CommandConfig, console, fail, state, use_command_config
 from tallygate.config import Settings
 from tallygate.keys.secrets import ADMIN_PREFIX, hash_secret, new_secret
 from tallygate.store.database import Database
@@ -35,8 +35,10 @@ def first_admin_token(settings: Settings, db: Database) -> str | None:
 
 
 def serve(ctx: typer.Context, host: Host = None, port: Port = None,
-          workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None) -> None:
+          workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
+          config: CommandConfig = None) -> None:
     """Run the server: gateway, API and pages."""
+    use_command_config(ctx, config)
     cli = state(ctx)
     settings = cli.settings(host=host, port=port, workers=workers)
     if settings.workers > 1 and not settings.redis_url:

@@ -36,29 +36,30 @@ import orjson
 from multidict import CIMultiDict
 from starlette.types import Receive, Scope, Send
 
+from tallygate.gateway.answers import (
+    EVENT_STREAM,
+    EVENT_STREAM_TYPE,
+    JSON,
+    send_whole,
+)
+from tallygate.gateway.answers import content_type as _content_type
+from tallygate.gateway.answers import request_id as _request_id
 from tallygate.gateway.anthropic_usage import (
-    MESSAGE_STOP,
     MessageWatcher,
     content_chars,
     estimate_message_input,
     usage_of_message,
 )
+from tallygate.gateway.endpoints import Endpoint
 from tallygate.gateway.limits import Refusal
-from tallygate.gateway.proxy import (
-    EVENT_STREAM,
-    EVENT_STREAM_TYPE,
-    JSON,
-    Call,
-    Gateway,
+from tallygate.gateway.proxy import Gateway, _client_leaves
+from tallygate.gateway.recording import Call
+from tallygate.gateway.requests import (
     GatewayError,
-    _client_leaves,
-    _content_type,
-    _parse_body,
-    _read_body,
-    _request_id,
-    _send_whole,
-    _upstream_body,
+    parse_body,
     parse_tags,
+    read_body,
+    upstream_body,
 )
 from tallygate.gateway.streaming import (
     CLIENT_CLOSED,
@@ -80,6 +81,16 @@ DEFAULT_VERSION = "2023-06-01"
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
                403: "permission_error", 404: "not_found_error", 413: "request_too_large",
                429: "rate_limit_error", 503: "overloaded_error", 529: "overloaded_error"}
+
+
+def _message_usage(answer: dict[str, Any]) -> Usage | None:
+    return usage_of_message(answer)[0]
+
+
+# The record's endpoint and what reads its answer (this module reads it, with the cache-write
+# split as well: see _usage_of_answer); not in endpoints.ENDPOINTS, whose calls are OpenAI's.
+MESSAGES_ENDPOINT = Endpoint(MESSAGES, "/messages", streams=True, watcher=MessageWatcher,
+                             read_usage=_message_usage)
 
 
 @dataclass(slots=True)
@@ -122,25 +133,26 @@ async def messages(gateway: Gateway, scope: Scope, receive: Receive, send: Send)
     headers = _headers_of(scope)
     try:
         key = await _authenticate(gateway, headers)
-        raw = await _read_body(receive, headers.content_length)
+        raw = await read_body(receive, headers.content_length)
         if raw is None:
             return  # the client went away before its request was complete
-        body = _parse_body(raw)
+        body = parse_body(raw)
         upstream = _route_of(gateway, body)
         tags = parse_tags(headers.tags)
         stream = body.get("stream") is True
         # Renamed when the route says so; never given stream_options (not Anthropic's).
-        forwarded = _upstream_body(raw, body, upstream, False, True)
+        forwarded = upstream_body(raw, body, upstream, False, True)
     except GatewayError as exc:
         await _send_error(send, exc, request_id)
         return
-    call = Call(request_id, started, ts_us, MESSAGES, key, upstream, body, len(raw), tags)
+    call = Call(request_id, started, ts_us, MESSAGES_ENDPOINT, key, upstream, body, len(raw),
+                tags, MESSAGES_ENDPOINT.read_usage)
     refusal = await gateway.limits.check(key, upstream.model, _client_ip(scope), time.time())
     if refusal is not None:
-        await gateway._record(call, refusal.status, None)
+        await gateway.books.record(call, refusal.status, None)
         await _send_refusal(send, refusal, request_id)
         return
-    url = upstream.endpoint_url("/messages")
+    url = upstream.endpoint_url(MESSAGES_ENDPOINT.suffix)
     upstream_headers = _upstream_headers(upstream, headers)
     if stream:
         await _stream(gateway, call, url, forwarded, upstream_headers, receive, send)
@@ -153,12 +165,12 @@ async def count_tokens(gateway: Gateway, scope: Scope, receive: Receive, send: S
     headers = _headers_of(scope)
     try:
         key = await _authenticate(gateway, headers)
-        raw = await _read_body(receive, headers.content_length)
+        raw = await read_body(receive, headers.content_length)
         if raw is None:
             return
-        body = _parse_body(raw)
+        body = parse_body(raw)
         upstream = _route_of(gateway, body)
-        forwarded = _upstream_body(raw, body, upstream, False, True)
+        forwarded = upstream_body(raw, body, upstream, False, True)
     except GatewayError as exc:
         await _send_error(send, exc, request_id)
         return
@@ -198,7 +210,7 @@ async def _plain(gateway: Gateway, call: Call, url: Any, body: bytes,
             content_type = response.headers.get("content-type")
     except UPSTREAM_ERRORS as exc:
         error = _upstream_failure(call.upstream, exc)
-        await gateway._record(call, error.status, None)
+        await gateway.books.record(call, error.status, None)
         await _send_error(send, error, call.request_id)
         return
     finally:
@@ -206,7 +218,8 @@ async def _plain(gateway: Gateway, call: Call, url: Any, body: bytes,
         left.cancel()
     usage = _usage_of_answer(content, call) if status < 400 else None
     answered = _answered_status(call.upstream, status)
-    await gateway._record(call, CLIENT_CLOSED if gone and status < 400 else answered, usage)
+    await gateway.books.record(call, CLIENT_CLOSED if gone and status < 400 else answered,
+                               usage)
     if not gone:
         await _send_answer(send, status, content, content_type, call.request_id)
 
@@ -217,7 +230,7 @@ async def _stream(gateway: Gateway, call: Call, url: Any, body: bytes,
         response = await gateway.client.post(url, data=body, headers=upstream_headers)
     except UPSTREAM_ERRORS as exc:
         error = _upstream_failure(call.upstream, exc)
-        await gateway._record(call, error.status, None)
+        await gateway.books.record(call, error.status, None)
         await _send_error(send, error, call.request_id)
         return
     content_type = response.headers.get("content-type")
@@ -226,12 +239,13 @@ async def _stream(gateway: Gateway, call: Call, url: Any, body: bytes,
             content = await response.read()
         except UPSTREAM_ERRORS as exc:
             error = _upstream_failure(call.upstream, exc)
-            await gateway._record(call, error.status, None)
+            await gateway.books.record(call, error.status, None)
             await _send_error(send, error, call.request_id)
             return
         finally:
             response.release()
-        await gateway._record(call, _answered_status(call.upstream, response.status), None)
+        await gateway.books.record(call, _answered_status(call.upstream, response.status),
+                                   None)
         await _send_answer(send, response.status, content, content_type, call.request_id)
         return
     start = {"type": "http.response.start", "status": response.status, "headers": [
@@ -243,7 +257,7 @@ async def _stream(gateway: Gateway, call: Call, url: Any, body: bytes,
                        event_stream=(content_type or EVENT_STREAM_TYPE).startswith(
                            EVENT_STREAM_TYPE),
                        settle=functools.partial(_settle_stream, gateway, call),
-                       settling=gateway.settling, end_marker=MESSAGE_STOP,
+                       settling=gateway.settling,
                        error_event=functools.partial(_error_event, watcher))
 
 
@@ -251,12 +265,12 @@ async def _settle_stream(gateway: Gateway, call: Call, status: int, watcher: Mes
                          ttft_ms: int | None) -> None:
     try:
         usage = watcher.settled_usage(call.body, call.body_bytes)
-        _note_answer(call, watcher.model, watcher.reported.split)
+        _note_answer(call, watcher.upstream_model, watcher.reported.split)
     except Exception:  # never met; the record is made all the same
         log.exception("cannot read the usage of %s", call.request_id)
         usage = Usage(estimate_tokens_of_text(call.body_bytes), 0, estimated=True)
-    await gateway._record(call, status, usage, ttft_ms,
-                          commit=gateway.strict and status != CLIENT_CLOSED)
+    await gateway.books.record(call, status, usage, ttft_ms,
+                               commit=gateway.strict and status != CLIENT_CLOSED)
 
 
 def _error_event(watcher: MessageWatcher, progress: StreamProgress) -> bytes:
@@ -365,8 +379,8 @@ async def _send_answer(send: Send, status: int, content: bytes, content_type: st
                                                                    "gateway's credential."),
                           request_id)
         return
-    await _send_whole(send, status, content, _content_type(content_type, JSON), request_id,
-                      [(b"request-id", request_id.encode())])
+    await send_whole(send, status, content, _content_type(content_type, JSON), request_id,
+                     [(b"request-id", request_id.encode())])
 
 
 def _upstream_failure(upstream: Upstream, exc: BaseException) -> GatewayError:
@@ -390,8 +404,8 @@ def _id_headers(request_id: str) -> list[tuple[bytes, bytes]]:
 async def _send_error(send: Send, exc: GatewayError, request_id: str) -> None:
     extra = [(b"request-id", request_id.encode())] + [
         (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items()]
-    await _send_whole(send, exc.status, error_json(exc.status, exc.message), JSON, request_id,
-                      extra)
+    await send_whole(send, exc.status, error_json(exc.status, exc.message), JSON, request_id,
+                     extra)
 
 
 async def _send_refusal(send: Send, refusal: Refusal, request_id: str) -> None:

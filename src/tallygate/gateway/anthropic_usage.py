@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from tallygate.gateway.sse import StreamWatcher, _data_of
+from tallygate.gateway.sse import StreamWatcher
 from tallygate.gateway.usage import (
     Usage,
     _count,
@@ -35,7 +35,6 @@ COUNTS = ("input_tokens", "cache_read_input_tokens", "cache_creation_input_token
           "output_tokens")
 SPLIT = {"ephemeral_5m_input_tokens": "cache_write_5m_tokens",
          "ephemeral_1h_input_tokens": "cache_write_1h_tokens"}
-MESSAGE_STOP = b"message_stop"
 
 
 @dataclass(slots=True)
@@ -112,26 +111,15 @@ def estimate_message_input(body: dict[str, Any]) -> int:
 
 @dataclass(slots=True)
 class MessageWatcher(StreamWatcher):
-    """Reads a Messages stream as it is relayed (nothing is left out): its usage, model,
-    generated characters, and whether ``message_stop`` (the stream's end) or an ``error``
-    event came by. ``saw_done`` is the ``message_stop``."""
+    """Reads a Messages stream as it is relayed (nothing is left out): its usage, model
+    (``upstream_model``), generated characters, and whether ``message_stop`` (the stream's
+    end: ``end_event``) or an ``error`` event came by."""
 
     reported: Reported = field(default_factory=Reported)
-    model: str | None = None
     final: bool = False  # a message_delta came: its counts are the bill
     upstream_error: bool = False  # the upstream sent an error event
 
-    def _keep(self, event: bytes) -> bool:
-        self.events += 1
-        payload = _data_of(event)
-        if payload is None:
-            return True
-        try:
-            parsed: Any = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            return True
-        if not isinstance(parsed, dict):
-            return True
+    def _read(self, parsed: dict[str, Any], event: bytes) -> bool:
         kind = parsed.get("type")
         if kind == "content_block_delta":
             delta = parsed.get("delta")
@@ -146,12 +134,12 @@ class MessageWatcher(StreamWatcher):
             if isinstance(message, dict):
                 self.reported.take(message.get("usage"))
                 model = message.get("model")
-                self.model = model if isinstance(model, str) else self.model
+                self.upstream_model = model if isinstance(model, str) else self.upstream_model
         elif kind == "message_delta":
             self.reported.take(parsed.get("usage"))
             self.final = True
         elif kind == "message_stop":
-            self.saw_done = True
+            self.end_event = event
         elif kind == "error":
             self.upstream_error = True
         return True

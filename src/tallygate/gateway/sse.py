@@ -1,8 +1,12 @@
-"""Server-sent events passed through one event at a time, watching for the usage chunk.
+"""Server-sent events passed through one event at a time, watching for the usage.
 
 Events are forwarded as soon as they are complete; only an incomplete tail waits for the next
-network chunk. The usage chunk (``"choices": []`` plus ``"usage"``) is read and, when the
-client did not ask for it, left out, so the client sees exactly what it asked for.
+network chunk. Each API ends its streams its own way, and so each has its watcher: a chat or
+completion stream is whole with its ``data: [DONE]``, and its usage chunk (``"choices": []``
+plus ``"usage"``) is read and, when the client did not ask for it, left out, so the client
+sees exactly what it asked for; a Responses stream is whole with its ``response.completed``
+(or ``response.incomplete``, ``response.failed``) event, whose response carries the usage;
+a streamed transcription with its ``transcript.text.done``.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from tallygate.gateway.usage import Usage, output_chars, parse_usage
+from tallygate.gateway.usage import Usage, audio_usage, output_chars, parse_usage
 
 _SEPARATORS = (b"\n\n", b"\r\n\r\n")
 
@@ -21,11 +25,14 @@ _SEPARATORS = (b"\n\n", b"\r\n\r\n")
 class StreamWatcher:
     """Feed it upstream bytes; it returns what to send on, and remembers what it saw."""
 
-    drop_usage_chunk: bool
+    drop_usage_chunk: bool = False
     usage: Usage | None = None
     content_chars: int = 0
     events: int = 0
-    saw_done: bool = False
+    # The event that ended the stream (chat: ``data: [DONE]``): the stream is whole with it,
+    # and a client that left had it only if it was sent.
+    end_event: bytes | None = None
+    upstream_model: str | None = None  # the first event's ``model``
     # An incomplete event, in the pieces it came in: joined only once it is complete, so a
     # long event costs its length once, not once per piece.
     _tail: list[bytes] = field(default_factory=list, repr=False)
@@ -49,6 +56,11 @@ class StreamWatcher:
         kept = [event for event in events if self._keep(event)]
         return complete if len(kept) == len(events) else b"".join(kept)
 
+    @property
+    def saw_done(self) -> bool:
+        """Whether the stream ended as its API ends a whole stream."""
+        return self.end_event is not None
+
     def finish(self) -> bytes:
         """Whatever incomplete event is left when the upstream closes."""
         tail, self._tail = b"".join(self._tail), []
@@ -62,7 +74,7 @@ class StreamWatcher:
         if payload is None:
             return True
         if payload.strip() == b"[DONE]":
-            self.saw_done = True
+            self.end_event = event
             return True
         try:
             parsed: Any = orjson.loads(payload)
@@ -70,6 +82,13 @@ class StreamWatcher:
             return True
         if not isinstance(parsed, dict):
             return True
+        return self._read(parsed, event)
+
+    def _read(self, parsed: dict[str, Any], event: bytes) -> bool:
+        """Reads one event's JSON; whether to pass the event on."""
+        if self.upstream_model is None:
+            model = parsed.get("model")
+            self.upstream_model = model if isinstance(model, str) else None
         usage = parse_usage(parsed.get("usage"))
         if usage is not None:
             self.usage = usage
@@ -77,6 +96,62 @@ class StreamWatcher:
         # The chunk the gateway asked for, whether or not its usage could be read.
         is_usage_only = parsed.get("choices") == [] and isinstance(parsed.get("usage"), dict)
         return not (is_usage_only and self.drop_usage_chunk)
+
+
+# The events that end a Responses stream; each carries the response, with its usage.
+RESPONSE_ENDS = ("response.completed", "response.incomplete", "response.failed")
+
+
+@dataclass(slots=True)
+class ResponsesWatcher(StreamWatcher):
+    """A Responses API stream: ``response.created`` first (with the model), deltas, then one
+    of :data:`RESPONSE_ENDS` with the usage. No ``[DONE]``."""
+
+    def _read(self, parsed: dict[str, Any], event: bytes) -> bool:
+        kind = parsed.get("type")
+        if not isinstance(kind, str):
+            return True
+        if kind.endswith(".delta"):
+            delta = parsed.get("delta")
+            self.content_chars += len(delta) if isinstance(delta, str) else 0
+            return True
+        response = parsed.get("response")
+        if isinstance(response, dict):
+            if self.upstream_model is None:
+                model = response.get("model")
+                self.upstream_model = model if isinstance(model, str) else None
+            if kind in RESPONSE_ENDS:
+                self.end_event = event
+                self.usage = parse_usage(response.get("usage")) or self.usage
+        return True
+
+
+@dataclass(slots=True)
+class TranscriptWatcher(StreamWatcher):
+    """A streamed transcription: ``transcript.text.delta`` events, then
+    ``transcript.text.done`` with the usage (tokens, or a duration: see metering)."""
+
+    def _read(self, parsed: dict[str, Any], event: bytes) -> bool:
+        kind = parsed.get("type")
+        if kind == "transcript.text.delta":
+            delta = parsed.get("delta")
+            self.content_chars += len(delta) if isinstance(delta, str) else 0
+        elif kind == "transcript.text.done":
+            self.end_event = event
+            self.usage = audio_usage(parsed.get("usage")) or self.usage
+        return True
+
+
+class PassThrough(StreamWatcher):
+    """Bytes that are not events (audio): passed on as they come, read for nothing."""
+
+    __slots__ = ()
+
+    def feed(self, chunk: bytes) -> bytes:
+        return chunk
+
+    def finish(self) -> bytes:
+        return b""
 
 
 def _last_separator_end(data: bytes) -> int:

@@ -1,18 +1,20 @@
 """A stream relayed from the upstream to the client, and settled whatever the client does.
 
-The upstream's usage is the bill, and it comes last (after the ``finish_reason`` chunk, just
-before ``[DONE]``). So a client that leaves does not end the upstream call: the gateway stops
+The upstream's usage is the bill, and it comes last (chat: after the ``finish_reason`` chunk,
+just before ``[DONE]``; Responses: in the ``response.completed`` event that ends the stream).
+So a client that leaves does not end the upstream call: the gateway stops
 sending and keeps reading, within a time and a byte budget (``drain_timeout_s``,
 ``drain_max_bytes``), until the upstream's body ends; only a stream that does not end within
-them is estimated. The status says what the client got: 200 once the relayed ``[DONE]`` was
-handed to it (whatever happens after), 499 if it left before.
+them is estimated. The status says what the client got: 200 once the relayed end of the
+stream (the watcher's ``end_event``: ``[DONE]``, ``response.completed``...) was handed to it
+(whatever happens after), 499 if it left before.
 
-A stream the upstream breaks off (an error, a timeout, or an end without ``[DONE]``) is not
+A stream the upstream breaks off (an error, a timeout, or an end without its end event) is not
 shown as a clean end: the client gets an error event in OpenAI's stream shape
 (``data: {"error": {...}}``) and no ``[DONE]``, and the record says 502 (504 for a timeout).
 
-The end marker and the error event are parameters: an Anthropic Messages stream ends with its
-``message_stop`` event and carries errors as ``event: error`` (gateway/anthropic.py).
+The error event is a parameter: an Anthropic Messages stream (whose watcher ends it at its
+``message_stop`` event) carries errors as ``event: error`` (gateway/anthropic.py).
 
 What happens after the read loop (the drain, the record, the counters, releasing the
 upstream connection) runs in a task of its own that no cancellation reaches: the client
@@ -27,36 +29,25 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 import aiohttp
 import orjson
 from starlette.types import Message, Receive, Send
 
 from tallygate.errors import error_body
+from tallygate.gateway.sse import StreamWatcher
 
 log = logging.getLogger("tallygate.gateway")
 
 CLIENT_CLOSED = 499  # nginx's code for "the client went away before the answer"
 # Connection refused or reset, a broken stream, a timeout: the upstream's fault, not the client's.
 UPSTREAM_ERRORS = (aiohttp.ClientError, TimeoutError, ConnectionError)
-DONE = b"[DONE]"
 
 
-class Watcher(Protocol):
-    """What reads a relayed stream (``sse.StreamWatcher``, ``anthropic_usage.MessageWatcher``):
-    fed the upstream's bytes, it returns what to pass on and notes whether the stream's own
-    end marker (``[DONE]``, ``message_stop``) went by."""
-
-    @property
-    def saw_done(self) -> bool: ...
-
-    def feed(self, chunk: bytes) -> bytes: ...
-
-    def finish(self) -> bytes: ...
-
-
-W = TypeVar("W", bound=Watcher)
+# A stream's watcher: the settle a relay is given takes the watcher it reads with (a
+# Messages stream's settle takes its MessageWatcher).
+W = TypeVar("W", bound=StreamWatcher)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,11 +69,12 @@ class StreamProgress:
     delivered: bool = False  # the client got the relayed [DONE] (set once it has left)
     failure: BaseException | None = None  # what broke the stream while the client was there
     ttft_ms: int | None = None
-    # An event stream is whole only with its [DONE]; an upstream that answered a stream
-    # request with something else (a JSON body) is passed through as it is.
+    # An event stream is whole only with its end (chat: [DONE]; the watcher knows its API's);
+    # an upstream that answered a stream request with something else (a JSON body) is
+    # passed through as it is.
     expects_done: bool = True
 
-    def status(self, watcher: Watcher) -> int:
+    def status(self, watcher: StreamWatcher) -> int:
         if self.gone:
             return 200 if self.delivered else CLIENT_CLOSED
         if self.failure is not None:
@@ -127,17 +119,19 @@ Settle = Callable[[int, W, int | None], Awaitable[None]]
 async def relay_stream(response: aiohttp.ClientResponse, watcher: W,
                        receive: Receive, send: Send, start: Message, *, started: float,
                        event_stream: bool, strict: bool, drain: Drain, settle: Settle[W],
-                       settling: set[asyncio.Task[None]], end_marker: bytes = DONE,
+                       settling: set[asyncio.Task[None]],
+                       uploaded: asyncio.Event | None = None,
                        error_event: Callable[[StreamProgress], bytes] = error_event) -> None:
     """Pass the upstream's events to the client as they come, then settle the call.
     ``start`` is the ``http.response.start`` message; ``settling`` holds the settling tasks
     still running (one that a server's cancelling of the request left behind is kept there,
-    not dropped half-way). ``end_marker`` is what the stream's last event holds, and
-    ``error_event`` what a client is sent when the stream broke off."""
+    not dropped half-way). ``uploaded``: set once the request body has been read (an upload
+    still being passed upstream is read by no one else). ``error_event`` is what a client
+    is sent when the stream broke off."""
     progress = StreamProgress(expects_done=event_stream)
     task = asyncio.current_task()
     assert task is not None
-    watching = asyncio.create_task(_interrupt_when_gone(receive, progress, task))
+    watching = asyncio.create_task(_interrupt_when_gone(receive, progress, task, uploaded))
     held = b""  # strict durability: the last piece waits for the commit
     sending = b""  # the piece being sent, when the client's leaving interrupts it
     tail = b""
@@ -189,8 +183,9 @@ async def relay_stream(response: aiohttp.ClientResponse, watcher: W,
     finally:
         progress.reading = False
         watching.cancel()
-        if progress.gone:  # did the client get the end marker before it left?
-            progress.delivered = watcher.saw_done and end_marker not in held + sending
+        if progress.gone:  # did the client get the stream's end event before it left?
+            end = watcher.end_event
+            progress.delivered = end is not None and end not in held + sending
         settled = asyncio.create_task(_settle(response, watcher, progress, drain, settle))
         settling.add(settled)
         settled.add_done_callback(settling.discard)
@@ -217,9 +212,12 @@ async def _sent(send: Send, message: Message) -> bool:
 
 
 async def _interrupt_when_gone(receive: Receive, progress: StreamProgress,
-                               task: asyncio.Task[None]) -> None:
+                               task: asyncio.Task[None],
+                               uploaded: asyncio.Event | None) -> None:
     """Interrupts the read loop's wait (on the upstream, which may be long, or on a client
     that reads slowly) when the client disconnects; never what comes after it."""
+    if uploaded is not None:
+        await uploaded.wait()
     try:
         while (await receive())["type"] != "http.disconnect":
             pass
@@ -250,7 +248,7 @@ async def _settle(response: aiohttp.ClientResponse, watcher: W,
     await settle(progress.status(watcher), watcher, progress.ttft_ms)
 
 
-async def _drain(response: aiohttp.ClientResponse, watcher: Watcher,
+async def _drain(response: aiohttp.ClientResponse, watcher: StreamWatcher,
                  drain: Drain) -> bool:
     """Read on, sending nothing, until the upstream's body ends or the budget is spent:
     whether it ended."""

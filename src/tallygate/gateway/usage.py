@@ -7,6 +7,7 @@ Some providers put ``cached_tokens``/``prompt_cache_hit_tokens`` at the top leve
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,15 +66,37 @@ def parse_usage(usage: Any) -> Usage | None:
         else:
             output_tokens = 0
     prompt_details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details")
-    cached = _int(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else 0
+    cached = cache_write = 0
+    if isinstance(prompt_details, dict):
+        cached = _int(prompt_details.get("cached_tokens"))
+        # The Responses API's input_tokens_details.cache_write_tokens: part of input_tokens.
+        cache_write = _int(prompt_details.get("cache_write_tokens"))
     cached = cached or _int(usage.get("prompt_cache_hit_tokens")) or _int(
         usage.get("cached_tokens"))
     completion_details = usage.get("completion_tokens_details") or usage.get(
         "output_tokens_details")
     reasoning = _int(completion_details.get("reasoning_tokens")) if isinstance(
         completion_details, dict) else 0
-    return Usage(input_tokens, output_tokens, min(cached, input_tokens),
-                 min(reasoning, output_tokens))
+    cached = min(cached, input_tokens)
+    return Usage(input_tokens, output_tokens, cached, min(reasoning, output_tokens),
+                 cache_write_tokens=min(cache_write, input_tokens - cached))
+
+
+def whole_units(value: Any) -> int | None:
+    """A count of units as an answer gives it: a whole number, or a fraction rounded up
+    (12.2 seconds of audio are 13 seconds); None if it is not a count."""
+    if isinstance(value, float) and math.isfinite(value) and 0 <= value <= MAX_COUNT:
+        return math.ceil(value)
+    return _count(value)
+
+
+def audio_usage(usage: Any) -> Usage | None:
+    """A transcription's usage: tokens (``{"type": "tokens", "input_tokens", ...}``), or the
+    audio's length (``{"type": "duration", "seconds": 12.2}``) as whole seconds, rounded up."""
+    if isinstance(usage, dict) and usage.get("type") == "duration":
+        seconds = whole_units(usage.get("seconds"))
+        return None if seconds is None else Usage(units=seconds, unit="second")
+    return parse_usage(usage)
 
 
 def estimate_tokens_of_text(text_length: int) -> int:

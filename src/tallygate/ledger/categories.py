@@ -14,10 +14,13 @@ _BY_ENDPOINT = {
     "/v1/completions": "completion",
     "/v1/embeddings": "embedding",
     "/v1/messages": "chat",
+    "/v1/responses": "chat",
     "/v1/rerank": "rerank",
     "/v1/images/generations": "image",
     "/v1/audio/transcriptions": "audio",
+    "/v1/audio/translations": "audio",
     "/v1/audio/speech": "audio",
+    "/v1/moderations": "other",
 }
 
 

@@ -2,6 +2,7 @@
 // enable, rotate and delete. A secret is shown once, in a dialog, and kept nowhere else.
 
 import { getJSON, send, showError } from "./api.js";
+import { AuditPanel } from "./audit.js";
 import * as fmt from "./format.js";
 import { onLanguageChange, setUpLanguage, t } from "./i18n.js";
 import { KeyForm } from "./keyform.js";
@@ -13,6 +14,7 @@ const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
 const currency = document.querySelector('meta[name="currency"]')?.content || "USD";
 let keys = [];
 let models = [];
+let audit = null;
 
 /** A table cell holding a block of lines (the cell itself must stay a table cell). */
 function linesCell() {
@@ -149,7 +151,10 @@ function actionsCell(key) {
   td.append(box);
   const usage = el("a", "button small-btn", t("keys.usage"));
   usage.href = `/?api_key_id=${encodeURIComponent(key.id)}`;
-  box.append(usage);
+  const trail = el("a", "button small-btn", t("keys.audit"));
+  trail.href = auditHref(key.id);
+  trail.dataset.auditKey = key.id;
+  box.append(usage, trail);
   const button = (label, action, className = "small-btn") => {
     const b = el("button", className, t(label));
     b.type = "button";
@@ -185,6 +190,7 @@ function render() {
   $("usage-note").hidden = keys.length === 0 || keys.some((key) => "usage" in key);
 }
 
+/** The keys, then the audit log (which names them): both reflect every change made here. */
 async function load() {
   const box = $("keys-table").parentElement;
   box.dataset.state = "loading";
@@ -196,6 +202,18 @@ async function load() {
     box.dataset.state = "error";
     showError($("keys-state"), error, t);
   }
+  await audit.reload();
+}
+
+/** The page with the audit log of one key (or of all keys) in view: a link to share. */
+function auditHref(keyId) {
+  return keyId === null ? "/keys#audit" : `/keys?audit_key=${encodeURIComponent(keyId)}#audit`;
+}
+
+function showAudit(keyId) {
+  history.replaceState(null, "", auditHref(keyId));
+  audit.load(keyId);
+  $("audit").scrollIntoView({ block: "start" });
 }
 
 function showSecret(answer) {
@@ -268,7 +286,27 @@ async function onAction(event, form) {
 
 async function start() {
   setUpLanguage();
-  onLanguageChange(render);
+  audit = new AuditPanel({
+    box: $("audit-table").parentElement, body: $("audit-table").tBodies[0],
+    message: $("audit-state"), more: $("audit-more"), count: $("audit-count"),
+    scope: $("audit-scope"), reset: $("audit-reset"),
+  }, {
+    keyName: (id) => keys.find((k) => k.id === id)?.name ?? null,
+    show: (target, error) => showError(target, error, t),
+    zone,
+  });
+  audit.keyId = new URLSearchParams(location.search).get("audit_key");
+  onLanguageChange(() => {
+    render();
+    audit.reload();
+  });
+  $("audit-reset").addEventListener("click", () => showAudit(null));
+  $("keys-table").addEventListener("click", (event) => {
+    const link = event.target.closest("a[data-audit-key]");
+    if (!link || event.ctrlKey || event.metaKey || event.shiftKey) return;
+    event.preventDefault();
+    showAudit(link.dataset.auditKey);
+  });
   const form = new KeyForm({
     models: () => models,
     onSaved: async (answer, created) => {
@@ -295,6 +333,7 @@ async function start() {
   getJSON("/api/v1/usage/dimensions").then((d) => { models = d.models.map((m) => m.name); })
     .catch(() => { models = []; });
   await load();
+  if (location.hash === "#audit") $("audit").scrollIntoView({ block: "start" });
   document.body.dataset.ready = "true";
 }
 
