@@ -110,3 +110,14 @@ def test_speech_streams_audio_as_long_as_the_text_takes_to_say(fake_url: str) ->
     assert len(audio) == 44 + 11 * 24_000 * 2
     mp3 = client(fake_url).audio.speech.create(model="tts-1", voice="alloy", input="hi")
     assert mp3.content.startswith(b"ID3") and len(mp3.content) > 16_000
+
+
+def test_a_streamed_transcription_ends_with_its_usage(fake_url: str) -> None:
+    events = list(client(fake_url).audio.transcriptions.create(
+        model="gpt-4o-mini-transcribe", file=("a.wav", io.BytesIO(wav(5)), "audio/wav"),
+        stream=True))
+    assert [e.type for e in events] == ["transcript.text.delta"] * 4 + ["transcript.text.done"]
+    done = events[-1]
+    assert done.type == "transcript.text.done" and done.usage is not None
+    assert done.usage.input_tokens == 50
+    assert "".join(e.delta for e in events[:-1]) == done.text

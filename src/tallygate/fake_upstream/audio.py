@@ -13,8 +13,8 @@ import math
 import struct
 from typing import Any
 
-from tallygate.fake_upstream.asgi import Send, chunk, finish, send_json, start
-from tallygate.fake_upstream.call import Call, Upload, served_model, text
+from tallygate.fake_upstream.asgi import SSE, Send, chunk, finish, send_json, sse, start
+from tallygate.fake_upstream.call import Call, Upload, served_model, split, text
 
 COMPRESSED_BYTES_PER_S = 16_000  # 128 kbit/s, a common MP3 / M4A bitrate
 AUDIO_TOKENS_PER_S = 10
@@ -63,6 +63,9 @@ async def transcription(call: Call, send: Send, task: str) -> None:
         usage = {"type": "duration", "seconds": seconds}
     form = call.request.get("response_format", "json")
     headers = upload_headers(upload)
+    if call.stream:
+        await _stream_transcript(call, send, content, usage, headers)
+        return
     if form in ("text", "srt", "vtt"):
         await start(send, 200, [(b"content-type", b"text/plain; charset=utf-8"), *headers])
         await finish(send, content.encode() + b"\n")
@@ -77,6 +80,20 @@ async def transcription(call: Call, send: Send, task: str) -> None:
     if call.report_usage:
         answer["usage"] = usage
     await send_json(send, 200, answer, headers)
+
+
+async def _stream_transcript(call: Call, send: Send, content: str, usage: dict[str, Any],
+                             headers: list[tuple[bytes, bytes]]) -> None:
+    """``transcript.text.delta`` events, then ``transcript.text.done`` with the usage."""
+    await start(send, 200, [*SSE, *headers])
+    for piece in split(content, call.chunks):
+        await call.pause()
+        await chunk(send, sse({"type": "transcript.text.delta", "delta": piece},
+                              stamp=call.stamp))
+    done: dict[str, Any] = {"type": "transcript.text.done", "text": content}
+    if call.report_usage:
+        done["usage"] = usage
+    await finish(send, sse(done, stamp=call.stamp))
 
 
 async def speech(call: Call, send: Send) -> None:
