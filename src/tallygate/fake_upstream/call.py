@@ -39,7 +39,7 @@ class Upload:
     pdf_pages: int  # "/Type /Page" objects seen, for PDFs
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made for every request, and frozen costs at creation
 class Call:
     request: dict[str, Any]  # the JSON body, or a multipart request's text fields
     control: dict[str, Any]  # the ``fake`` field
@@ -73,7 +73,10 @@ class Call:
     def count(self, name: str, default: int) -> int:
         """A size the controls may set (``cached_tokens``, ``pages``, ``seconds``, ...)."""
         value = self.control.get(name, default)
-        return max(0, int(value)) if isinstance(value, int | float | str) else default
+        try:
+            return max(0, int(value))
+        except (TypeError, ValueError):  # a control that is no number is ignored
+            return default
 
     @property
     def model(self) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -71,8 +70,8 @@ class FakeUpstream:
             await read_body(receive)
             await send_json(send, 404, openai_error(f"no route {path}"))
             return
-        fail = _failure(endpoint, send)
-        boundary = boundary_of(header(scope, b"content-type"))
+        content_type = header(scope, b"content-type")
+        boundary = boundary_of(content_type) if content_type.startswith("multipart/") else None
         upload: Upload | None = None
         body = b""
         try:
@@ -82,13 +81,13 @@ class FakeUpstream:
                 body = await read_body(receive)
                 request = orjson.loads(body)
         except (MultipartError, orjson.JSONDecodeError) as exc:
-            await fail(400, f"invalid body: {exc}", "invalid_request_error")
+            await _fail(endpoint, send, 400, f"invalid body: {exc}", "invalid_request_error")
             return
         if not isinstance(request, dict):
-            await fail(400, "the body must be an object", "invalid_request_error")
+            await _fail(endpoint, send, 400, "the body must be an object", "invalid_request_error")
             return
         if endpoint in ("audio/transcriptions", "audio/translations") and boundary is None:
-            await fail(400, "this endpoint takes a multipart/form-data body",
+            await _fail(endpoint, send, 400, "this endpoint takes a multipart/form-data body",
                        "invalid_request_error")
             return
         given = request.get("fake")
@@ -103,7 +102,7 @@ class FakeUpstream:
         if latency:
             await asyncio.sleep(latency / 1000)
         if status != 200:
-            await fail(status, f"injected failure ({status})", None)
+            await _fail(endpoint, send, status, f"injected failure ({status})", None)
             return
         await self._answer(endpoint, call, body, scope, send)
 
@@ -148,20 +147,13 @@ class FakeUpstream:
             await send_json(send, 404, openai_error(f"no route {path}"))
 
 
-Fail = Callable[[int, str, "str | None"], Awaitable[None]]
-
-
-def _failure(endpoint: str, send: Send) -> Fail:
+async def _fail(endpoint: str, send: Send, status: int, message: str, kind: str | None) -> None:
     """How this endpoint says it failed: Anthropic's error shape on its endpoints."""
-
-    async def fail(status: int, message: str, kind: str | None) -> None:
-        if endpoint.startswith("messages"):
-            await send_json(send, status, anthropic_error(
-                message, kind or _ANTHROPIC_ERRORS.get(status, "api_error")))
-        else:
-            await send_json(send, status, openai_error(message, kind or "fake_upstream_error"))
-
-    return fail
+    if endpoint.startswith("messages"):
+        await send_json(send, status, anthropic_error(
+            message, kind or _ANTHROPIC_ERRORS.get(status, "api_error")))
+    else:
+        await send_json(send, status, openai_error(message, kind or "fake_upstream_error"))
 
 
 def _base_url(scope: Scope) -> str:
