@@ -91,3 +91,10 @@ def test_unknown_paths_and_bad_bodies(fake_url: str) -> None:
     bad = httpx.post(f"{fake_url}/v1/rerank", content=b"{not json",
                      headers={"content-type": "application/json"})
     assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_a_control_that_is_no_number_is_ignored(fake_url: str) -> None:
+    answer = httpx.post(f"{fake_url}/v1/ocr", json={
+        "model": "m", "fake": {"pages": "many"},
+        "document": {"type": "image_url", "image_url": "https://x/y.png"}})
+    assert answer.status_code == 200 and answer.json()["usage"] == {"pages": 1}
