@@ -88,9 +88,9 @@ def wav(seconds: float, rate: int = 16_000) -> bytes:
 
 def test_chat_records_the_model_the_upstream_ran(demo_gateway: Any) -> None:
     url, key, db = demo_gateway
-    client = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
-    answer = client.chat.completions.create(model=R1_32B, messages=[
-        {"role": "user", "content": "hello"}])
+    with openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0) as client:
+        answer = client.chat.completions.create(model=R1_32B, messages=[
+            {"role": "user", "content": "hello"}])
     assert answer.model == "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B"
     record = recorded(db, R1_32B)
     assert answer.usage is not None and record.input_tokens == answer.usage.prompt_tokens
@@ -127,13 +127,13 @@ def test_the_ocr_service_is_billed_per_page(demo_gateway: Any) -> None:
 
 def test_whisper_is_billed_by_the_second(demo_gateway: Any) -> None:
     url, key, db = demo_gateway
-    client = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
-    try:
-        answer = client.audio.transcriptions.create(
-            model=WHISPER, file=("note.wav", io.BytesIO(wav(12.5)), "audio/wav"))
-    except openai.NotFoundError as exc:
-        served(exc.response, "/v1/audio/transcriptions")
-        raise
+    with openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0) as client:
+        try:
+            answer = client.audio.transcriptions.create(
+                model=WHISPER, file=("note.wav", io.BytesIO(wav(12.5)), "audio/wav"))
+        except openai.NotFoundError as exc:
+            served(exc.response, "/v1/audio/transcriptions")
+            raise
     assert answer.usage is not None and answer.usage.type == "duration"
     record = recorded(db, WHISPER)
     assert record.model_category == "audio"
@@ -144,17 +144,17 @@ def test_whisper_is_billed_by_the_second(demo_gateway: Any) -> None:
 def test_the_anthropic_route_records_cache_writes(demo_gateway: Any) -> None:
     anthropic = pytest.importorskip("anthropic")
     url, key, db = demo_gateway
-    client = anthropic.Anthropic(base_url=url, api_key=key, max_retries=0)
-    try:
-        message = client.messages.create(
-            model=CLAUDE, max_tokens=256,
-            system=[{"type": "text", "text": "You explain usage.",
-                     "cache_control": {"type": "ephemeral"}}],
-            messages=[{"role": "user", "content": "What did key 7 spend?"}],
-            extra_body={"fake": {"input_tokens": 3000, "cache_write_tokens": 2048}})
-    except anthropic.NotFoundError as exc:
-        served(exc.response, "/v1/messages")
-        raise
+    with anthropic.Anthropic(base_url=url, api_key=key, max_retries=0) as client:
+        try:
+            message = client.messages.create(
+                model=CLAUDE, max_tokens=256,
+                system=[{"type": "text", "text": "You explain usage.",
+                         "cache_control": {"type": "ephemeral"}}],
+                messages=[{"role": "user", "content": "What did key 7 spend?"}],
+                extra_body={"fake": {"input_tokens": 3000, "cache_write_tokens": 2048}})
+        except anthropic.NotFoundError as exc:
+            served(exc.response, "/v1/messages")
+            raise
     usage = message.usage
     assert (usage.input_tokens, usage.cache_creation_input_tokens) == (952, 2048)
     record = recorded(db, CLAUDE)

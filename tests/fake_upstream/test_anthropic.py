@@ -20,8 +20,6 @@ WEATHER = {"name": "get_weather", "description": "The weather at a place",
                             "required": ["location"]}}
 
 
-def client(url: str) -> Any:
-    return anthropic.Anthropic(base_url=url, api_key="unused", max_retries=0)
 
 
 def body(**extra: Any) -> dict[str, Any]:
@@ -52,34 +50,34 @@ def test_a_message_with_a_cache_write_split_by_ttl(fake_url: str) -> None:
 
 
 def test_cache_control_makes_reads_or_writes_that_add_up_to_the_trace_input(
-        fake_url: str) -> None:
+        fake_url: str, claude: Any) -> None:
     seen = set()
     for n in range(40):
         request = body(system=CACHED_SYSTEM, fake={"input_tokens": 4096})
         request["messages"][0]["content"] = f"question {n}"
-        usage = client(fake_url).messages.create(**sdk(request)).usage
+        usage = claude.messages.create(**sdk(request)).usage
         total = (usage.input_tokens + (usage.cache_read_input_tokens or 0)
                  + (usage.cache_creation_input_tokens or 0))
         assert total == 4096
         seen.add("read" if usage.cache_read_input_tokens else "write"
                  if usage.cache_creation_input_tokens else "none")
     assert seen == {"read", "write"}
-    plain = client(fake_url).messages.create(**sdk(body(fake={"input_tokens": 4096}))).usage
+    plain = claude.messages.create(**sdk(body(fake={"input_tokens": 4096}))).usage
     assert plain.cache_read_input_tokens == plain.cache_creation_input_tokens == 0
 
 
-def test_a_one_hour_cache_write_goes_to_the_one_hour_split(fake_url: str) -> None:
+def test_a_one_hour_cache_write_goes_to_the_one_hour_split(fake_url: str, claude: Any) -> None:
     system = [{**CACHED_SYSTEM[0], "cache_control": {"type": "ephemeral", "ttl": "1h"}}]
-    usage = client(fake_url).messages.create(**sdk(body(
+    usage = claude.messages.create(**sdk(body(
         system=system, fake={"input_tokens": 3000, "cache_write_tokens": 2048}))).usage
     assert usage.cache_creation.ephemeral_1h_input_tokens == 2048
     assert usage.cache_creation.ephemeral_5m_input_tokens == 0
 
 
-def test_a_stream_parses_and_its_final_usage_is_cumulative(fake_url: str) -> None:
+def test_a_stream_parses_and_its_final_usage_is_cumulative(fake_url: str, claude: Any) -> None:
     request = body(system=CACHED_SYSTEM, fake={"input_tokens": 3000, "output_tokens": 50,
                                                "cache_read_tokens": 2048})
-    with client(fake_url).messages.stream(**sdk(request)) as stream:
+    with claude.messages.stream(**sdk(request)) as stream:
         events = list(stream)
         final = stream.get_final_message()
     kinds = [e.type for e in events]
@@ -120,35 +118,35 @@ def pydantic_event(data: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_offered_tools_get_a_tool_use_block(fake_url: str, stream: bool) -> None:
+def test_offered_tools_get_a_tool_use_block(fake_url: str, stream: bool, claude: Any) -> None:
     request = body(tools=[WEATHER])
     if stream:
-        with client(fake_url).messages.stream(**sdk(request)) as events:
+        with claude.messages.stream(**sdk(request)) as events:
             message = events.get_final_message()
     else:
-        message = client(fake_url).messages.create(**sdk(request))
+        message = claude.messages.create(**sdk(request))
     assert message.stop_reason == "tool_use"
     assert [block.type for block in message.content] == ["text", "tool_use"]
     call = message.content[1]
     assert call.name == "get_weather" and call.id.startswith("toolu_")
     assert call.input == {"location": "example", "unit": "celsius"}
-    refused = client(fake_url).messages.create(**sdk(body(tools=[WEATHER],
-                                                          tool_choice={"type": "none"})))
+    refused = claude.messages.create(**sdk(body(tools=[WEATHER],
+                                                tool_choice={"type": "none"})))
     assert refused.stop_reason == "end_turn"
 
 
-def test_failures_come_in_anthropics_error_shape(fake_url: str) -> None:
+def test_failures_come_in_anthropics_error_shape(fake_url: str, claude: Any) -> None:
     answer = httpx.post(f"{fake_url}/v1/messages", json=body(fake={"status": 529}))
     assert answer.status_code == 529
     assert answer.json() == {"type": "error", "error": {
         "type": "overloaded_error", "message": "injected failure (529)"}}
     with pytest.raises(anthropic.APIStatusError) as raised:
-        client(fake_url).messages.create(**sdk(body(fake={"status": 429})))
+        claude.messages.create(**sdk(body(fake={"status": 429})))
     assert raised.value.status_code == 429
     assert raised.value.body["error"]["type"] == "rate_limit_error"
 
 
-def test_count_tokens(fake_url: str) -> None:
-    counted = client(fake_url).messages.count_tokens(
+def test_count_tokens(fake_url: str, claude: Any) -> None:
+    counted = claude.messages.count_tokens(
         model="claude-sonnet-4-5", messages=[{"role": "user", "content": "hi"}])
     assert counted.input_tokens > 0

@@ -12,10 +12,6 @@ import openai
 from openai.types.audio import Transcription, Translation
 
 
-def client(url: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
-
-
 def wav(seconds: float, rate: int = 16_000) -> bytes:
     data = int(seconds * rate) * 2
     return (b"RIFF" + struct.pack("<I", 36 + data) + b"WAVEfmt "
@@ -23,8 +19,8 @@ def wav(seconds: float, rate: int = 16_000) -> bytes:
             + b"data" + struct.pack("<I", data) + bytes(data))
 
 
-def test_whisper_bills_the_wav_files_duration(fake_url: str) -> None:
-    answer = client(fake_url).audio.transcriptions.create(
+def test_whisper_bills_the_wav_files_duration(fake_url: str, oai: openai.OpenAI) -> None:
+    answer = oai.audio.transcriptions.create(
         model="whisper-1", file=("call.wav", io.BytesIO(wav(12.5)), "audio/wav"))
     assert isinstance(answer, Transcription) and answer.text
     assert answer.usage is not None and answer.usage.type == "duration"
@@ -49,8 +45,8 @@ def test_a_compressed_file_is_timed_by_its_size_and_a_form_field_overrides(
     assert flat["usage"] == {"type": "duration", "seconds": 9}
 
 
-def test_gpt_4o_transcribe_bills_tokens(fake_url: str) -> None:
-    answer = client(fake_url).audio.transcriptions.create(
+def test_gpt_4o_transcribe_bills_tokens(fake_url: str, oai: openai.OpenAI) -> None:
+    answer = oai.audio.transcriptions.create(
         model="gpt-4o-transcribe", file=("a.wav", io.BytesIO(wav(10)), "audio/wav"))
     usage = answer.usage
     assert usage is not None and usage.type == "tokens"
@@ -97,7 +93,8 @@ def test_text_formats_and_bad_requests(fake_url: str) -> None:
     assert as_json.status_code == 400
 
 
-def test_speech_streams_audio_as_long_as_the_text_takes_to_say(fake_url: str) -> None:
+def test_speech_streams_audio_as_long_as_the_text_takes_to_say(
+        fake_url: str, oai: openai.OpenAI) -> None:
     text = "Tallygate meters every call, exactly. " * 4  # 152 characters: 11 s
     with httpx.stream("POST", f"{fake_url}/v1/audio/speech", json={
             "model": "gpt-4o-mini-tts", "voice": "alloy", "input": text,
@@ -108,12 +105,12 @@ def test_speech_streams_audio_as_long_as_the_text_takes_to_say(fake_url: str) ->
     assert len(pieces) > 1
     assert audio[:4] == b"RIFF" and audio[8:12] == b"WAVE"
     assert len(audio) == 44 + 11 * 24_000 * 2
-    mp3 = client(fake_url).audio.speech.create(model="tts-1", voice="alloy", input="hi")
+    mp3 = oai.audio.speech.create(model="tts-1", voice="alloy", input="hi")
     assert mp3.content.startswith(b"ID3") and len(mp3.content) > 16_000
 
 
-def test_a_streamed_transcription_ends_with_its_usage(fake_url: str) -> None:
-    events = list(client(fake_url).audio.transcriptions.create(
+def test_a_streamed_transcription_ends_with_its_usage(fake_url: str, oai: openai.OpenAI) -> None:
+    events = list(oai.audio.transcriptions.create(
         model="gpt-4o-mini-transcribe", file=("a.wav", io.BytesIO(wav(5)), "audio/wav"),
         stream=True))
     assert [e.type for e in events] == ["transcript.text.delta"] * 4 + ["transcript.text.done"]

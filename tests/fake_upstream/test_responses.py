@@ -12,8 +12,6 @@ from openai.types.responses import Response, ResponseStreamEvent
 EVENTS: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(ResponseStreamEvent)
 
 
-def client(url: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
 
 
 def test_a_response_parses_strictly_and_reports_cached_and_reasoning_tokens(
@@ -33,16 +31,18 @@ def test_a_response_parses_strictly_and_reports_cached_and_reasoning_tokens(
     assert usage.total_tokens == 3160
 
 
-def test_the_sdk_reads_the_same_answer_for_the_same_request(fake_url: str) -> None:
-    first = client(fake_url).responses.create(model="gpt-4.1", input="hello there")
-    again = client(fake_url).responses.create(model="gpt-4.1", input="hello there")
+def test_the_sdk_reads_the_same_answer_for_the_same_request(
+        fake_url: str, oai: openai.OpenAI) -> None:
+    first = oai.responses.create(model="gpt-4.1", input="hello there")
+    again = oai.responses.create(model="gpt-4.1", input="hello there")
     assert first.usage == again.usage and first.usage is not None
     assert first.usage.output_tokens_details.reasoning_tokens == 0  # not a reasoning model
     assert first.usage.input_tokens > 0 and first.output_text
 
 
-def test_a_stream_is_the_real_event_sequence_ending_with_usage(fake_url: str) -> None:
-    events = list(client(fake_url).responses.create(
+def test_a_stream_is_the_real_event_sequence_ending_with_usage(
+        fake_url: str, oai: openai.OpenAI) -> None:
+    events = list(oai.responses.create(
         model="gpt-5", input="stream me", stream=True,
         extra_body={"fake": {"cached_tokens": 1152, "input_tokens": 2000}}))
     kinds = [event.type for event in events]

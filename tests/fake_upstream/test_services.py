@@ -6,11 +6,6 @@ import httpx
 import openai
 from openai.types import ImagesResponse, ModerationCreateResponse
 
-
-def client(url: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
-
-
 DOCUMENTS = ["Tallygate meters every call.", "Paris is the capital of France.",
              {"text": "A ledger of usage, exact to the token."}]
 
@@ -41,8 +36,8 @@ def test_rerank_in_coheres_shape_bills_search_units(fake_url: str) -> None:
     assert same["meta"]["billed_units"] == {"search_units": 1}
 
 
-def test_moderations_parse_with_the_sdk(fake_url: str) -> None:
-    answer = client(fake_url).moderations.create(
+def test_moderations_parse_with_the_sdk(fake_url: str, oai: openai.OpenAI) -> None:
+    answer = oai.moderations.create(
         model="omni-moderation-latest", input=["hello", "a second text"])
     assert isinstance(answer, ModerationCreateResponse)
     assert answer.model == "omni-moderation-2024-09-26" and len(answer.results) == 2
@@ -51,15 +46,16 @@ def test_moderations_parse_with_the_sdk(fake_url: str) -> None:
     assert "harassment/threatening" in raw["results"][0]["categories"]
 
 
-def test_gpt_image_reports_tokens_per_image_and_dall_e_none(fake_url: str) -> None:
-    images = client(fake_url).images.generate(model="gpt-image-1", prompt="a ledger",
-                                              n=2, size="1024x1536", quality="high")
+def test_gpt_image_reports_tokens_per_image_and_dall_e_none(
+        fake_url: str, oai: openai.OpenAI) -> None:
+    images = oai.images.generate(model="gpt-image-1", prompt="a ledger", n=2,
+                                 size="1024x1536", quality="high")
     assert isinstance(images, ImagesResponse) and images.data and len(images.data) == 2
     assert images.data[0].b64_json and images.usage is not None
     assert images.usage.output_tokens == 2 * 6240
     assert images.usage.input_tokens == images.usage.input_tokens_details.text_tokens == 2
     assert images.usage.total_tokens == 2 + 2 * 6240
-    dalle = client(fake_url).images.generate(model="dall-e-3", prompt="a ledger", n=1)
+    dalle = oai.images.generate(model="dall-e-3", prompt="a ledger", n=1)
     assert dalle.usage is None and dalle.data and dalle.data[0].url
     assert dalle.data[0].revised_prompt == "a ledger"
     picture = httpx.get(dalle.data[0].url)
