@@ -1,13 +1,16 @@
 """The gateway benchmark: tallygate against direct-to-upstream and LiteLLM proxy, one run.
 
     .venv/bin/python bench/gateway.py [--quick] [--skip-litellm] [--wait-quiet SECONDS]
+    .venv/bin/python bench/gateway.py --endpoints-only   # the Responses and Anthropic streams
 
 Everything on 127.0.0.1, one worker each, the same fake upstream (``tallygate
 fake-upstream``, no artificial latency) behind both gateways, the same load tool. It measures
 PRODUCT.md §9's gateway bars: overhead at fixed rates, throughput, streaming, 1 000
 concurrent streams, freshness of the ledger and the idle footprint; prints a table with each
 bar and writes ``bench/results/gateway.json`` and its section of ``docs/benchmarks.md``
-(a ``--quick`` run only prints).
+(a ``--quick`` run only prints). The streams of the Responses and Anthropic Messages APIs are
+measured the same way (``bench/gateway_endpoints.py``); a gateway that answers 404 for one
+(a build without it) is left out of that scenario, and the reason printed.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from typing import Any
 import orjson
 from rich.console import Console
 
+from gateway_endpoints import Peer, endpoint_streams, endpoint_tables, scenarios
 from gateway_load import (
     HeyRun,
     StreamResult,
@@ -44,13 +48,15 @@ from gateway_load import (
     percentile,
     streams,
 )
-from gateway_report import Bar, render_console, write_docs
+from gateway_report import Bar, print_table, render_console, write_docs
 from gateway_stack import (
+    ANTHROPIC_MODEL,
     LITELLM_VERSION,
     MODEL,
     Server,
     cpu_seconds,
     ensure_litellm,
+    find_litellm,
     peak_rss_mb,
     prepare_tallygate,
     rss_mb,
@@ -124,7 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--render-only", action="store_true",
                         help="measure nothing: rewrite the docs section from "
                              "bench/results/gateway.json (after editing the notes)")
+    parser.add_argument("--endpoints-only", action="store_true",
+                        help="run only the Responses and Anthropic stream scenarios, briefly, "
+                             "with LiteLLM only if it is installed already; prints only")
     args = parser.parse_args(argv)
+    if args.endpoints_only:
+        return endpoints_only(skip_litellm=args.skip_litellm, keep=args.keep)
     if args.render_only:
         stored: dict[str, Any] = json.loads(RESULTS.read_text())
         bars = judge(stored["results"], with_litellm=stored["versions"]["litellm"] is not None)
@@ -220,6 +231,11 @@ def run(plan: Plan, workdir: Path, servers: list[Server], *, with_litellm: bool,
     results["throughput"] = throughput(plan, workdir, targets)
     say("streaming …")
     results["streaming"] = streaming(plan, targets)
+    say("Responses and Anthropic streams …")
+    results["endpoint_streams"] = endpoint_streams(
+        peers(upstream, tallygate, setup.api_key, targets), scenarios(MODEL, ANTHROPIC_MODEL),
+        streams=plan.streams, say=say,
+        absent={} if with_litellm else {"litellm": "left out (--skip-litellm)"})
     say("memory against the number of chunks …")
     results["stream_memory"] = stream_memory(targets[1])
     say(f"{plan.concurrent_streams} concurrent streams …")
@@ -257,6 +273,51 @@ def run(plan: Plan, workdir: Path, servers: list[Server], *, with_litellm: bool,
                 figures["rss_after_admin_mb"])
     results["idle"] = idle
     return results
+
+
+def peers(upstream: Server, tallygate: Server, api_key: str,
+          targets: list[Target]) -> list[Peer]:
+    found = [Peer("direct", upstream.base_url, None),
+             Peer("tallygate", tallygate.base_url, api_key)]
+    found += [Peer("litellm", t.server.base_url, "sk-bench-dummy") for t in targets
+              if t.name == "litellm"]
+    return found
+
+
+def endpoints_only(*, skip_litellm: bool, keep: bool) -> int:
+    """The two stream scenarios alone, 40 streams each: a check that they run, not a
+    measurement to publish (nothing is written)."""
+    say = console.print
+    litellm_version = None if skip_litellm else find_litellm()
+    absent = {"litellm": "left out (--skip-litellm)"} if skip_litellm else {}
+    if not skip_litellm and litellm_version is None:
+        absent["litellm"] = ("not installed here (a full run installs it into "
+                             "/tmp/tallygate-gateway-litellm)")
+        say(f"LiteLLM {absent['litellm']}: the scenarios run without it")
+    workdir = Path(tempfile.mkdtemp(prefix="tallygate-gateway-bench-"))
+    servers: list[Server] = []
+    try:
+        upstream = start_fake_upstream(workdir)
+        servers.append(upstream)
+        setup = prepare_tallygate(workdir, upstream)
+        tallygate = start_tallygate(workdir, setup)
+        servers.append(tallygate)
+        targets = []
+        if litellm_version:
+            litellm = start_litellm(workdir, upstream)
+            servers.append(litellm)
+            targets.append(Target("litellm", f"{litellm.v1}/chat/completions", {}, litellm))
+        results = endpoint_streams(peers(upstream, tallygate, setup.api_key, targets),
+                                   scenarios(MODEL, ANTHROPIC_MODEL), streams=40, say=say,
+                                   absent=absent)
+    finally:
+        for server in reversed(servers):
+            server.stop()
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    for title, header, rows in endpoint_tables(results):
+        print_table(console, title, header, rows)
+    return 0
 
 
 def admin_first_use(base_url: str, admin_token: str) -> None:
@@ -464,6 +525,15 @@ def judge(results: dict[str, Any], *, with_litellm: bool) -> list[Bar]:
     stream = results["streaming"]["tallygate"]
     bars.append(Bar("stream: first token added, p50", stream["ttft_added_p50_ms"], "ms", 1.0))
     bars.append(Bar("stream: each chunk added, p50", stream["chunk_added_p50_ms"], "ms", 1.0))
+    for name, row in results.get("endpoint_streams", {}).items():
+        mine = row.get("tallygate")
+        if mine is None or "ttft_added_p50_ms" not in mine:
+            continue
+        label = {"responses": "Responses stream", "anthropic": "Anthropic stream"}[name]
+        bars.append(Bar(f"{label}: first token added, p50", mine["ttft_added_p50_ms"], "ms",
+                        1.0))
+        bars.append(Bar(f"{label}: each event added, p50", mine["event_added_p50_ms"], "ms",
+                        1.0))
     memory = results["stream_memory"]
     bars.append(Bar("stream: RSS growth 10 → 10 000 chunks", memory["growth_mb"], "MB", 5.0,
                     text="flat (≤ 5 MB)"))

@@ -12,6 +12,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from gateway_endpoints import endpoint_tables
+
 START = "<!-- bench:gateway:start -->"
 END = "<!-- bench:gateway:end -->"
 PEERS = (("direct", "direct"), ("tallygate", "tallygate"), ("litellm", "LiteLLM"))
@@ -232,6 +234,8 @@ def tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]
     out.append((f"Streaming: {plan['stream_chunks']} chunks {plan['stream_chunk_delay_ms']} ms "
                 f"apart, {plan['streams']} streams, 4 at a time", header, rows))
 
+    out.extend(endpoint_tables(results.get("endpoint_streams", {})))
+
     many, idle, memory = results["concurrent_streams"], results["idle"], results["stream_memory"]
     header = ["", f"{many['count']} streams completed", "peak open", "RSS after them",
               "idle RSS after start", "cold start", "RSS at the end of the run"]
@@ -269,14 +273,18 @@ def bars_table(bars: list[Any]) -> tuple[list[str], list[list[str]]]:
     return ["bar", "target", "measured", "result"], rows
 
 
+def print_table(console: Console, title: str, header: list[str], rows: list[list[str]]) -> None:
+    table = Table(title=title, title_justify="left")
+    for name in header:
+        table.add_column(name)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
 def render_console(console: Console, report: dict[str, Any], bars: list[Any]) -> None:
     for title, header, rows in tables(report):
-        table = Table(title=title, title_justify="left")
-        for name in header:
-            table.add_column(name)
-        for row in rows:
-            table.add_row(*row)
-        console.print(table)
+        print_table(console, title, header, rows)
     header, rows = bars_table(bars)
     table = Table(title="PRODUCT.md §9 bars (tallygate)", title_justify="left")
     for name in header:

@@ -25,6 +25,7 @@ LITELLM_VERSION = "1.100.5"  # PRODUCT.md's anchor
 # Not under a "tallygate-bench-*" name: another benchmark cleans those up.
 LITELLM_VENV = Path("/tmp/tallygate-gateway-litellm")
 MODEL = "bench-model"
+ANTHROPIC_MODEL = "bench-claude"  # a protocol = "anthropic" route: POST /v1/messages
 TALLYGATE = Path(sys.executable).parent / "tallygate"
 
 
@@ -140,7 +141,9 @@ def prepare_tallygate(workdir: Path, upstream: Server) -> TallygateSetup:
            "TALLYGATE_ADMIN_TOKEN": admin_token}
     env.pop("TALLYGATE_REDIS_URL", None)
     config = workdir / "tallygate.toml"
-    config.write_text(f'[[routes]]\nmodel = "{MODEL}"\nbase_url = "{upstream.v1}"\n')
+    config.write_text(f'[[routes]]\nmodel = "{MODEL}"\nbase_url = "{upstream.v1}"\n\n'
+                      f'[[routes]]\nmodel = "{ANTHROPIC_MODEL}"\nbase_url = "{upstream.v1}"\n'
+                      'protocol = "anthropic"\n')
     _run([str(TALLYGATE), "db", "upgrade"], env)
     created = _run([str(TALLYGATE), "keys", "create", "--name", "bench"], env)
     lines = [line.strip() for line in created.splitlines() if line.strip()]
@@ -180,8 +183,17 @@ def ensure_litellm(say: Callable[[str], None]) -> str:
                  "print(m.version('litellm'))"]).strip()
 
 
+def find_litellm() -> str | None:
+    """The LiteLLM proxy's version if its environment is already there (never installs)."""
+    if not (LITELLM_VENV / "bin" / "litellm").exists():
+        return None
+    return _run([str(LITELLM_VENV / "bin" / "python"), "-c", "import importlib.metadata as m; "
+                 "print(m.version('litellm'))"]).strip()
+
+
 def start_litellm(workdir: Path, upstream: Server, log_name: str = "litellm.log") -> Server:
-    """One worker, no database, one model entry pointing at the fake upstream."""
+    """One worker, no database, two model entries pointing at the fake upstream: an OpenAI
+    one (chat, Responses) and an Anthropic one (LiteLLM adds /v1/messages to its base)."""
     config = workdir / "litellm.yaml"
     config.write_text(
         "model_list:\n"
@@ -189,6 +201,11 @@ def start_litellm(workdir: Path, upstream: Server, log_name: str = "litellm.log"
         "    litellm_params:\n"
         f"      model: openai/{MODEL}\n"
         f"      api_base: {upstream.v1}\n"
+        "      api_key: sk-bench-dummy\n"
+        f"  - model_name: {ANTHROPIC_MODEL}\n"
+        "    litellm_params:\n"
+        f"      model: anthropic/{ANTHROPIC_MODEL}\n"
+        f"      api_base: {upstream.base_url}\n"
         "      api_key: sk-bench-dummy\n")
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     port = free_port()

@@ -20,7 +20,7 @@ from tallygate.demo.generate import (
     plan_spike,
 )
 from tallygate.demo.profiles import DEMO_KEYS, INTERNAL_KEY, RHYTHM_WEIGHTS
-from tallygate.demo.routes import demo_price_table
+from tallygate.demo.routes import demo_price_table, gateway_routes
 from tallygate.demo.shapes import MODEL_SHAPES
 from tallygate.ledger.categories import CALL_TYPES, category_for_endpoint
 from tallygate.ledger.records import CallRecord
@@ -50,6 +50,10 @@ class Tally:
     reasoning: int = 0
     estimated: int = 0
     tagged: int = 0
+    cache_writes: int = 0
+    units: Counter[str] = field(default_factory=Counter)
+    unit_calls: Counter[str] = field(default_factory=Counter)
+    upstream_models: Counter[tuple[str, str | None]] = field(default_factory=Counter)
     first_ts: int = 0
     last_ts: int = 0
     problems: list[str] = field(default_factory=list)
@@ -59,8 +63,13 @@ def _problems(record: CallRecord) -> list[str]:
     r = record
     route = ROUTES[r.model]
     found = []
-    if not (0 <= r.cached_input_tokens <= r.input_tokens):
-        found.append("cached > input")
+    if not (0 <= r.cached_input_tokens + r.cache_write_tokens <= r.input_tokens):
+        found.append("cached + cache writes > input")
+    if (r.unit is None) != (r.status_code != 200 or MODEL_SHAPES[r.model].unit is None) or (
+            r.units and r.unit != MODEL_SHAPES[r.model].unit):
+        found.append(f"unit {r.unit}")
+    if r.unit is not None and (r.input_tokens or r.output_tokens):
+        found.append("a call billed by units with tokens")
     if not (0 <= r.reasoning_tokens <= r.output_tokens):
         found.append("reasoning > output")
     if r.total_tokens != r.input_tokens + r.output_tokens:
@@ -74,7 +83,8 @@ def _problems(record: CallRecord) -> list[str]:
     if r.status_code >= 400 and (r.total_tokens or r.cost_nano):
         found.append("a failure with usage or cost")
     if r.status_code == 200 and r.cost_nano != PRICES.cost_nano(
-            r.model, r.ts_us, r.input_tokens, r.cached_input_tokens, r.output_tokens):
+            r.model, r.ts_us, r.input_tokens, r.cached_input_tokens, r.output_tokens,
+            cache_write_tokens=r.cache_write_tokens, units=r.units):
         found.append("cost not from the price table")
     latency = r.latency_ms or 0
     if latency < 1:
@@ -106,6 +116,11 @@ def tally() -> Tally:
         seen.reasoning += record.reasoning_tokens > 0
         seen.estimated += record.estimated
         seen.tagged += record.metadata is not None
+        seen.cache_writes += record.cache_write_tokens > 0
+        if record.unit is not None:
+            seen.units[record.unit] += record.units
+            seen.unit_calls[record.unit] += 1
+        seen.upstream_models[(record.model, record.upstream_model)] += 1
         if record.ts_us < seen.last_ts:
             seen.problems.append(f"{record.id}: out of time order")
         seen.first_ts = min(seen.first_ts, record.ts_us)
@@ -161,6 +176,23 @@ def test_failures_rate_limits_and_the_rarer_fields_all_occur(tally: Tally) -> No
     assert 0.01 * tally.records < tally.tagged < 0.5 * tally.records
 
 
+def test_anthropic_cache_writes_units_and_upstream_models(tally: Tally) -> None:
+    claude = tally.per_model["claude-sonnet-4-5"]
+    assert 0.05 * claude < tally.cache_writes < 0.3 * claude
+    assert set(tally.units) == {"page", "second"}
+    assert 1.5 < tally.units["page"] / tally.unit_calls["page"] < 4  # mostly one-page scans
+    assert 30 < tally.units["second"] / tally.unit_calls["second"] < 120
+    names: dict[str, set[str]] = {}
+    for model, name in tally.upstream_models:
+        if name is not None:
+            names.setdefault(model, set()).add(name)
+    assert all(len(found) == 1 for found in names.values())  # one upstream name a model
+    assert names["claude-sonnet-4-5"] == {"claude-sonnet-4-5-20250929"}
+    assert names["bge-m3"] == {"BAAI/bge-m3"}
+    unnamed = sum(n for (_, name), n in tally.upstream_models.items() if name is None)
+    assert unnamed == tally.records - tally.per_status[200]  # failures ran nothing upstream
+
+
 def test_busy_working_hours_and_quiet_weekends_in_shanghai(tally: Tally) -> None:
     hours = tally.per_local_hour
     assert min(hours[h] for h in (10, 11, 14, 15, 16)) > 3 * max(hours[h] for h in (3, 4, 5))
@@ -180,18 +212,21 @@ def test_the_one_spike_stands_out_of_its_keys_hours(tally: Tally) -> None:
 
 
 def test_routes_are_valid_gateway_routes_with_known_shapes() -> None:
+    routes = {r.model: r for r in gateway_routes("http://127.0.0.1:9/v1")}
     for route in DEMO_ROUTES:
-        Route(model=route.model, base_url="http://127.0.0.1:9/v1", kind=route.kind,
-              category=route.category,
-              price=RoutePrice(input_per_million=route.input_per_million,
-                               cached_input_per_million=route.cached_input_per_million,
-                               output_per_million=route.output_per_million,
-                               per_call=route.per_call, currency=route.currency))
+        gateway = routes[route.model]
+        assert isinstance(gateway, Route) and isinstance(gateway.price, RoutePrice)
+        assert gateway.price.per_unit == route.per_unit
+        assert gateway.price.cache_write_per_million == route.cache_write_per_million
         assert isinstance(route.input_per_million, Decimal)
         assert route.model in MODEL_SHAPES
         known = category_for_endpoint(route.endpoint)
         assert known in (route.category, "other")
     assert any(route.kind == "service" and route.per_call > 0 for route in DEMO_ROUTES)
+    assert routes["claude-sonnet-4-5"].protocol == "anthropic"
+    ocr = routes["cltech/ocr-service"]
+    assert (ocr.kind, ocr.path, ocr.unit, ocr.units_from) == (
+        "service", "/v1/ocr", "page", "/usage/pages")
     for key in DEMO_KEYS:
         assert sum(key.model_mix.values()) == pytest.approx(1)
         assert set(key.model_mix) <= set(ROUTES)

@@ -122,6 +122,12 @@ def demo(ctx: typer.Context, host: Host = None, port: Port = None,
         f"curl {url}/v1/chat/completions -H 'Authorization: Bearer {seeded.demo_key}' "
         "-H 'Content-Type: application/json' -d '{\"model\": \"cltech/deepseek-r1-32b\", "
         "\"messages\": [{\"role\": \"user\", \"content\": \"hello\"}]}'",
+        f"curl {url}/v1/messages -H 'x-api-key: {seeded.demo_key}' "
+        "-H 'Content-Type: application/json' -d '{\"model\": \"claude-sonnet-4-5\", "
+        "\"max_tokens\": 256, \"messages\": [{\"role\": \"user\", \"content\": \"hello\"}]}'",
+        f"curl {url}/v1/ocr -H 'Authorization: Bearer {seeded.demo_key}' "
+        "-H 'Content-Type: application/json' -d '{\"document\": {\"type\": \"image_url\", "
+        "\"image_url\": \"https://example.com/receipt.png\"}}'",
     ):
         console.print(f"  {line}", highlight=False, soft_wrap=True)
     if seed_only:
@@ -160,8 +166,9 @@ def fake_upstream(
         "--no-usage", help="Never report usage (like some providers).")] = False,
     seed: int = 0,
 ) -> None:
-    """An OpenAI-compatible upstream with the Azure trace's token counts, for tests and
-    benchmarks."""
+    """An upstream for every endpoint the gateway serves (OpenAI's, Anthropic's Messages,
+    rerank, audio, images, moderations, a custom OCR service), with the Azure trace's token
+    counts, for the demo, tests and benchmarks."""
     from tallygate.fake_upstream import FakeSettings, FakeUpstream
 
     upstream = FakeUpstream(FakeSettings(latency_ms, chunks, chunk_delay_ms, error_rate,

@@ -35,6 +35,7 @@ from tallygate.demo.shapes import (
     successful_call,
 )
 from tallygate.demo.trace import load_trace
+from tallygate.fake_upstream.call import served_model
 from tallygate.ledger.pricing import PriceTable
 from tallygate.ledger.records import CallRecord
 
@@ -127,6 +128,9 @@ class _HourWriter:
     def __init__(self, rng: random.Random, prices: PriceTable) -> None:
         self.rng = rng
         self.prices = prices
+        # What the fake upstream answers as its ``model`` for each route.
+        self.upstream_models = {r.model: served_model(r.upstream_model or r.model)
+                                for r in DEMO_ROUTES}
 
     def calls(self, hour_start: int, key_id: str, profile: DemoKey, route: DemoRoute,
               count: int, load: float) -> Iterator[CallRecord]:
@@ -174,7 +178,9 @@ class _HourWriter:
         if status == 200:
             call = successful_call(rng, shape, trace_input, trace_output)
             cost_nano = self.prices.cost_nano(route.model, ts_us, call.input_tokens,
-                                              call.cached_input_tokens, call.output_tokens)
+                                              call.cached_input_tokens, call.output_tokens,
+                                              cache_write_tokens=call.cache_write_tokens,
+                                              units=call.units)
         else:
             # Failed calls carry no usage and are not billed.
             call = CallShape(0, 0, 0, 0, failed_call_latency_ms(rng, status), None, False)
@@ -187,7 +193,9 @@ class _HourWriter:
             reasoning_tokens=call.reasoning_tokens,
             total_tokens=call.input_tokens + call.output_tokens, cost_nano=cost_nano,
             latency_ms=call.latency_ms, ttft_ms=call.ttft_ms, estimated=call.estimated,
-            metadata=metadata,
+            metadata=metadata, cache_write_tokens=call.cache_write_tokens, units=call.units,
+            unit=shape.unit if status == 200 else None,
+            upstream_model=self.upstream_models[route.model] if status == 200 else None,
         )
 
 

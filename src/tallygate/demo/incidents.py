@@ -112,12 +112,13 @@ def incident_records(incident: Incident, key_id: str, template: CallRecord,
         if incident.kind == "errors":
             record = replace(record, status_code=rng.choice((500, 502, 503)), input_tokens=0,
                              output_tokens=0, cached_input_tokens=0, reasoning_tokens=0,
-                             total_tokens=0, cost_nano=0)
+                             total_tokens=0, cost_nano=0, cache_write_tokens=0, units=0,
+                             unit=None, upstream_model=None)
         elif incident.kind == "tokens":
             inputs = min(MAX_TOKENS_PER_CALL, tokens_per_call * 3 // 4)
             outputs = min(MAX_TOKENS_PER_CALL, tokens_per_call - inputs)
             record = replace(record, input_tokens=inputs, output_tokens=outputs,
-                             cached_input_tokens=0, reasoning_tokens=0,
+                             cached_input_tokens=0, reasoning_tokens=0, cache_write_tokens=0,
                              total_tokens=inputs + outputs)
         yield record
 
@@ -144,7 +145,8 @@ def inject(ledger: Ledger, incidents: Sequence[Incident], key_ids: Mapping[str, 
         per_call = round((incident.multiplier - 1) * hourly_tokens / incident.extra_calls)
         records = [replace(r, cost_nano=ledger.cost_of(
                        r.model, r.ts_us, r.input_tokens, r.cached_input_tokens,
-                       r.output_tokens, r.status_code, r.api_key_id))
+                       r.output_tokens, r.status_code, r.api_key_id,
+                       cache_write_tokens=r.cache_write_tokens, units=r.units))
                    for r in incident_records(incident, key_id, template, rng,
                                              internal=KEYS_BY_NAME[incident.key_name].internal,
                                              tokens_per_call=per_call)]

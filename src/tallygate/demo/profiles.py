@@ -15,11 +15,13 @@ from typing import Any
 
 from tallygate.demo.routes import (
     BGE_M3,
+    CLAUDE,
     OCR_SERVICE,
     QWEN_CODER,
     R1_32B,
     R1_LLAMA_70B,
     RERANK_SERVICE,
+    WHISPER,
 )
 
 LOCAL_ZONE = "Asia/Shanghai"
@@ -91,13 +93,14 @@ class DemoKey:
 
 
 DEMO_KEYS: tuple[DemoKey, ...] = (
-    DemoKey("acme-prod", "acme", 1400, {R1_32B: 0.5, R1_LLAMA_70B: 0.15, BGE_M3: 0.25,
-                                        RERANK_SERVICE: 0.1},
+    DemoKey("acme-prod", "acme", 1400, {R1_32B: 0.45, R1_LLAMA_70B: 0.12, BGE_M3: 0.23,
+                                        RERANK_SERVICE: 0.1, CLAUDE: 0.1},
             Rhythm.BUSINESS, growth=0.2, rate_limited_share=0.003, tags=("customer", "prod"),
             call_metadata=((0.12, {"team": "search"}), (0.08, {"team": "support-bot"})),
             limits=KeyLimits(rpm_limit=600, tpm_limit=2_000_000, quota_tokens=400_000_000,
                              quota_period="monthly")),
-    DemoKey("mobile-app", "consumer-apps", 700, {R1_32B: 0.75, OCR_SERVICE: 0.25},
+    DemoKey("mobile-app", "consumer-apps", 700, {R1_32B: 0.68, OCR_SERVICE: 0.22,
+                                                 WHISPER: 0.1},
             Rhythm.CONSUMER, growth=0.6, burst_mean=1.5, rate_limited_share=0.012,
             tags=("customer",), call_metadata=((0.05, {"platform": "ios"}),),
             limits=KeyLimits(rpm_limit=120, tpm_limit=300_000, quota_tokens=45_000_000,
@@ -107,8 +110,8 @@ DEMO_KEYS: tuple[DemoKey, ...] = (
             limits=KeyLimits(rpm_limit=60, budget=Decimal("50"), quota_period="monthly",
                              expires_in_days=5,
                              allowed_models=(QWEN_CODER, R1_LLAMA_70B))),
-    DemoKey("research-team", "research", 250, {R1_LLAMA_70B: 0.5, R1_32B: 0.2, BGE_M3: 0.2,
-                                               RERANK_SERVICE: 0.1},
+    DemoKey("research-team", "research", 250, {R1_LLAMA_70B: 0.4, R1_32B: 0.15, BGE_M3: 0.2,
+                                               RERANK_SERVICE: 0.1, CLAUDE: 0.15},
             Rhythm.BUSINESS, day_to_day=0.45, burst_mean=4.0, rate_limited_share=0.02,
             call_metadata=((0.3, {"project": "rag-eval"}),),
             limits=KeyLimits(rpm_limit=30, budget=Decimal("200"))),
