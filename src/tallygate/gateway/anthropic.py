@@ -2,9 +2,9 @@
 
 Served for routes with ``protocol = "anthropic"`` only (a route speaks one API: an Anthropic
 route is refused on the OpenAI endpoints and an OpenAI route here, each with a 404 that says
-where the model is served). The pieces are the OpenAI endpoints' (gateway/proxy.py: the body
-reading, the key's limits, the record; gateway/streaming.py: the relay that settles a stream
-whatever its client does); what differs is said here:
+where the model is served). The pieces are the OpenAI endpoints' (gateway/requests.py: the
+body reading; gateway/recording.py: the record; gateway/streaming.py: the relay that settles a
+stream whatever its client does); what differs is said here:
 
 - the client authenticates with ``x-api-key: <tallygate key>`` or ``Authorization: Bearer``;
 - the upstream gets the route's credential as ``x-api-key`` (never the client's key),
