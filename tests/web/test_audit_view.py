@@ -117,6 +117,8 @@ def test_empty_and_error_states_are_explicit(context: Any, site: Site) -> None:
     page.route("**/api/v1/audit*", lambda route: held.append(route))
     page.reload()
     page.wait_for_selector("#audit .table-wrap[data-state=loading]")
-    assert page.inner_text("#audit-state") == "Loading…"
+    # The state's words follow its data-state in the same task or the next: wait for them.
+    page.wait_for_function(
+        "() => document.querySelector('#audit-state').textContent === 'Loading…'")
     for route in held:
         route.continue_()

@@ -13,7 +13,9 @@ const COLUMNS = [
   ["input_tokens", "int", "input_tokens"],
   ["output_tokens", "int", "output_tokens"],
   ["cached_input_tokens", "int", "cached_input_tokens"],
+  ["cache_write_tokens", "int", "cache_write_tokens"],
   ["reasoning_tokens", "int", "reasoning_tokens"],
+  ["units", "units", null],
   ["cache_hit_rate", "rate", "cache_hit_rate"],
   ["cost", "money", "cost"],
   ["p50_latency_ms", "ms", "p50_latency_ms"],
@@ -31,6 +33,7 @@ const FORMATS = {
   int: fmt.integer,
   rate: fmt.rate,
   ms: fmt.milliseconds,
+  units: fmt.units,
   money: (value) => fmt.money(value.amount, value.currency),
 };
 

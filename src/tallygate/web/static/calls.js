@@ -88,15 +88,16 @@ export class CallsPanel {
     tr.dataset.id = r.id;
     cell(tr, fmt.fullDateTime(r.ts, this.tz), "nowrap").title = r.ts;
     cell(tr, r.api_key_id === null ? t("bd.noKey") : this.keyName(r.api_key_id)).title = r.api_key_id ?? "";
-    cell(tr, r.model);
+    cell(tr, r.model).title = r.upstream_model ? t("calls.upstreamModel", { model: r.upstream_model }) : "";
     cell(tr, t(`type.${r.call_type}`));
     cell(tr, r.endpoint ?? "");
     cell(tr, String(r.status_code), r.status_code === 429 ? "num warn"
       : r.status_code >= 400 ? "num bad" : "num");
-    for (const field of ["input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens"]) {
-      const td = cell(tr, `${r.estimated ? "≈" : ""}${fmt.integer(r[field])}`, "num");
+    for (const field of ["input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens"]) {
+      const td = cell(tr, `${r.estimated ? "≈" : ""}${fmt.integer(r[field] ?? 0)}`, "num");
       if (r.estimated) td.title = t("calls.estimated");
     }
+    cell(tr, r.unit && r.units ? fmt.units({ [r.unit]: r.units }) : "—", "num nowrap");
     const cost = cell(tr, "", "num");
     fmt.fill(cost, r.cost, (v) => fmt.exactMoney(v, this.currency ?? "USD"), "—");
     for (const field of ["latency_ms", "ttft_ms"]) fmt.fill(cell(tr, "", "num"), r[field], fmt.milliseconds, "—");

@@ -6,21 +6,30 @@ import { t } from "./i18n.js";
 
 const RATES = new Set(["success_rate", "cache_hit_rate"]);
 const PEAKS = new Set(["peak_rpm", "peak_tpm"]);
+// Shown only where the filtered calls have any: most platforms have neither.
+const OPTIONAL = new Set(["cache_write_tokens", "units"]);
 
 function formatter(name, currency) {
   if (name === "cost") return (value) => fmt.money(value.amount, value.currency ?? currency);
   if (RATES.has(name)) return fmt.rate;
+  if (name === "units") return fmt.units;
   return fmt.integer;
 }
 
 function rawValue(value) {
   if (value === null || value === undefined) return "";
-  return typeof value === "object" ? value.amount : String(value);
+  if (typeof value === "object") return value.amount ?? JSON.stringify(value);
+  return String(value);
 }
 
 function renderChange(el, name, summary) {
   el.className = "change small";
   delete el.dataset.change;
+  if (name === "units") {  // several kinds: each its own figure, no single change
+    el.textContent = t("card.unitsNote");
+    el.classList.add("muted");
+    return;
+  }
   if (PEAKS.has(name)) {
     const since = summary.peak_window_start;
     el.textContent = since && new Date(since) > new Date(summary.start)
@@ -44,6 +53,10 @@ export function renderCards(summary) {
   for (const card of document.querySelectorAll("[data-card]")) {
     const name = card.dataset.card;
     const value = summary.cards[name];
+    if (OPTIONAL.has(name)) {
+      card.hidden = !value || (typeof value === "object" && !Object.keys(value).length);
+      if (card.hidden) continue;
+    }
     const valueEl = card.querySelector(".value");
     fmt.fill(valueEl, value, formatter(name, summary.currency));
     card.dataset.value = rawValue(value);

@@ -59,6 +59,13 @@ export function change(value, isRate) {
     .format(shifted(value));
 }
 
+/** Units of each kind a call was billed by (`{"page": 12, "second": 340}`), in one line. */
+export function units(byKind) {
+  const kinds = Object.entries(byKind ?? {}).filter(([, n]) => n);
+  if (!kinds.length) return "—";
+  return kinds.map(([unit, n]) => `${integer(n)} ${t(`unit.${unit}`)}`).join(" · ");
+}
+
 export function milliseconds(value) {
   return `${numberFormat({ maximumFractionDigits: 1 }).format(value)} ms`;
 }

@@ -2,7 +2,7 @@
 // shared. Filter parameters have the API's names and meanings (end is exclusive).
 
 export const PERIODS = ["1d", "3d", "7d", "30d"];
-export const METRICS = ["requests", "total_tokens", "input_tokens", "output_tokens", "cost"];
+export const METRICS = ["requests", "total_tokens", "input_tokens", "output_tokens", "cache_write_tokens", "cost"];
 export const GRANULARITIES = ["day", "hour", "minute"];
 export const GROUPS = ["api_key", "model", "call_type", "model_category"];
 const DATE = /^\d{4}-\d{2}-\d{2}$/;
