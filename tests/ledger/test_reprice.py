@@ -272,5 +272,6 @@ def test_minute_rows_past_retention_are_not_walked(ledger: Ledger) -> None:
     assert not {tier.name for tier in TIERS if tier.windowed} & updated, statements
     assert {tier.name for tier in TIERS if not tier.windowed} <= updated
     assert _sum(ledger.db, calls) == expected
-    assert [_sum(ledger.db, t.table) for t in TIERS if not t.windowed] == [expected] * 6
+    kept = [tier for tier in TIERS if not tier.windowed]
+    assert [_sum(ledger.db, t.table) for t in kept] == [expected] * len(kept)
     assert check_rollups(ledger).ok
