@@ -41,7 +41,7 @@ METRIC_OF: dict[str, Callable[[CallRecord], int]] = {
     "output_tokens": lambda r: r.output_tokens,
     "cost": lambda r: r.cost_nano,
     "cache_write_tokens": lambda r: r.cache_write_tokens,
-    **{f"units:{unit}": (lambda r, unit=unit: r.units if r.unit == unit else 0)  # type: ignore[misc]
+    **{f"units:{unit}": (lambda r, unit=unit: r.units if r.unit == unit else 0)
        for unit in UNITS},
 }
 

@@ -118,6 +118,7 @@ def varied_records(now: datetime, keys: tuple[str | None, ...] = ("key-a", "key-
             output_tokens=20 + i * 3, cached=i % 50, reasoning=i % 20,
             cost_nano=1_234_567 * (i + 1), latency_ms=None if i % 5 == 0 else 50 + i,
             metadata={"team": "search"} if i % 4 == 0 else None, cache_write=i % 7,
-            unit=("image", None, "second", None, None)[i % 5], units=i + 1 if i % 5 in (0, 2) else 0,
+            unit=("image", None, "second", None, None)[i % 5],
+            units=i + 1 if i % 5 in (0, 2) else 0,
             upstream_model=f"{MODELS[i % 3]}-2026" if i % 4 else None))
     return out

@@ -104,7 +104,7 @@ def breakdown_table(breakdown: dict[str, Any]) -> tuple[list[str], list[list[Any
         header.extend([f"units_{unit}" for unit in kinds] if field == "units" else [field])
     rows = []
     for item in items:
-        row = []
+        row: list[Any] = []
         for field in fields:
             if field == "units":
                 row.extend((item.get("units") or {}).get(unit, 0) for unit in kinds)
