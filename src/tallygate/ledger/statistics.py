@@ -28,6 +28,7 @@ from tallygate.store.usage import (
     CallFilter,
     aggregate,
     aggregate_checked,
+    peak_from_us,
     peak_per_minute,
     percentiles,
 )
@@ -149,9 +150,10 @@ def usage_summary(ledger: Ledger, query: UsageQuery) -> dict[str, Any]:
     exact: list[bool] = []
     cards = _cards(ledger, query, r.start_us, r.end_us, exact)
     previous = _cards(ledger, query, r.previous_start_us, r.previous_end_us, exact)
-    floor = ledger.minute_floor_s()
-    peaks = peak_per_minute(ledger.db, Aggregate(r.start_us, r.end_us, query.filter,
-                                                 minute_floor_s=floor))
+    peak_spec = Aggregate(r.start_us, r.end_us, query.filter,
+                          minute_floor_s=ledger.minute_floor_s())
+    peaks = peak_per_minute(ledger.db, peak_spec)
+    floor = peak_from_us(ledger.db, peak_spec) // 1_000_000
     peak = peaks.get(())
     cards["peak_rpm"] = None if peak is None else peak[0]
     cards["peak_tpm"] = None if peak is None else peak[1]

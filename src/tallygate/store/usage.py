@@ -382,13 +382,15 @@ def peak_per_minute(db: Database, spec: Aggregate) -> dict[tuple[Any, ...], tupl
 
     Whole minutes come from the minute rollups, the partial minutes at the range's edges from
     raw records; the two never share a minute, so the peak is the larger of their peaks.
-    Minutes before ``spec.minute_floor_s`` are not looked at.
+    Minutes before ``spec.minute_floor_s`` are not looked at. No minute rollup has the
+    upstream model: a view that needs it reads raw records alone, and so only from the purge
+    floor on (``peak_from_us``).
     """
     peaks: dict[tuple[Any, ...], tuple[int, int]] = {}
     if spec.minute_floor_s is None:
         return peaks
     by_minute = Aggregate(
-        start_us=max(spec.start_us, spec.minute_floor_s * US), end_us=spec.end_us,
+        start_us=max(spec.start_us, peak_from_us(db, spec)), end_us=spec.end_us,
         filter=spec.filter, dimensions=spec.dimensions, bucketing=Bucketing(60, ((0, 0),)),
         measures=("calls", "total_tokens"), minute_floor_s=spec.minute_floor_s,
     )
@@ -404,6 +406,19 @@ def peak_per_minute(db: Database, spec: Aggregate) -> dict[tuple[Any, ...], tupl
             if row[-2] is not None:
                 peaks[tuple(row[:-2])] = (int(row[-2]), int(row[-1]))
     return peaks
+
+
+def peak_from_us(db: Database, spec: Aggregate) -> int:
+    """From when ``peak_per_minute`` looks at ``spec``'s minutes: the minute window, and for
+    a view no minute rollup can answer (one by upstream model), the purge floor too."""
+    assert spec.minute_floor_s is not None
+    start = spec.minute_floor_s * US
+    if _edge_minute_tier(replace(spec, bucketing=Bucketing(60, ((0, 0),)))) is None:
+        with db.read() as conn:
+            floor = conn.execute(select(ledger_state.c.value).where(
+                ledger_state.c.name == PURGE_FLOOR)).scalar()
+        start = max(start, int(floor or 0))
+    return start
 
 
 PERCENTILE_COLUMNS = ("latency_ms", "ttft_ms")
