@@ -24,12 +24,15 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 CARDS = ("model_calls", "service_calls", "internal_calls", "business_calls", "total_tokens",
          "input_tokens", "output_tokens", "cached_input_tokens", "cost", "success_calls",
-         "failed_calls", "rate_limited_calls", "success_rate", "cache_hit_rate")
+         "failed_calls", "rate_limited_calls", "success_rate", "cache_hit_rate",
+         "cache_write_tokens", "units")
+UNITS = ("image", "second", "character", "search_unit", "page", "request")
 GROUP_OF: dict[str, Callable[[CallRecord], str]] = {
     "api_key": lambda r: r.api_key_id or "",
     "model": lambda r: r.model,
     "call_type": lambda r: r.call_type,
     "model_category": lambda r: r.model_category,
+    "upstream_model": lambda r: r.upstream_model or "",
 }
 METRIC_OF: dict[str, Callable[[CallRecord], int]] = {
     "requests": lambda r: 1,
@@ -37,6 +40,9 @@ METRIC_OF: dict[str, Callable[[CallRecord], int]] = {
     "input_tokens": lambda r: r.input_tokens,
     "output_tokens": lambda r: r.output_tokens,
     "cost": lambda r: r.cost_nano,
+    "cache_write_tokens": lambda r: r.cache_write_tokens,
+    **{f"units:{unit}": (lambda r, unit=unit: r.units if r.unit == unit else 0)
+       for unit in UNITS},
 }
 
 
@@ -48,12 +54,15 @@ class Filter:
     models: tuple[str, ...] = ()
     call_types: tuple[str, ...] = ()
     model_categories: tuple[str, ...] = ()
+    upstream_models: tuple[str, ...] = ()
 
     def matches(self, r: CallRecord) -> bool:
         return ((not self.api_key_ids or r.api_key_id in self.api_key_ids)
                 and (not self.models or r.model in self.models)
                 and (not self.call_types or r.call_type in self.call_types)
-                and (not self.model_categories or r.model_category in self.model_categories))
+                and (not self.model_categories or r.model_category in self.model_categories)
+                and (not self.upstream_models
+                     or (r.upstream_model or "") in self.upstream_models))
 
 
 def local_time(ts_us: int, tz: ZoneInfo) -> datetime:
@@ -101,6 +110,16 @@ def is_failure(r: CallRecord) -> bool:
     return r.status_code >= 400 and r.status_code != 429
 
 
+def units_by_kind(records: Iterable[CallRecord]) -> dict[str, int]:
+    """Units summed per unit kind; kinds without any are left out."""
+    sums: dict[str, int] = defaultdict(int)
+    for r in records:
+        if r.units:
+            assert r.unit is not None
+            sums[r.unit] += r.units
+    return {unit: sums[unit] for unit in UNITS if sums[unit]}
+
+
 def cards(records: Sequence[CallRecord], currency: str) -> dict[str, Any]:
     if not records:
         return dict.fromkeys(CARDS)
@@ -124,6 +143,8 @@ def cards(records: Sequence[CallRecord], currency: str) -> dict[str, Any]:
         "rate_limited_calls": sum(1 for r in records if is_rate_limited(r)),
         "success_rate": ratio(successes, calls),
         "cache_hit_rate": ratio(cached, input_tokens),
+        "cache_write_tokens": sum(r.cache_write_tokens for r in records),
+        "units": units_by_kind(records),
     }
 
 
@@ -303,6 +324,8 @@ def breakdown(records: Sequence[CallRecord], f: Filter, start_us: int, end_us: i
             "cached_input_tokens": cached,
             "reasoning_tokens": sum(r.reasoning_tokens for r in rs),
             "total_tokens": sum(r.total_tokens for r in rs),
+            "cache_write_tokens": sum(r.cache_write_tokens for r in rs),
+            "units": units_by_kind(rs),
             "estimated_calls": sum(1 for r in rs if r.estimated),
             "cache_hit_rate": ratio(cached, input_tokens),
             "success_rate": ratio(successes, len(rs)),
@@ -337,7 +360,8 @@ def nearest_rank(values: Sequence[int], percent: int) -> int | None:
 ROLLUP_MEASURES = ("calls", "success_calls", "failed_calls", "rate_limited_calls",
                    "input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens",
                    "total_tokens", "cost_nano", "latency_ms_sum", "latency_count", "ttft_ms_sum",
-                   "ttft_count", "estimated_calls")
+                   "ttft_count", "estimated_calls", "cache_write_tokens",
+                   *(f"units_{unit}" for unit in UNITS))
 
 
 def rollups(records: Iterable[CallRecord], grain_s: int, min_bucket_s: int | None = None,
@@ -350,7 +374,8 @@ def rollups(records: Iterable[CallRecord], grain_s: int, min_bucket_s: int | Non
         if min_bucket_s is not None and bucket < min_bucket_s:
             continue
         values = {"api_key_id": r.api_key_id or "", "model": r.model,
-                  "model_category": r.model_category, "call_type": r.call_type}
+                  "model_category": r.model_category, "call_type": r.call_type,
+                  "upstream_model": r.upstream_model or ""}
         key = (bucket, *(values[d] for d in dimensions))
         m = rows.setdefault(key, dict.fromkeys(ROLLUP_MEASURES, 0))
         m["calls"] += 1
@@ -368,4 +393,7 @@ def rollups(records: Iterable[CallRecord], grain_s: int, min_bucket_s: int | Non
         m["ttft_ms_sum"] += r.ttft_ms or 0
         m["ttft_count"] += r.ttft_ms is not None
         m["estimated_calls"] += r.estimated
+        m["cache_write_tokens"] += r.cache_write_tokens
+        if r.units:
+            m[f"units_{r.unit}"] += r.units
     return {key: tuple(m[name] for name in ROLLUP_MEASURES) for key, m in rows.items()}

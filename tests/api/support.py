@@ -78,14 +78,16 @@ def record(call_id: str, ts: datetime, *, key: str | None = None, model: str = M
            call_type: str = "model", category: str = "chat", status: int = 200,
            input_tokens: int = 100, output_tokens: int = 50, cached: int = 0,
            reasoning: int = 0, cost_nano: int = 0, latency_ms: int | None = 120,
-           metadata: dict[str, Any] | None = None) -> CallRecord:
+           metadata: dict[str, Any] | None = None, cache_write: int = 0, units: int = 0,
+           unit: str | None = None, upstream_model: str | None = None) -> CallRecord:
     return CallRecord(
         id=call_id, ts_us=int(ts.timestamp()) * US + ts.microsecond, model=model,
         call_type=call_type, api_key_id=key, model_category=category,
         endpoint="/v1/chat/completions", status_code=status, input_tokens=input_tokens,
         output_tokens=output_tokens, cached_input_tokens=cached, reasoning_tokens=reasoning,
         total_tokens=input_tokens + output_tokens, cost_nano=cost_nano, latency_ms=latency_ms,
-        metadata=metadata,
+        metadata=metadata, cache_write_tokens=cache_write, units=units, unit=unit,
+        upstream_model=upstream_model,
     )
 
 
@@ -115,5 +117,8 @@ def varied_records(now: datetime, keys: tuple[str | None, ...] = ("key-a", "key-
             status=statuses[i % len(statuses)], input_tokens=100 + i * 7,
             output_tokens=20 + i * 3, cached=i % 50, reasoning=i % 20,
             cost_nano=1_234_567 * (i + 1), latency_ms=None if i % 5 == 0 else 50 + i,
-            metadata={"team": "search"} if i % 4 == 0 else None))
+            metadata={"team": "search"} if i % 4 == 0 else None, cache_write=i % 7,
+            unit=("image", None, "second", None, None)[i % 5],
+            units=i + 1 if i % 5 in (0, 2) else 0,
+            upstream_model=f"{MODELS[i % 3]}-2026" if i % 4 else None))
     return out

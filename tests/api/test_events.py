@@ -231,3 +231,49 @@ def test_a_tiny_cost_is_shown_as_a_plain_decimal(sqlite_db: Any) -> None:
                                cost="0.00000002")])
         record = api.ok("/api/v1/usage/calls")["data"][0]
         assert record["cost"] == "0.00000002"
+
+
+def test_cache_writes_units_and_upstream_models_flow_to_every_view(api: Api) -> None:
+    """Ingested with the new fields, they come back in the records, the cards, the
+    breakdown (by upstream model too), the trend and the filters."""
+    now = datetime.now(UTC)
+    window = {"start": (now - timedelta(hours=1)).isoformat(),
+              "end": (now + timedelta(minutes=1)).isoformat()}
+    ts = (now - timedelta(minutes=5)).isoformat()
+    answer = api.post_events([
+        {"id": "msg", "ts": ts, "model": "claude", "input_tokens": 100,
+         "cached_input_tokens": 30, "cache_write_tokens": 50, "output_tokens": 5,
+         "upstream_model": "claude-sonnet-4-5-20250929"},
+        {"id": "img", "ts": ts, "model": "dall-e", "units": 3, "unit": "image",
+         "call_type": "service", "upstream_model": "dall-e-3"},
+        {"id": "tts", "ts": ts, "model": "tts", "units": 120, "unit": "character"},
+        {"id": "bad", "ts": ts, "model": "m", "units": 1},
+    ]).json()
+    assert answer["accepted"] == 3
+    assert [(e["id"], e["field"]) for e in answer["errors"]] == [("bad", "unit")]
+
+    cards = api.ok("/api/v1/usage/summary", window)["cards"]
+    assert cards["cache_write_tokens"] == 50
+    assert cards["units"] == {"image": 3, "character": 120}
+
+    rows = api.ok("/api/v1/usage/breakdown", {**window, "group_by": "upstream_model"})["rows"]
+    by_upstream = {row["upstream_model"]: (row["calls"], row["cache_write_tokens"],
+                                           row["units"]) for row in rows}
+    assert by_upstream == {"claude-sonnet-4-5-20250929": (1, 50, {}),
+                           "dall-e-3": (1, 0, {"image": 3}), None: (1, 0, {"character": 120})}
+
+    filtered = api.ok("/api/v1/usage/summary", {**window, "upstream_model": "dall-e-3"})
+    assert filtered["cards"]["model_calls"] == 1 and filtered["cards"]["units"] == {"image": 3}
+
+    trend = api.ok("/api/v1/usage/trend", {**window, "metric": "units", "unit": "character",
+                                           "granularity": "hour"})
+    assert trend["unit"] == "character"
+    assert [(s["name"], s["total"]) for s in trend["series"]] == [
+        ("tts", 120), ("claude", 0), ("dall-e", 0)]  # a series per model with calls
+    writes = api.ok("/api/v1/usage/trend", {**window, "metric": "cache_write_tokens"})
+    assert [(s["name"], s["total"]) for s in writes["series"] if s["total"]] == [("claude", 50)]
+
+    records = {r["id"]: r for r in api.ok("/api/v1/usage/calls", window)["data"]}
+    assert (records["msg"]["cache_write_tokens"], records["msg"]["upstream_model"]) == (
+        50, "claude-sonnet-4-5-20250929")
+    assert (records["img"]["units"], records["img"]["unit"]) == (3, "image")

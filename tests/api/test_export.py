@@ -100,17 +100,31 @@ def test_an_empty_call_export_is_still_a_valid_file(api: Api) -> None:
 
 def _table(what: str, view: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     """The rows an export of ``view`` must hold, derived here from the JSON answer."""
+    units = ("image", "second", "character", "search_unit", "page", "request")
     if what == "summary":
-        return ["card", "value", "previous", "change"], [
-            [name, _plain(value), _plain(view["previous"].get(name)), view["change"].get(name)]
-            for name, value in view["cards"].items()]
+        rows: list[list[Any]] = []
+        for name, value in view["cards"].items():
+            previous, change = view["previous"].get(name), view["change"].get(name)
+            if name != "units":
+                rows.append([name, _plain(value), _plain(previous), change])
+                continue
+            # A row per unit kind either period has.
+            rows.extend([f"units_{unit}", (value or {}).get(unit, 0),
+                         None if previous is None else previous.get(unit, 0),
+                         (change or {}).get(unit)]
+                        for unit in units if unit in (value or {}) or unit in (previous or {}))
+        return ["card", "value", "previous", "change"], rows
     if what == "trend":
         # Columns are the series' labels (a key's name rather than its id).
         return ["bucket", *(s["label"] or s["name"] or "(none)" for s in view["series"])], [
             [bucket, *(s["values"][i] for s in view["series"])]
             for i, bucket in enumerate(view["buckets"])]
-    header = list(view["rows"][0])
-    return header, [[_plain(row[c]) for c in header] for row in view["rows"]]
+    kinds = [u for u in units if any(u in row["units"] for row in view["rows"])]
+    header = []
+    for column in view["rows"][0]:
+        header.extend([f"units_{u}" for u in kinds] if column == "units" else [column])
+    return header, [[row["units"].get(c[6:], 0) if c.startswith("units_") else _plain(row[c])
+                     for c in header] for row in view["rows"]]
 
 
 VIEWS = [

@@ -58,6 +58,12 @@ CASES: list[tuple[str, Any, str]] = [
     # PostgreSQL refuses NUL characters: they must be a 400, not a database error.
     (SUMMARY, {"model": "a\x00b"}, "model"),
     (BREAKDOWN, {"api_key_id": ["ok", "a\x00b"]}, "api_key_id"),
+    (SUMMARY, {"upstream_model": ""}, "upstream_model"),
+    (CALLS, {"upstream_model": "u" * 201}, "upstream_model"),
+    (BREAKDOWN, {"upstream_model": ["ok", "a\x00b"]}, "upstream_model"),
+    (TREND, {"metric": "units"}, "unit"),
+    (TREND, {"metric": "units", "unit": "token"}, "unit"),
+    (EXPORT, {"what": "trend", "metric": "units"}, "unit"),
     # Dates no calendar arithmetic can reach: 400, never an overflow.
     (SUMMARY, {"start": "0001-01-01", "end": "0001-01-02"}, "start"),
     (SUMMARY, {"start": "0001-01-01T00:00:00Z", "end": "0001-01-02T00:00:00Z"}, "start"),

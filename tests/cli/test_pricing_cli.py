@@ -58,6 +58,14 @@ def test_set_list_and_recompute(db: Database, cli: Run) -> None:
     assert cli("pricing", "recompute").exit_code == 2  # --start is required
     assert cli("pricing", "discount", "nobody", "5").exit_code == 2
     assert cli("pricing", "discount", key.id, "150").exit_code == 2
+    assert cli("pricing", "set", "ocr", "--per-unit", "-1").exit_code == 2
+    extra = cli("pricing", "set", "ocr", "--per-unit", "0.0015", "--cache-write-per-million",
+                "3.75", "--from", "2020-01-01")
+    assert extra.exit_code == 0, extra.output
+    assert "3.75 cache write" in extra.output and "0.0015 per" in extra.output
+    shown = json.loads(cli("pricing", "list", "--json", "--model", "ocr").output)["data"]
+    assert [(p["cache_write_per_million"], p["per_unit"]) for p in shown] == [
+        ("3.75", "0.0015")]
 
 
 def test_anomalies_list(db: Database, cli: Run) -> None:

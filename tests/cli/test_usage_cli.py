@@ -31,6 +31,15 @@ CASES: list[tuple[list[str], list[str], str, dict[str, Any]]] = [
      {"group_by": "api_key,call_type", "sort": "-cost", "model_category": "chat"}),
     (["calls", "--limit", "25"], ["--key", "KEY", "--key", "key-b"], "/api/v1/usage/calls",
      {"limit": 25, "api_key_id": ["KEY", "key-b"]}),
+    (["breakdown", "--group-by", "upstream_model"], ["--upstream-model", "bge-m3-2026"],
+     "/api/v1/usage/breakdown", {"group_by": "upstream_model",
+                                 "upstream_model": "bge-m3-2026"}),
+    (["trend", "--metric", "units", "--unit", "image"], [], "/api/v1/usage/trend",
+     {"metric": "units", "unit": "image"}),
+    (["summary"], ["--upstream-model", "bge-m3-2026", "--upstream-model", "x"],
+     "/api/v1/usage/summary", {"upstream_model": ["bge-m3-2026", "x"]}),
+    (["calls"], ["--upstream-model", "bge-m3-2026"], "/api/v1/usage/calls",
+     {"upstream_model": "bge-m3-2026"}),
 ]
 
 
@@ -68,6 +77,10 @@ def test_tables_for_people_show_the_figures(db: Database, cli: Run) -> None:
     assert result.exit_code == 0, result.output
     assert f"{summary['cards']['model_calls']:,}" in result.stdout
     assert summary["cards"]["cost"]["amount"] in result.stdout
+    units = summary["cards"]["units"]
+    assert units["image"] and units["second"]  # the records have both kinds
+    assert f"{units['image']:,} image, {units['second']:,} second" in result.stdout
+    assert "cache write tokens" in result.stdout
     for command, title in ((["trend", "--period", "3d", "--group-by", "api_key"],
                             "requests per day"),
                            (["breakdown", "--period", "3d", "--group-by", "api_key,model"],
@@ -91,6 +104,7 @@ def test_tables_for_people_show_the_figures(db: Database, cli: Run) -> None:
     (["summary", "--call-type", "batch"], "--call-type"),
     (["summary", "--category", "video"], "--category"),
     (["trend", "--metric", "calls"], "--metric"),
+    (["trend", "--metric", "units"], "--unit"),
     (["trend", "--granularity", "week"], "--granularity"),
     (["trend", "--granularity", "minute", "--period", "30d"], "--granularity"),
     (["trend", "--group-by", "owner"], "--group-by"),

@@ -41,7 +41,10 @@ def _varied(now: datetime, count: int) -> list[CallRecord]:
             total_tokens=i * 14, cost_nano=(0, 7, 1_234_567_891, 500)[i % 4],
             latency_ms=None if i % 6 == 0 else i * 13, ttft_ms=None if i % 2 else i,
             estimated=i % 7 == 0,
-            metadata=None if i % 3 else {"team": "search", "n": i, "note": "a,b\nc"}))
+            metadata=None if i % 3 else {"team": "search", "n": i, "note": "a,b\nc"},
+            cache_write_tokens=i * 11 // 4, units=i % 4 and i * 5,
+            unit=("request", "image", "second", "page")[i % 4] if i % 4 else None,
+            upstream_model=None if i % 5 == 1 else f"up-{i % 3}"))
     return out
 
 

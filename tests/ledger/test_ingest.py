@@ -101,3 +101,61 @@ def test_only_invalid_items_store_nothing_and_retries_count_once(ledger: Ledger)
         total.add(ingest_events(ledger, batch))
     assert (total.accepted, total.duplicates) == (50, 100)
     assert len(_stored(ledger)) == 50
+
+
+def test_cache_writes_units_and_the_upstream_model_are_stored_and_priced(
+        ledger: Ledger) -> None:
+    # input 1 000 000 = 200 000 uncached + 300 000 cache reads + 500 000 cache writes.
+    price_store.set_price(ledger.db, Price(
+        model="claude", effective_from_us=0, input_per_million=Decimal("3"),
+        cached_input_per_million=Decimal("0.3"), cache_write_per_million=Decimal("3.75"),
+        output_per_million=Decimal("15"), per_unit=Decimal("0.000123457")))
+    now = datetime.now(UTC).isoformat()
+    result = ingest_events(ledger, [
+        {"id": "cached", "ts": now, "model": "claude", "input_tokens": 1_000_000,
+         "cached_input_tokens": 300_000, "cache_write_tokens": 500_000, "output_tokens": 1000,
+         "upstream_model": "claude-sonnet-4-5-20250929"},
+        {"id": "images", "ts": now, "model": "claude", "units": 7, "unit": "image"},
+        {"id": "given", "ts": now, "model": "claude", "units": 3, "unit": "page",
+         "cost": "0.5"},
+    ])
+    assert result.as_dict()["errors"] == [] and result.accepted == 3
+    stored = _stored(ledger)
+    cached = stored["cached"]
+    assert (cached.cache_write_tokens, cached.units, cached.unit) == (500_000, 0, None)
+    assert cached.upstream_model == "claude-sonnet-4-5-20250929"
+    # 0.2 × 3 + 0.3 × 0.3 + 0.5 × 3.75 + 0.001 × 15 = 0.6 + 0.09 + 1.875 + 0.015
+    assert cached.cost_nano == 2_580_000_000
+    images = stored["images"]
+    assert (images.units, images.unit, images.upstream_model) == (7, "image", None)
+    assert images.cost_nano == 864_199  # 7 × 0.000123457 = 0.000864199
+    assert stored["given"].cost_nano == 500_000_000 and stored["given"].unit == "page"
+    shown = cached.as_dict()
+    assert (shown["cache_write_tokens"], shown["units"], shown["unit"],
+            shown["upstream_model"]) == (500_000, 0, None, "claude-sonnet-4-5-20250929")
+
+
+def test_cache_writes_units_and_upstream_model_are_validated_by_field(ledger: Ledger) -> None:
+    now = datetime.now(UTC).isoformat()
+    base = {"ts": now, "model": "m", "input_tokens": 10}
+    items: list[Any] = [
+        {**base, "id": "writes-past-input", "cached_input_tokens": 4, "cache_write_tokens": 7},
+        {**base, "id": "writes-negative", "cache_write_tokens": -1},
+        {**base, "id": "writes-text", "cache_write_tokens": "3"},
+        {**base, "id": "units-without-unit", "units": 2},
+        {**base, "id": "bad-unit", "units": 2, "unit": "tokens"},
+        {**base, "id": "units-negative", "units": -2, "unit": "image"},
+        {**base, "id": "upstream-empty", "upstream_model": ""},
+        {**base, "id": "upstream-long", "upstream_model": "x" * 201},
+        {**base, "id": "upstream-nul", "upstream_model": "a\x00b"},
+        {**base, "id": "ok", "cached_input_tokens": 4, "cache_write_tokens": 6, "units": 1,
+         "unit": "request", "upstream_model": "m-2026"},
+    ]
+    result = ingest_events(ledger, items)
+    assert [(e.id, e.field) for e in result.errors] == [
+        ("writes-past-input", "cache_write_tokens"), ("writes-negative", "cache_write_tokens"),
+        ("writes-text", "cache_write_tokens"), ("units-without-unit", "unit"),
+        ("bad-unit", "unit"), ("units-negative", "units"),
+        ("upstream-empty", "upstream_model"), ("upstream-long", "upstream_model"),
+        ("upstream-nul", "upstream_model")]
+    assert result.accepted == 1 and set(_stored(ledger)) == {"ok"}

@@ -69,6 +69,7 @@ CLOCKS = tuple(datetime(*t, tzinfo=UTC) for t in (
 KEYS = ("key-a", "key-b", None)
 MODELS = ("m-chat", "m-embed", "m-ocr")
 CATEGORY = {"m-chat": "chat", "m-embed": "embedding", "m-ocr": "other"}
+UPSTREAM_MODELS = ("m-chat-2026-01", "m-embed-v2")
 STATUSES = (200, 200, 200, 400, 429, 499, 502)
 DATA_DAYS = 70  # records are spread over the 70 days before the clock
 EXAMPLES = int(os.environ.get("TALLYGATE_STATEFUL_EXAMPLES", "20"))
@@ -101,6 +102,8 @@ class ModelPrice:
     cached_pm: Decimal | None
     output_pm: Decimal
     per_call: Decimal
+    cache_write_pm: Decimal | None = None
+    per_unit: Decimal = Decimal(0)
 
 
 def price_in_force(prices: list[ModelPrice], model: str, ts_us: int) -> ModelPrice | None:
@@ -116,9 +119,11 @@ def price_in_force(prices: list[ModelPrice], model: str, ts_us: int) -> ModelPri
 
 def cost_nano(p: ModelPrice, r: CallRecord) -> int:
     cached_rate = p.input_pm if p.cached_pm is None else p.cached_pm
-    amount = ((r.input_tokens - r.cached_input_tokens) * p.input_pm
-              + r.cached_input_tokens * cached_rate + r.output_tokens * p.output_pm
-              ) / Decimal(1_000_000)
+    write_rate = p.input_pm if p.cache_write_pm is None else p.cache_write_pm
+    uncached = r.input_tokens - r.cached_input_tokens - r.cache_write_tokens
+    amount = (uncached * p.input_pm + r.cached_input_tokens * cached_rate
+              + r.cache_write_tokens * write_rate + r.output_tokens * p.output_pm
+              ) / Decimal(1_000_000) + r.units * p.per_unit
     if r.status_code < 400:
         amount += p.per_call
     return int((amount * Decimal(10**9)).to_integral_value(rounding=ROUND_HALF_EVEN))
@@ -154,13 +159,18 @@ def call_fields(draw: st.DrawFn) -> dict[str, Any]:
     model = draw(st.sampled_from(MODELS))
     input_tokens = draw(st.one_of(st.integers(0, 50), st.integers(0, 10**8)))
     output_tokens = draw(st.one_of(st.integers(0, 50), st.integers(0, 10**8)))
+    cached = draw(st.integers(0, input_tokens))
+    unit = draw(st.none() | st.sampled_from(("image", "second", "page")))
     fields: dict[str, Any] = {
         "model": model, "model_category": CATEGORY[model],
         "call_type": draw(st.sampled_from(("model", "service", "internal"))),
         "api_key_id": draw(st.sampled_from(KEYS)),
         "status_code": draw(st.sampled_from(STATUSES)),
         "input_tokens": input_tokens, "output_tokens": output_tokens,
-        "cached_input_tokens": draw(st.integers(0, input_tokens)),
+        "cached_input_tokens": cached,
+        "cache_write_tokens": draw(st.just(0) | st.integers(0, input_tokens - cached)),
+        "units": 0 if unit is None else draw(st.integers(1, 10**6)), "unit": unit,
+        "upstream_model": draw(st.none() | st.sampled_from(UPSTREAM_MODELS)),
         "reasoning_tokens": draw(st.integers(0, output_tokens)),
         "latency_ms": draw(st.none() | st.integers(0, 90_000)),
         "estimated": draw(st.booleans()),
@@ -191,7 +201,9 @@ def _record_of(item: dict[str, Any], cost: int) -> CallRecord:
         cached_input_tokens=item["cached_input_tokens"],
         reasoning_tokens=item["reasoning_tokens"],
         total_tokens=item["input_tokens"] + item["output_tokens"], cost_nano=cost,
-        latency_ms=item["latency_ms"], estimated=item["estimated"])
+        latency_ms=item["latency_ms"], estimated=item["estimated"],
+        cache_write_tokens=item.get("cache_write_tokens", 0), units=item.get("units", 0),
+        unit=item.get("unit") or None, upstream_model=item.get("upstream_model") or None)
 
 
 # The machine --------------------------------------------------------------------------------
@@ -344,10 +356,12 @@ class LedgerLife(RuleBasedStateMachine):
 
     @rule(model=st.sampled_from(MODELS),
           rates=st.tuples(st.integers(0, 5000), st.none() | st.integers(0, 500),
-                          st.integers(0, 20000), st.sampled_from((0, 0, 3))),
+                          st.integers(0, 20000), st.sampled_from((0, 0, 3)),
+                          st.none() | st.integers(0, 7000), st.sampled_from((0, 0, 17))),
           from_days=st.integers(0, DATA_DAYS), span_days=st.integers(1, 2 * DATA_DAYS),
           twice=st.booleans())
-    def reprice_after_price_change(self, model: str, rates: tuple[int, int | None, int, int],
+    def reprice_after_price_change(self, model: str,
+                                   rates: tuple[int, int | None, int, int, int | None, int],
                                    from_days: int, span_days: int, twice: bool) -> None:
         """A price correction from some day on, then ``pricing recompute`` over a range
         (on PostgreSQL, sometimes two runs at once)."""
@@ -355,12 +369,14 @@ class LedgerLife(RuleBasedStateMachine):
         price = ModelPrice(
             model, self.now_us - from_days * DAY_S * US, rates[0] * cents,
             None if rates[1] is None else rates[1] * cents, rates[2] * cents,
-            Decimal(rates[3]) / 100)
+            Decimal(rates[3]) / 100, None if rates[4] is None else rates[4] * cents,
+            Decimal(rates[5]) / 10**6)
         self.ledger.set_price(Price(
             model=model, effective_from_us=price.effective_from_us,
             input_per_million=price.input_pm, output_per_million=price.output_pm,
             cached_input_per_million=price.cached_pm, per_call=price.per_call,
-            currency=CURRENCY))
+            currency=CURRENCY, cache_write_per_million=price.cache_write_pm,
+            per_unit=price.per_unit))
         self.prices.append(price)
         end_us = self.now_us + US
         start_us = end_us - span_days * DAY_S * US
@@ -404,6 +420,8 @@ class LedgerLife(RuleBasedStateMachine):
             row = {"ts": self._ts(offset), **f}
             row["latency_ms"] = "" if row["latency_ms"] is None else row["latency_ms"]
             row["api_key_id"] = row["api_key_id"] or ""
+            row["unit"] = row["unit"] or ""
+            row["upstream_model"] = row["upstream_model"] or ""
             row["estimated"] = "true" if row["estimated"] else "false"
             rows += [row] * times
         path = self.workdir / f"import-{len(self.files)}.csv"
@@ -473,7 +491,8 @@ class LedgerLife(RuleBasedStateMachine):
             previous_start, previous_end), view
         query = UsageQuery(CallFilter(**{
             "api_key_ids": view.filter.api_key_ids, "models": view.filter.models,
-            "call_types": view.filter.call_types}), time_range)
+            "call_types": view.filter.call_types,
+            "upstream_models": view.filter.upstream_models}), time_range)
         records = list(self.log.values())
 
         summary = usage_summary(self.ledger, query)
@@ -495,9 +514,13 @@ class LedgerLife(RuleBasedStateMachine):
                     ] == expected["series"], (view, metric)
 
         got_rows = usage_breakdown(self.ledger, query, group_by=[view.group_by])["rows"]
+        # No minute rollup has the upstream model: its peaks come from raw records, so
+        # from the purge floor on.
+        peak_from_us = self.ledger.minute_floor_s() * US
+        if view.group_by == "upstream_model" or view.filter.upstream_models:
+            peak_from_us = max(peak_from_us, self.floor_us)
         expected_rows = brute.breakdown(records, view.filter, start, end, tz,
-                                        [view.group_by], CURRENCY,
-                                        peak_from_us=self.ledger.minute_floor_s() * US)
+                                        [view.group_by], CURRENCY, peak_from_us=peak_from_us)
         rows = {(row[view.group_by] or "",): {
             k: v for k, v in row.items() if k not in (view.group_by, "api_key_name")}
             for row in got_rows}
@@ -511,6 +534,9 @@ VIEWS_PER_STEP = (
     View("Asia/Beirut", "30d", brute.Filter(call_types=("model", "service")), "api_key"),
     View("Pacific/Chatham", "1d", brute.Filter(api_key_ids=("key-a",)), "call_type"),
     View("America/Santiago", "3d", brute.Filter(models=("m-chat",)), "model"),
+    # The upstream model's own tiers: kept for ever, so exact past raw retention too.
+    View("Asia/Beirut", "30d", brute.Filter(upstream_models=UPSTREAM_MODELS[:1]),
+         "upstream_model"),
 )
 
 

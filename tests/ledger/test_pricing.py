@@ -154,3 +154,24 @@ def test_a_route_price_in_another_currency_is_a_config_error(tmp_path: Path) -> 
     config.write_text(config.read_text().replace('currency = "USD"\n', ""))
     settings = load_settings(config)
     assert settings.routes[1].price is not None and settings.routes[1].price.currency is None
+
+
+def test_route_prices_carry_cache_write_and_per_unit_rates(db: Database) -> None:
+    ledger = Ledger(db)
+    assert ledger.sync_route_prices([
+        _route("claude", input_per_million="3", cached_input_per_million="0.3",
+               cache_write_per_million="3.75"),
+        _route("ocr", per_unit="0.0015")]) == ["claude", "ocr"]
+    stored = {p.model: p for p in price_store.list_prices(db)}  # read back from the table
+    assert stored["claude"].cache_write_per_million == Decimal("3.75")
+    assert stored["ocr"].per_unit == Decimal("0.0015")
+    assert stored["ocr"].rates()["per_unit"] == "0.0015"
+    assert stored["claude"].rates()["cache_write_per_million"] == "3.75"
+    # 0.5 M uncached × 3 + 0.2 M read × 0.3 + 0.3 M written × 3.75; 9 pages × 0.0015
+    assert ledger.cost_of("claude", T0, 1_000_000, 200_000, 0,
+                          cache_write_tokens=300_000) == 2_685_000_000
+    assert ledger.cost_of("ocr", T0, 0, 0, 0, units=9) == 13_500_000
+    assert ledger.sync_route_prices([
+        _route("claude", input_per_million="3", cached_input_per_million="0.3",
+               cache_write_per_million="3.75"),
+        _route("ocr", per_unit="0.0015")]) == []  # the same rates: nothing written again

@@ -272,5 +272,32 @@ def test_minute_rows_past_retention_are_not_walked(ledger: Ledger) -> None:
     assert not {tier.name for tier in TIERS if tier.windowed} & updated, statements
     assert {tier.name for tier in TIERS if not tier.windowed} <= updated
     assert _sum(ledger.db, calls) == expected
-    assert [_sum(ledger.db, t.table) for t in TIERS if not t.windowed] == [expected] * 6
+    kept = [tier for tier in TIERS if not tier.windowed]
+    assert [_sum(ledger.db, t.table) for t in kept] == [expected] * len(kept)
+    assert check_rollups(ledger).ok
+
+
+def test_recompute_prices_cache_writes_and_units(ledger: Ledger) -> None:
+    """Repricing reads a call's cache writes and units: each at its own rate, exactly, and
+    every tier (the upstream-model ones too) moves with the raw records."""
+    now_s = int(time.time()) // 60 * 60
+    ledger.store([
+        CallRecord(id="write", ts_us=(now_s - 600) * US, model="claude", call_type="model",
+                   input_tokens=1_000_000, cached_input_tokens=200_000,
+                   cache_write_tokens=300_000, output_tokens=0, total_tokens=1_000_000,
+                   upstream_model="claude-2026"),
+        CallRecord(id="pages", ts_us=(now_s - 300) * US, model="ocr", call_type="service",
+                   units=9, unit="page"),
+    ])
+    ledger.set_price(Price("claude", 0, Decimal("3"), Decimal(0),
+                           cached_input_per_million=Decimal("0.3"),
+                           cache_write_per_million=Decimal("3.75")))
+    ledger.set_price(Price("ocr", 0, Decimal(0), Decimal(0), per_unit=Decimal("0.0015")))
+    report = reprice(ledger, (now_s - 3600) * US, (now_s + 60) * US)
+    # 0.5 × 3 + 0.2 × 0.3 + 0.3 × 3.75 = 1.5 + 0.06 + 1.125; 9 × 0.0015
+    assert _sum(ledger.db, calls, id="write") == 2_685_000_000
+    assert _sum(ledger.db, calls, id="pages") == 13_500_000
+    assert report.after_nano == 2_698_500_000
+    for tier in TIERS:
+        assert _sum(ledger.db, tier.table) == 2_698_500_000, tier.name
     assert check_rollups(ledger).ok

@@ -80,6 +80,8 @@ KEYS = ("key-a", "key-b", "key-c", None)
 FILTER_KEYS = ("key-a", "key-b", "key-c", "key-never-used")
 MODELS = ("cltech/deepseek-r1-32b", "deepseek-r1-distill-llama-70b", "bge-m3")
 CATEGORIES = ("chat", "completion", "embedding", "other")
+UPSTREAM_MODELS = ("deepseek-r1-32b-0528", "llama-70b-v2", "bge-m3")
+UNITS = ("image", "second", "character", "search_unit", "page", "request")
 CALL_TYPES = ("model", "service", "internal")
 STATUSES = (200, 200, 200, 201, 304, 400, 401, 429, 429, 499, 500, 502, 503, 504)
 CURRENCY = "USD"
@@ -191,6 +193,8 @@ def _start_instant(draw: st.DrawFn, lo_us: int, hi_us: int, near: tuple[int, ...
 def _record(draw: st.DrawFn, index: int, ts_us: int) -> CallRecord:
     input_tokens = draw(st.one_of(st.integers(0, 60), st.integers(0, 10**9)))
     output_tokens = draw(st.one_of(st.integers(0, 60), st.integers(0, 10**9)))
+    cached = draw(st.integers(0, input_tokens))
+    unit = draw(st.none() | st.sampled_from(UNITS))
     return CallRecord(
         id=f"call-{index:04d}",
         ts_us=ts_us,
@@ -202,7 +206,11 @@ def _record(draw: st.DrawFn, index: int, ts_us: int) -> CallRecord:
         status_code=draw(st.sampled_from(STATUSES)),
         input_tokens=input_tokens,
         output_tokens=output_tokens,
-        cached_input_tokens=draw(st.integers(0, input_tokens)),
+        cached_input_tokens=cached,
+        cache_write_tokens=draw(st.just(0) | st.integers(0, input_tokens - cached)),
+        unit=unit,
+        units=0 if unit is None else draw(st.integers(1, 60) | st.integers(1, 10**9)),
+        upstream_model=draw(st.none() | st.sampled_from(UPSTREAM_MODELS)),
         reasoning_tokens=draw(st.integers(0, output_tokens)),
         total_tokens=input_tokens + output_tokens,
         cost_nano=draw(st.one_of(st.just(0), st.integers(0, 10**6), st.integers(0, 10**15))),
@@ -298,7 +306,8 @@ def cases(draw: st.DrawFn, short: bool = False) -> Case:
         now=now, tz=tz_name, period=period, start=start, end=end,
         batches=tuple(batches),
         filter=brute.Filter(draw(_subset(FILTER_KEYS)), draw(_subset(MODELS)),
-                            draw(_subset(CALL_TYPES)), draw(_subset(CATEGORIES))),
+                            draw(_subset(CALL_TYPES)), draw(_subset(CATEGORIES)),
+                            draw(_subset(UPSTREAM_MODELS))),
         clock_s=clock_s,
         minute_retention_days=minute_retention_days,
         expected=expected,
@@ -341,6 +350,11 @@ def _number(card: Any) -> Fraction | None:
 def _expected_changes(current: dict[str, Any], previous: dict[str, Any]) -> dict[str, Any]:
     changes: dict[str, Any] = {}
     for name in brute.CARDS:
+        if name == "units":  # per unit kind of the current period
+            changes[name] = None if current[name] is None else _expected_changes_of(
+                current[name], {unit: (previous[name] or {}).get(unit)
+                                for unit in current[name]})
+            continue
         now, before = _number(current[name]), _number(previous[name])
         if now is None or before is None or (not before and not name.endswith("_rate")):
             changes[name] = None
@@ -349,6 +363,13 @@ def _expected_changes(current: dict[str, Any], previous: dict[str, Any]) -> dict
         else:
             changes[name] = float(round((now - before) / before, 6))
     return changes
+
+
+def _expected_changes_of(current: dict[str, int], previous: dict[str, int | None]
+                        ) -> dict[str, float | None]:
+    return {name: None if not previous[name] else float(round(
+        (Fraction(value) - Fraction(previous[name] or 0)) / Fraction(previous[name] or 1), 6))
+        for name, value in current.items()}
 
 
 # Properties ----------------------------------------------------------------------------------
@@ -403,20 +424,24 @@ def test_usage_trend_matches_brute_force(db: Database, case: Case, data: st.Data
     tz = ZoneInfo(case.tz)
     granularity = data.draw(st.sampled_from(_granularities(start_us, end_us, tz)),
                             label="granularity")
-    group_by = data.draw(st.sampled_from(("model", "api_key", "call_type", "model_category")),
-                         label="group_by")
+    group_by = data.draw(st.sampled_from(("model", "api_key", "call_type", "model_category",
+                                          "upstream_model")), label="group_by")
+    unit = data.draw(st.sampled_from(UNITS), label="unit")
     records = case.records()
-    for metric in ("requests", "total_tokens", "input_tokens", "output_tokens", "cost"):
+    for metric in ("requests", "total_tokens", "input_tokens", "output_tokens", "cost",
+                   "cache_write_tokens", "units"):
         got = usage_trend(ledger, query, metric=metric, granularity=granularity,
-                          group_by=group_by)
-        expected = brute.trend(records, case.filter, start_us, end_us, tz, metric,
+                          group_by=group_by, unit=unit)
+        expected = brute.trend(records, case.filter, start_us, end_us, tz,
+                               f"units:{unit}" if metric == "units" else metric,
                                granularity, group_by)
         assert got["buckets"] == expected["buckets"], metric
         assert [{k: s[k] for k in ("name", "values", "total")} for s in got["series"]] == (
             expected["series"]), metric
         for series in got["series"]:
             if series["name"] == "":
-                assert series["label"] == "(no key)"
+                assert series["label"] == {"api_key": "(no key)",
+                                           "upstream_model": "(not reported)"}[group_by]
 
 
 def _sort_value(row: dict[str, Any], key: str) -> Any:
@@ -435,7 +460,7 @@ def test_usage_breakdown_matches_brute_force(db: Database, case: Case,
     _note(case, query)
     start_us, end_us = case.expected[:2]
     group_by = data.draw(st.lists(
-        st.sampled_from(("api_key", "model", "call_type", "model_category")),
+        st.sampled_from(("api_key", "model", "call_type", "model_category", "upstream_model")),
         min_size=1, max_size=2, unique=True), label="group_by")
     sort_key = data.draw(st.sampled_from((*BREAKDOWN_SORTS, *group_by)), label="sort")
     sort = data.draw(st.sampled_from(("-", "")), label="direction") + sort_key

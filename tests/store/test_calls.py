@@ -69,6 +69,13 @@ def make_record(n: int, **changes: Any) -> CallRecord:
         estimated=rng.random() < 0.2,
         metadata=rng.choice((None, {"team": "search", "n": n})),
     )
+    # Drawn after the fields above, so those stay what they were before these existed.
+    values["cache_write_tokens"] = rng.randrange(0, input_tokens - values["cached_input_tokens"]
+                                                 + 1)
+    values["unit"] = rng.choice((None, "image", "second", "character", "search_unit", "page",
+                                 "request"))
+    values["units"] = 0 if values["unit"] is None else rng.randrange(1, 10_000)
+    values["upstream_model"] = rng.choice((None, "deepseek-r1-32b-0528", "bge-m3-v2"))
     values.update(changes)
     return CallRecord(**values)
 
@@ -85,6 +92,8 @@ def stored_records(db: Database) -> list[CallRecord]:
         cost_nano=row.cost_nano, latency_ms=row.latency_ms, ttft_ms=row.ttft_ms,
         estimated=bool(row.estimated),
         metadata=None if row.metadata is None else json.loads(row.metadata),
+        cache_write_tokens=row.cache_write_tokens, units=row.units, unit=row.unit,
+        upstream_model=row.upstream_model,
     ) for row in rows]
 
 

@@ -70,3 +70,73 @@ def test_the_binding_migration_ends_unbound_admin_sessions_only(db: Database) ->
         names = [row.name for row in conn.execute(select(meta.c.name))]
     assert left == [("key_1", None)]
     assert "admin_sessions_token_fingerprint" not in names
+
+
+def test_0007_upgrades_a_purged_ledger_in_place_losing_nothing(db: Database) -> None:
+    # A ledger at 0006 whose oldest raw records were purged: after 0007 every figure is the
+    # same, the new measures are 0, and the upstream-model tiers (filled from the stored
+    # rollups, not from the raw records left) give the same figures grouped by upstream model.
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    from alembic import command
+    from sqlalchemy import func, select
+
+    from tallygate.ledger.maintenance import check_rollups, purge_expired
+    from tallygate.ledger.service import Ledger
+    from tallygate.ledger.statistics import (
+        UsageQuery,
+        usage_breakdown,
+        usage_summary,
+        usage_trend,
+    )
+    from tallygate.ledger.timerange import resolve_range
+    from tallygate.store.schema import MEASURES_0007, TIERS, calls
+    from tallygate.store.usage import CallFilter
+    from tests.store.test_calls import make_record
+
+    now_s = time.time()
+    old_style = {"cache_write_tokens": 0, "units": 0, "unit": None, "upstream_model": None}
+    records = [make_record(n, ts_us=int((now_s - n * 5400) * 1_000_000), **old_style)
+               for n in range(900)]  # 900 calls over the last ~56 days
+    ledger = Ledger(db, raw_retention_days=30)
+    ledger.store(records)
+    assert purge_expired(ledger).raw_deleted > 0
+    today = datetime.now(UTC).date()
+    window = ((today - timedelta(days=60)).isoformat(), (today + timedelta(days=1)).isoformat())
+
+    def figures() -> list[object]:
+        out: list[object] = []
+        for tz in ("UTC", "Asia/Kathmandu"):
+            query = UsageQuery(CallFilter(), resolve_range(None, *window, tz))
+            summary = usage_summary(ledger, query)
+            out += [summary["cards"], summary["previous"],
+                    usage_trend(ledger, query, "cost", "day", "model"),
+                    usage_trend(ledger, query, "requests", "hour", "upstream_model"),
+                    usage_breakdown(ledger, query, ["api_key", "model"])["rows"],
+                    usage_breakdown(ledger, query, ["upstream_model", "call_type"])["rows"]]
+        return out
+
+    before = figures()  # as this code reads them from the same calls
+    config = db._alembic_config()
+    command.downgrade(config, "0006")
+    assert "rollup_15m_upstream" not in db.table_names()
+    command.upgrade(config, "head")
+    assert figures() == before
+    with db.read() as conn:
+        for tier in TIERS:
+            for measure in MEASURES_0007:
+                assert conn.execute(select(func.sum(tier.table.c[measure]))).scalar() in (
+                    None, 0), (tier.name, measure)
+        assert conn.execute(select(func.count()).select_from(calls).where(
+            calls.c.upstream_model.is_not(None))).scalar() == 0
+    query = UsageQuery(CallFilter(), resolve_range(None, *window, "UTC"))
+    summary = usage_summary(ledger, query)
+    assert summary["cards"]["cache_write_tokens"] == 0 and summary["cards"]["units"] == {}
+    by_upstream = usage_breakdown(ledger, query, ["upstream_model"])["rows"]
+    assert [(row["upstream_model"], row["calls"], row["cost"]) for row in by_upstream] == [
+        (None, len(records), summary["cards"]["cost"])]
+    # Read from the upstream tiers (the range reaches back past the purge floor).
+    per_day = usage_trend(ledger, query, "requests", "day", "upstream_model")
+    assert per_day["series"][0]["total"] == len(records)
+    assert check_rollups(ledger).ok

@@ -29,6 +29,9 @@ def usage_query(
         description="Only these models (repeatable).", max_length=200)] = None,
     call_type: Annotated[list[str] | None, Query(
         description="Only these call types: model, service, internal (repeatable).")] = None,
+    upstream_model: Annotated[list[str] | None, Query(
+        description="Only calls whose upstream reported running these models (the answer's "
+                    "model; repeatable).", max_length=200)] = None,
     model_category: Annotated[list[str] | None, Query(
         description="Only these categories: chat, completion, embedding, rerank, image, "
                     "audio, other (repeatable).")] = None,
@@ -50,14 +53,16 @@ def usage_query(
             raise ApiError(403, "An API key may only read its own usage", code="forbidden_key",
                            param="api_key_id")
         keys = (principal.api_key_id,)  # type: ignore[assignment]
-    for value in (*keys, *(model or ())):
-        if not value or len(value) > 200 or "\x00" in value:
-            raise BadParameter("model" if value in (model or ()) else "api_key_id",
-                               "must be between 1 and 200 characters, without NUL")
+    for param, values in (("api_key_id", keys), ("model", model or ()),
+                          ("upstream_model", upstream_model or ())):
+        for value in values:
+            if not value or len(value) > 200 or "\x00" in value:
+                raise BadParameter(param, "must be between 1 and 200 characters, without NUL")
     call_filter = CallFilter(
         api_key_ids=keys,
         models=tuple(model or ()),
         call_types=_checked(call_type, CALL_TYPES, "call_type"),
         model_categories=_checked(model_category, MODEL_CATEGORIES, "model_category"),
+        upstream_models=tuple(upstream_model or ()),
     )
     return UsageQuery(call_filter, checked_range(period, start, end, tz))

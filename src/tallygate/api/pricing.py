@@ -34,6 +34,8 @@ class PriceIn(BaseModel):
     cached_input_per_million: PriceAmount | None = None
     output_per_million: PriceAmount = Decimal(0)
     per_call: PriceAmount = Decimal(0)
+    cache_write_per_million: PriceAmount | None = None  # None: the input price
+    per_unit: PriceAmount = Decimal(0)  # each of a call's units (images, seconds, ...)
     currency: str | None = Field(None, min_length=3, max_length=3)
     effective_from: datetime | None = None
 
@@ -115,7 +117,9 @@ def set_price(request: Request, body: PriceIn,
                   input_per_million=body.input_per_million,
                   output_per_million=body.output_per_million,
                   cached_input_per_million=body.cached_input_per_million,
-                  per_call=body.per_call, currency=body.currency or ledger.currency)
+                  per_call=body.per_call, currency=body.currency or ledger.currency,
+                  cache_write_per_million=body.cache_write_per_million,
+                  per_unit=body.per_unit)
     try:
         ledger.set_price(price)
     except ValueError as exc:
@@ -125,7 +129,9 @@ def set_price(request: Request, body: PriceIn,
                 {"effective_from": start, "input_per_million": str(price.input_per_million),
                  "output_per_million": str(price.output_per_million),
                  "cached_input_per_million": None if price.cached_input_per_million is None
-                 else str(price.cached_input_per_million), "per_call": str(price.per_call)})
+                 else str(price.cached_input_per_million), "per_call": str(price.per_call),
+                 "cache_write_per_million": None if price.cache_write_per_million is None
+                 else str(price.cache_write_per_million), "per_unit": str(price.per_unit)})
     history = ledger.prices().history(body.model)
     index = next(i for i, p in enumerate(history) if p.effective_from_us == start)
     until = history[index + 1].effective_from_us if index + 1 < len(history) else None

@@ -47,12 +47,16 @@ def trend(
     request: Request,
     query: Query_,
     metric: Annotated[str, Query(description="requests, total_tokens, input_tokens, "
-                                             "output_tokens or cost")] = "requests",
+                                             "output_tokens, cost, cache_write_tokens or "
+                                             "units (with unit)")] = "requests",
     granularity: Annotated[str, Query(description="day, hour or minute")] = "day",
-    group_by: Annotated[str, Query(description="model, api_key, call_type or "
-                                               "model_category")] = "model",
+    group_by: Annotated[str, Query(description="model, api_key, call_type, "
+                                               "model_category or upstream_model")] = "model",
+    unit: Annotated[str | None, Query(
+        description="With metric=units: image, second, character, search_unit, page or "
+                    "request")] = None,
 ) -> dict[str, Any]:
-    return usage_trend(_ledger(request), query, metric, granularity, group_by)
+    return usage_trend(_ledger(request), query, metric, granularity, group_by, unit)
 
 
 def _group_by(values: list[str] | None) -> list[str]:
@@ -67,8 +71,8 @@ def breakdown(
     request: Request,
     query: Query_,
     group_by: Annotated[list[str] | None, Query(
-        description="api_key, model, call_type or model_category; two (comma-separated or "
-                    "repeated) for a cross table")] = None,
+        description="api_key, model, call_type, model_category or upstream_model; two "
+                    "(comma-separated or repeated) for a cross table")] = None,
     sort: Annotated[str, Query(description="A column, - for descending")] = "-calls",
     percentiles: Annotated[bool, Query(
         description="Add p50/p95 latency and time to first token per row (exact, from raw "
@@ -110,6 +114,7 @@ def export_usage(
     metric: str = "requests",
     granularity: str = "day",
     group_by: Annotated[list[str] | None, Query()] = None,
+    unit: Annotated[str | None, Query(description="With what=trend&metric=units")] = None,
 ) -> StreamingResponse:
     if format not in export.FORMATS:
         raise BadParameter("format", f"must be one of {', '.join(export.FORMATS)}")
@@ -118,14 +123,15 @@ def export_usage(
     if what not in export.VIEWS:
         raise BadParameter("what", f"must be one of {', '.join(export.VIEWS)}")
     ledger = _ledger(request)
-    body = _export_body(ledger, query, format, what, metric, granularity, _group_by(group_by))
+    body = _export_body(ledger, query, format, what, metric, granularity, _group_by(group_by),
+                        unit)
     filename = f"tallygate-{what}.{format}"
     return StreamingResponse(iterate_in_threadpool(body), media_type=export.MEDIA_TYPES[format],
                              headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
 def _export_body(ledger: Ledger, query: UsageQuery, fmt: str, what: str, metric: str,
-                 granularity: str, group_by: list[str]) -> Iterator[bytes]:
+                 granularity: str, group_by: list[str], unit: str | None) -> Iterator[bytes]:
     if what == "calls":
         return export.calls_stream(fmt, stream_calls(ledger.db, query.filter,
                                                    query.range.start_us, query.range.end_us))
@@ -134,7 +140,7 @@ def _export_body(ledger: Ledger, query: UsageQuery, fmt: str, what: str, metric:
         view = usage_summary(ledger, query)
     elif what == "trend":
         view = usage_trend(ledger, query, metric, granularity, group_by[0] if group_by
-                           else "model")
+                           else "model", unit)
     else:
         view = usage_breakdown(ledger, query, group_by)
     return export.view_stream(what, fmt, view)

@@ -78,7 +78,10 @@ def list_prices(
                      "cached_input_per_million": None if price.cached_input_per_million is None
                      else str(price.cached_input_per_million),
                      "output_per_million": str(price.output_per_million),
-                     "per_call": str(price.per_call), "currency": price.currency})
+                     "per_call": str(price.per_call), "currency": price.currency,
+                     "cache_write_per_million": None if price.cache_write_per_million is None
+                     else str(price.cache_write_per_million),
+                     "per_unit": str(price.per_unit)})
     shown_discounts = [{"api_key_id": d.api_key_id, "percent": str(d.percent),
                         "effective_from": format_ts(d.effective_from_us)}
                        for d in discounts.all_discounts()]
@@ -87,7 +90,8 @@ def list_prices(
                           "discounts": shown_discounts}, indent=2))
         return
     out = Table(title=f"Prices ({ledger.currency} per million tokens)")
-    for column in ("model", "from", "until", "input", "cached input", "output", "per call"):
+    for column in ("model", "from", "until", "input", "cached input", "cache write", "output",
+                   "per call", "per unit"):
         out.add_column(column, justify="left" if column in ("model", "from", "until")
                        else "right")
     for row in rows:
@@ -95,7 +99,8 @@ def list_prices(
         out.add_row(row["model"], _short(row["effective_from"]),
                     _short(row["effective_until"] or ""),
                     row["input_per_million"], row["cached_input_per_million"] or "=input",
-                    row["output_per_million"], row["per_call"], style=style)
+                    row["cache_write_per_million"] or "=input", row["output_per_million"],
+                    row["per_call"], row["per_unit"], style=style)
     console.print(out)
     for d in shown_discounts:
         console.print(f"key {d['api_key_id']}: {d['percent']} % off from "
@@ -117,6 +122,12 @@ def set_price(
         "--cached-input", help="Per million cached input tokens (default: the input "
                                "price).")] = None,
     per_call: Annotated[str, typer.Option("--per-call", help="Per successful call.")] = "0",
+    cache_write: Annotated[str | None, typer.Option(
+        "--cache-write-per-million", help="Per million input tokens written to a prompt "
+                                          "cache (default: the input price).")] = None,
+    per_unit: Annotated[str, typer.Option(
+        "--per-unit", help="Per unit a call is billed by (image, second, character, "
+                           "search unit, page, request).")] = "0",
     effective_from: From = None,
 ) -> None:
     """Set a model's price from a moment on. Calls already stored keep their cost: run
@@ -127,7 +138,9 @@ def set_price(
                   output_per_million=_decimal("--output", output) or Decimal(0),
                   cached_input_per_million=_decimal("--cached-input", cached_input),
                   per_call=_decimal("--per-call", per_call) or Decimal(0),
-                  currency=ledger.currency)
+                  currency=ledger.currency,
+                  cache_write_per_million=_decimal("--cache-write-per-million", cache_write),
+                  per_unit=_decimal("--per-unit", per_unit) or Decimal(0))
     try:
         ledger.set_price(price)
     except ValueError as exc:
@@ -135,9 +148,11 @@ def set_price(
     write_audit(ledger.db, ACTOR, "price.set", model,
                 {"effective_from": price.effective_from_us, "input_per_million": input,
                  "output_per_million": output, "cached_input_per_million": cached_input,
-                 "per_call": per_call})
-    console.print(f"{model}: {input} in, {cached_input or input} cached, {output} out per "
-                  f"million, {per_call} per call ({ledger.currency}) from "
+                 "per_call": per_call, "cache_write_per_million": cache_write,
+                 "per_unit": per_unit})
+    console.print(f"{model}: {input} in, {cached_input or input} cached, "
+                  f"{cache_write or input} cache write, {output} out per million, "
+                  f"{per_call} per call, {per_unit} per unit ({ledger.currency}) from "
                   f"{format_ts(price.effective_from_us)[:19]}Z")
 
 

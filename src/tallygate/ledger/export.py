@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from typing import Any
 
+from tallygate.ledger.categories import UNITS
 from tallygate.ledger.records import CallRecord
 
 FORMATS = ("csv", "xlsx", "json", "ndjson", "parquet")
@@ -34,15 +35,28 @@ MEDIA_TYPES = {
 CALL_FIELDS = ("id", "ts", "api_key_id", "model", "model_category", "call_type", "endpoint",
                "status_code", "input_tokens", "output_tokens", "cached_input_tokens",
                "reasoning_tokens", "total_tokens", "cost", "latency_ms", "ttft_ms",
-               "estimated", "metadata")
+               "estimated", "metadata", "cache_write_tokens", "units", "unit",
+               "upstream_model")
 
 
 def summary_table(summary: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     rows = []
     for name, value in summary["cards"].items():
-        rows.append([name, _plain(value), _plain(summary["previous"].get(name)),
-                     summary["change"].get(name)])
+        previous = summary["previous"].get(name)
+        if name == "units":
+            rows.extend(_unit_rows(value, previous, summary["change"].get(name)))
+            continue
+        rows.append([name, _plain(value), _plain(previous), summary["change"].get(name)])
     return ["card", "value", "previous", "change"], rows
+
+
+def _unit_rows(value: dict[str, int] | None, previous: dict[str, int] | None,
+               change: dict[str, float | None] | None) -> list[list[Any]]:
+    """The units card, one row per unit kind either period has: ``units_image``, ..."""
+    kinds = [unit for unit in UNITS if unit in (value or {}) or unit in (previous or {})]
+    return [[f"units_{unit}", None if value is None else value.get(unit, 0),
+             None if previous is None else previous.get(unit, 0),
+             (change or {}).get(unit)] for unit in kinds]
 
 
 def series_columns(series: list[dict[str, Any]], fixed: tuple[str, ...] = ("bucket",)
@@ -80,9 +94,24 @@ def trend_table(trend: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
 
 
 def breakdown_table(breakdown: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """One column per field; the ``units`` of each row become a column per unit kind some
+    row has (``units_image``, ...), where a row without that kind has 0."""
     items = breakdown["rows"]
-    header = list(items[0]) if items else [*breakdown["group_by"], "calls"]
-    return header, [[_plain(item.get(column)) for column in header] for item in items]
+    fields = list(items[0]) if items else [*breakdown["group_by"], "calls"]
+    kinds = [unit for unit in UNITS if any(unit in (item.get("units") or {}) for item in items)]
+    header: list[str] = []
+    for field in fields:
+        header.extend([f"units_{unit}" for unit in kinds] if field == "units" else [field])
+    rows = []
+    for item in items:
+        row: list[Any] = []
+        for field in fields:
+            if field == "units":
+                row.extend((item.get("units") or {}).get(unit, 0) for unit in kinds)
+            else:
+                row.append(_plain(item.get(field)))
+        rows.append(row)
+    return header, rows
 
 
 def call_row(record: CallRecord) -> list[Any]:
@@ -193,7 +222,8 @@ def _call_schema() -> Any:
         ("status_code", pa.int32()), ("input_tokens", count), ("output_tokens", count),
         ("cached_input_tokens", count), ("reasoning_tokens", count), ("total_tokens", count),
         ("cost", pa.decimal128(38, 9)), ("latency_ms", pa.int64()), ("ttft_ms", pa.int64()),
-        ("estimated", pa.bool_()), ("metadata", text),
+        ("estimated", pa.bool_()), ("metadata", text), ("cache_write_tokens", count),
+        ("units", count), ("unit", text), ("upstream_model", text),
     ])
 
 
@@ -217,6 +247,9 @@ def _call_columns(records: list[CallRecord]) -> dict[str, list[Any]]:
         "estimated": [r.estimated for r in records],
         "metadata": [None if r.metadata is None
                      else json.dumps(r.metadata, separators=(",", ":")) for r in records],
+        "cache_write_tokens": [r.cache_write_tokens for r in records],
+        "units": [r.units for r in records], "unit": [r.unit for r in records],
+        "upstream_model": [r.upstream_model for r in records],
     }
 
 

@@ -44,7 +44,7 @@ class IngestResult:
                 "errors": [e.as_dict() for e in self.errors]}
 
 
-_TEXT_FIELDS = ("id", "model", "api_key_id", "endpoint")
+_TEXT_FIELDS = ("id", "model", "api_key_id", "endpoint", "upstream_model")
 
 
 def _first_error(exc: ValidationError) -> tuple[str | None, str]:
@@ -103,7 +103,9 @@ def _validated(ledger: Ledger, items: Sequence[Any], first_index: int
         if event.cost is None:
             cost = ledger.cost_of(record.model, record.ts_us, record.input_tokens,
                                   record.cached_input_tokens, record.output_tokens,
-                                  record.status_code, record.api_key_id)
+                                  record.status_code, record.api_key_id,
+                                  cache_write_tokens=record.cache_write_tokens,
+                                  units=record.units)
             record = event.to_record(cost)
         records.append(record)
         indexes.append(index)

@@ -41,6 +41,9 @@ class Price:
             "output_per_million": str(self.output_per_million),
             "per_call": str(self.per_call),
             "currency": self.currency,
+            "cache_write_per_million": None if self.cache_write_per_million is None
+            else str(self.cache_write_per_million),
+            "per_unit": str(self.per_unit),
         }
 
     def amount(self, input_tokens: int, cached_input_tokens: int, output_tokens: int,

@@ -11,10 +11,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StrictBool, StrictInt, field_validator, model_validator
 
-from tallygate.ledger.categories import CALL_TYPES, MODEL_CATEGORIES, category_for_endpoint
+from tallygate.ledger.categories import (
+    CALL_TYPES,
+    MODEL_CATEGORIES,
+    UNITS,
+    category_for_endpoint,
+)
 from tallygate.ledger.money import format_amount, to_nano
 
 MAX_TOKENS_PER_CALL = 1_000_000_000
+MAX_UNITS_PER_CALL = 1_000_000_000
 MAX_LATENCY_MS = 86_400_000
 MAX_METADATA_BYTES = 4096
 EARLIEST_TS = datetime(2000, 1, 1, tzinfo=UTC)
@@ -74,6 +80,10 @@ class CallRecord:
             "ttft_ms": self.ttft_ms,
             "estimated": self.estimated,
             "metadata": self.metadata,
+            "cache_write_tokens": self.cache_write_tokens,
+            "units": self.units,
+            "unit": self.unit,
+            "upstream_model": self.upstream_model,
         }
 
 
@@ -121,6 +131,10 @@ class CallEvent(BaseModel):
     ttft_ms: Annotated[StrictInt, Field(ge=0, le=MAX_LATENCY_MS)] | None = None
     estimated: StrictBool = False
     metadata: dict[str, str | int | float | bool | None] | None = None
+    cache_write_tokens: TokenCount = 0
+    units: Annotated[StrictInt, Field(ge=0, le=MAX_UNITS_PER_CALL)] = 0
+    unit: Literal[UNITS] | None = None  # type: ignore[valid-type]
+    upstream_model: str | None = Field(None, min_length=1, max_length=200)
 
     @field_validator("ts")
     @classmethod
@@ -157,6 +171,13 @@ class CallEvent(BaseModel):
     def _consistent(self) -> CallEvent:
         if self.cached_input_tokens > self.input_tokens:
             raise ValueError("cached_input_tokens: cannot exceed input_tokens")
+        if self.cached_input_tokens + self.cache_write_tokens > self.input_tokens:
+            # Both are parts of the input: cache reads, cache writes, and the rest.
+            raise ValueError("cache_write_tokens: cached_input_tokens + cache_write_tokens "
+                             "cannot exceed input_tokens")
+        if self.units and self.unit is None:
+            raise ValueError("unit: required when units is not 0 (one of "
+                             f"{', '.join(UNITS)})")
         if self.reasoning_tokens > self.output_tokens:
             raise ValueError("reasoning_tokens: cannot exceed output_tokens")
         total = self.input_tokens + self.output_tokens
@@ -187,6 +208,10 @@ class CallEvent(BaseModel):
             ttft_ms=self.ttft_ms,
             estimated=self.estimated,
             metadata=self.metadata,
+            cache_write_tokens=self.cache_write_tokens,
+            units=self.units,
+            unit=self.unit,
+            upstream_model=self.upstream_model,
         )
 
 

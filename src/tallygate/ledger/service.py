@@ -149,6 +149,8 @@ class Ledger:
                 cached_input_per_million=route.price.cached_input_per_million,
                 per_call=route.price.per_call,
                 currency=route.price.currency or self.currency,
+                cache_write_per_million=route.price.cache_write_per_million,
+                per_unit=route.price.per_unit,
             )
             try:
                 check_price(wanted, self.currency)

@@ -21,12 +21,14 @@ from tallygate.ledger.timerange import (
     iter_buckets,
 )
 from tallygate.store import keys as key_store
+from tallygate.store.schema import ROLLUP_MEASURES, UNIT_MEASURES
 from tallygate.store.usage import (
     PERCENTILE_COLUMNS,
     Aggregate,
     CallFilter,
     aggregate,
     aggregate_checked,
+    peak_from_us,
     peak_per_minute,
     percentiles,
 )
@@ -37,12 +39,16 @@ METRICS = {
     "input_tokens": "input_tokens",
     "output_tokens": "output_tokens",
     "cost": "cost_nano",
+    "cache_write_tokens": "cache_write_tokens",
+    "units": "units_<unit>",  # of the kind the ``unit`` parameter names
 }
 GROUPS = {"api_key": "api_key_id", "model": "model", "call_type": "call_type",
-          "model_category": "model_category"}
+          "model_category": "model_category", "upstream_model": "upstream_model"}
+# Groups whose "" (a call without a key, or without a reported upstream model) shows as null.
+_EMPTY_AS_NULL = ("api_key", "upstream_model")
 CARD_MEASURES = ("calls", "success_calls", "failed_calls", "rate_limited_calls",
                  "input_tokens", "output_tokens", "cached_input_tokens", "total_tokens",
-                 "cost_nano")
+                 "cost_nano", "cache_write_tokens", *UNIT_MEASURES.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +61,12 @@ class UsageQuery:
     def window(self) -> dict[str, str]:
         return {"start": self.range.start().isoformat(), "end": self.range.end().isoformat(),
                 "tz": self.range.tz.key}
+
+
+def units_by_kind(sums: dict[str, int]) -> dict[str, int]:
+    """The units of each kind among measure ``sums``, kinds without any left out: a card or
+    row shows only the units its calls were billed by."""
+    return {unit: sums[measure] for unit, measure in UNIT_MEASURES.items() if sums[measure]}
 
 
 def _ratio(part: int, whole: int) -> float | None:
@@ -83,7 +95,8 @@ def _cards(ledger: Ledger, query: UsageQuery, start_us: int, end_us: int,
         return dict.fromkeys(
             ("model_calls", "service_calls", "internal_calls", "business_calls", "total_tokens",
              "input_tokens", "output_tokens", "cached_input_tokens", "cost", "success_calls",
-             "failed_calls", "rate_limited_calls", "success_rate", "cache_hit_rate"))
+             "failed_calls", "rate_limited_calls", "success_rate", "cache_hit_rate",
+             "cache_write_tokens", "units"))
     return {
         "model_calls": calls,
         "service_calls": by_type["service"],
@@ -99,6 +112,8 @@ def _cards(ledger: Ledger, query: UsageQuery, start_us: int, end_us: int,
         "rate_limited_calls": totals["rate_limited_calls"],
         "success_rate": _ratio(totals["success_calls"], calls),
         "cache_hit_rate": _ratio(totals["cached_input_tokens"], totals["input_tokens"]),
+        "cache_write_tokens": totals["cache_write_tokens"],
+        "units": units_by_kind(totals),
     }
 
 
@@ -110,10 +125,16 @@ def _card_number(card: Any) -> Decimal | None:
     return Decimal(card)
 
 
-def _changes(current: dict[str, Any], previous: dict[str, Any]) -> dict[str, float | None]:
+def _changes(current: dict[str, Any], previous: dict[str, Any]) -> dict[str, Any]:
     """Relative change per card; None when either side has no data or the base is 0."""
-    changes: dict[str, float | None] = {}
+    changes: dict[str, Any] = {}
     for name, value in current.items():
+        if name == "units":  # per unit kind
+            before_units = previous.get(name)
+            changes[name] = None if value is None else _changes(
+                {unit: n for unit, n in value.items()},
+                {unit: (before_units or {}).get(unit) for unit in value})
+            continue
         now, before = _card_number(value), _card_number(previous.get(name))
         if name.endswith("_rate"):
             changes[name] = None if now is None or before is None else float(
@@ -129,9 +150,10 @@ def usage_summary(ledger: Ledger, query: UsageQuery) -> dict[str, Any]:
     exact: list[bool] = []
     cards = _cards(ledger, query, r.start_us, r.end_us, exact)
     previous = _cards(ledger, query, r.previous_start_us, r.previous_end_us, exact)
-    floor = ledger.minute_floor_s()
-    peaks = peak_per_minute(ledger.db, Aggregate(r.start_us, r.end_us, query.filter,
-                                                 minute_floor_s=floor))
+    peak_spec = Aggregate(r.start_us, r.end_us, query.filter,
+                          minute_floor_s=ledger.minute_floor_s())
+    peaks = peak_per_minute(ledger.db, peak_spec)
+    floor = peak_from_us(ledger.db, peak_spec) // 1_000_000
     peak = peaks.get(())
     cards["peak_rpm"] = None if peak is None else peak[0]
     cards["peak_tpm"] = None if peak is None else peak[1]
@@ -162,15 +184,20 @@ def _series_value(metric: str, value: int) -> int | str:
 
 
 def usage_trend(ledger: Ledger, query: UsageQuery, metric: str = "requests",
-                granularity: str = "day", group_by: str = "model") -> dict[str, Any]:
+                granularity: str = "day", group_by: str = "model",
+                unit: str | None = None) -> dict[str, Any]:
+    """``metric=units`` counts the units of one kind, named by ``unit``."""
     if metric not in METRICS:
         raise BadParameter("metric", f"must be one of {', '.join(METRICS)}")
+    if metric == "units" and unit not in UNIT_MEASURES:
+        raise BadParameter("unit", "metric=units needs unit, one of "
+                                   f"{', '.join(UNIT_MEASURES)}")
     if group_by not in GROUPS:
         raise BadParameter("group_by", f"must be one of {', '.join(GROUPS)}")
     check_bucket_count(granularity, query.range)
     bucketing = bucketing_for(granularity, query.range)
     dimension = GROUPS[group_by]
-    measure = METRICS[metric]
+    measure = UNIT_MEASURES[unit] if metric == "units" and unit else METRICS[metric]
     rows = aggregate(ledger.db, Aggregate(
         query.range.start_us, query.range.end_us, query.filter, (dimension,), bucketing,
         measures=(measure,), minute_floor_s=ledger.minute_floor_s(),
@@ -188,6 +215,7 @@ def usage_trend(ledger: Ledger, query: UsageQuery, metric: str = "requests",
     ordered = sorted(series, key=lambda n: (-totals[n], n))
     return {
         "metric": metric,
+        **({"unit": unit} if metric == "units" else {}),
         "granularity": granularity,
         "group_by": group_by,
         **query.window(),
@@ -202,6 +230,8 @@ def usage_trend(ledger: Ledger, query: UsageQuery, metric: str = "requests",
 
 
 def _display_names(ledger: Ledger, group_by: str, groups: Any) -> dict[str, str]:
+    if group_by == "upstream_model":
+        return {"": "(not reported)"}
     if group_by != "api_key":
         return {}
     names = key_store.key_names(ledger.db)
@@ -213,7 +243,7 @@ PERCENTILE_FIELDS = {f"p{k}_{column}": (column, k)
 BREAKDOWN_SORTS = ("calls", "success_calls", "failed_calls", "rate_limited_calls",
                    "input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens",
                    "total_tokens", "cost", "cache_hit_rate", "avg_latency_ms", "peak_rpm",
-                   "peak_tpm", *PERCENTILE_FIELDS)
+                   "peak_tpm", "cache_write_tokens", *PERCENTILE_FIELDS)
 
 
 def usage_breakdown(ledger: Ledger, query: UsageQuery, group_by: Sequence[str] = ("model",),
@@ -248,12 +278,8 @@ def usage_breakdown(ledger: Ledger, query: UsageQuery, group_by: Sequence[str] =
     items = []
     for row in rows:
         groups = row[2:2 + len(dims)]
-        m = dict(zip(("calls", "success_calls", "failed_calls", "rate_limited_calls",
-                      "input_tokens", "output_tokens", "cached_input_tokens",
-                      "reasoning_tokens", "total_tokens", "cost_nano", "latency_ms_sum",
-                      "latency_count", "ttft_ms_sum", "ttft_count", "estimated_calls"),
-                     row[2 + len(dims):], strict=True))
-        item: dict[str, Any] = {g: (v or None) if g == "api_key" else v
+        m = dict(zip(ROLLUP_MEASURES, row[2 + len(dims):], strict=True))
+        item: dict[str, Any] = {g: (v or None) if g in _EMPTY_AS_NULL else v
                                 for g, v in zip(group_by, groups, strict=True)}
         if "api_key" in group_by:
             item["api_key_name"] = names.get(groups[group_by.index("api_key")])
@@ -264,6 +290,7 @@ def usage_breakdown(ledger: Ledger, query: UsageQuery, group_by: Sequence[str] =
             "input_tokens": m["input_tokens"], "output_tokens": m["output_tokens"],
             "cached_input_tokens": m["cached_input_tokens"],
             "reasoning_tokens": m["reasoning_tokens"], "total_tokens": m["total_tokens"],
+            "cache_write_tokens": m["cache_write_tokens"], "units": units_by_kind(m),
             "estimated_calls": m["estimated_calls"],
             "cache_hit_rate": _ratio(m["cached_input_tokens"], m["input_tokens"]),
             "success_rate": _ratio(m["success_calls"], m["calls"]),

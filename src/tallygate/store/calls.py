@@ -25,6 +25,7 @@ from tallygate.store.retention import floor_for_insert
 from tallygate.store.schema import (
     MEASURE_OF_CALL,
     MINUTE_S,
+    NULLABLE_DIMENSIONS,
     ROLLUP_MEASURES,
     TIERS,
     Tier,
@@ -36,8 +37,11 @@ CALL_COLUMNS = tuple(column.name for column in calls.columns)
 _RECORD_FIELDS = ("id", "ts_us", "api_key_id", "model", "model_category", "call_type",
                   "endpoint", "status_code", "input_tokens", "output_tokens",
                   "cached_input_tokens", "reasoning_tokens", "total_tokens", "cost_nano",
-                  "latency_ms", "ttft_ms", "estimated", "metadata")
+                  "latency_ms", "ttft_ms", "estimated", "cache_write_tokens", "units", "unit",
+                  "upstream_model", "metadata")
 assert len(_RECORD_FIELDS) == len(CALL_COLUMNS) and CALL_COLUMNS[-1] == "metadata"
+# Past ``ts`` each field has its column's name: a column added in the wrong place fails here.
+assert _RECORD_FIELDS[2:] == CALL_COLUMNS[2:]
 _record_values = attrgetter(*_RECORD_FIELDS)
 _record_id = attrgetter("id")
 _record_ts = attrgetter("ts_us")
@@ -235,7 +239,7 @@ def _raw_sums(tier: Tier, raw_source: str, where: str) -> str:
     and dimensions. ``ts`` is never negative, so integer division is the floor the tiers
     bucket with."""
     values = [f"ts / {tier.grain_s * US} * {tier.grain_s} AS bucket",
-              *("coalesce(api_key_id, '') AS api_key_id" if d == "api_key_id" else d
+              *(f"coalesce({d}, '') AS {d}" if d in NULLABLE_DIMENSIONS else d
                 for d in tier.dimensions),
               *(f"sum({MEASURE_OF_CALL[m]}) AS {m}" for m in ROLLUP_MEASURES)]
     groups = ", ".join(str(i + 1) for i in range(1 + len(tier.dimensions)))

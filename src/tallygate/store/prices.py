@@ -24,6 +24,9 @@ def list_prices(db: Database) -> list[Price]:
                 else Decimal(row.cached_input_per_million),
                 per_call=Decimal(row.per_call),
                 currency=row.currency,
+                cache_write_per_million=None if row.cache_write_per_million is None
+                else Decimal(row.cache_write_per_million),
+                per_unit=Decimal(row.per_unit),
             )
             for row in rows
         ]

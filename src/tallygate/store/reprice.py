@@ -41,7 +41,7 @@ BATCH = 1000
 # What the new cost of one call is computed from (a raw row's columns, in this order).
 PRICED_COLUMNS = ("id", "ts", "api_key_id", "model", "model_category", "call_type",
                   "status_code", "input_tokens", "cached_input_tokens", "output_tokens",
-                  "cost_nano")
+                  "cost_nano", "cache_write_tokens", "units", "upstream_model")
 NewCost = Callable[[Any], int | None]  # a row → its new cost, or None to leave it alone
 Deltas = dict[str, dict[tuple[Any, ...], int]]  # tier → rollup key → cost delta
 
@@ -137,7 +137,8 @@ def _tally(rows: Sequence[Row[Any]], new_cost: NewCost, counts: RepriceCounts
         per_model[2] += cost
         changed.append({"b_id": row.id, "b_cost": cost})
         values = {"api_key_id": row.api_key_id or "", "model": row.model,
-                  "model_category": row.model_category, "call_type": row.call_type}
+                  "model_category": row.model_category, "call_type": row.call_type,
+                  "upstream_model": row.upstream_model or ""}
         for tier in TIERS:
             key = (row.ts // (tier.grain_s * US) * tier.grain_s,
                    *(values[d] for d in tier.dimensions))

@@ -12,7 +12,7 @@ from tallygate.store.calls import upsert_sql
 from tallygate.store.database import Database
 from tallygate.store.retention import PURGE_FLOOR
 from tallygate.store.schema import ROLLUP_MEASURES, TIER_BY_NAME, Tier, calls, ledger_state
-from tallygate.store.usage import raw_measure
+from tallygate.store.usage import raw_dimension, raw_measure
 
 RollupKey = tuple[Any, ...]  # (bucket, *the tier's dimensions)
 # Rows that differ: ``{key: (stored, rebuilt)}``, ``None`` where there is no such row.
@@ -98,8 +98,7 @@ def _rebuilt(conn: Connection, tier: Tier, start_s: int,
              end_s: int) -> dict[RollupKey, tuple[int, ...]]:
     grain = tier.grain_s
     bucket = (calls.c.ts // (grain * US) * grain).label("bucket")
-    key = func.coalesce(calls.c.api_key_id, "").label("api_key_id")
-    dims = [key if d == "api_key_id" else calls.c[d] for d in tier.dimensions]
+    dims = [raw_dimension(d) for d in tier.dimensions]
     inner = select(bucket, *dims, *(raw_measure(m) for m in ROLLUP_MEASURES)).where(
         calls.c.ts >= start_s * US, calls.c.ts < end_s * US).subquery()
     groups = [inner.c.bucket, *(inner.c[d] for d in tier.dimensions)]

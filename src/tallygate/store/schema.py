@@ -22,6 +22,8 @@ from sqlalchemy import (
     Text,
 )
 
+from tallygate.ledger.categories import UNITS
+
 metadata = MetaData()
 
 calls = Table(
@@ -44,10 +46,22 @@ calls = Table(
     Column("latency_ms", Integer),
     Column("ttft_ms", Integer),
     Column("estimated", Boolean, nullable=False),
+    # Added by 0007; ``metadata`` stays last in this definition (store/calls.py writes the
+    # columns by position, the free-form one last).
+    Column("cache_write_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("units", BigInteger, nullable=False, server_default="0"),
+    Column("unit", String(20)),
+    Column("upstream_model", String(200)),
     Column("metadata", Text),
     Index("ix_calls_ts", "ts"),
     Index("ix_calls_key_ts", "api_key_id", "ts"),
 )
+
+# The measure that sums the units of each kind of unit: ``units_image``, ``units_second``, ...
+UNIT_MEASURES = {unit: f"units_{unit}" for unit in UNITS}
+# Measures added by migration 0007: stored with a server default of 0, so rows written
+# before it read as 0.
+MEASURES_0007 = ("cache_write_tokens", *UNIT_MEASURES.values())
 
 # Summable measures shared by every rollup tier. Order matters: the store writes them by
 # position.
@@ -67,6 +81,10 @@ ROLLUP_MEASURES = (
     "ttft_ms_sum",
     "ttft_count",
     "estimated_calls",
+    # Added by 0007: cache writes, and units per unit kind (one measure each, so a sum per
+    # kind is a plain column sum in every tier, like the token measures).
+    "cache_write_tokens",
+    *UNIT_MEASURES.values(),
 )
 # What one raw call adds to each measure, as SQL over a row of ``calls`` (or of a batch table
 # shaped like it): the one definition the writers' sums and the readers' raw edges share.
@@ -87,12 +105,23 @@ MEASURE_OF_CALL = {
     "ttft_ms_sum": "coalesce(ttft_ms, 0)",
     "ttft_count": "CASE WHEN ttft_ms IS NULL THEN 0 ELSE 1 END",
     "estimated_calls": "CASE WHEN estimated THEN 1 ELSE 0 END",
+    "cache_write_tokens": "cache_write_tokens",
+    # The unit names are constants of the code (UNITS), never input.
+    **{measure: f"CASE WHEN unit = '{unit}' THEN units ELSE 0 END"
+       for unit, measure in UNIT_MEASURES.items()},
 }
 assert tuple(MEASURE_OF_CALL) == ROLLUP_MEASURES
 ROLLUP_DIMENSIONS = ("api_key_id", "model", "model_category", "call_type")
 MINUTE_S = 60  # the grain of the tiers kept only for the minute window
 KEYLESS_DIMENSIONS = ROLLUP_DIMENSIONS[1:]
-_DIMENSION_WIDTHS = {"api_key_id": 64, "model": 200, "model_category": 20, "call_type": 10}
+# The upstream's model is a dimension of its own tiers only (rollup_*_upstream): keyless,
+# so they hold about as many rows as the *_all tiers, and kept for ever, so reconciliation
+# per UTC day x upstream model outlives raw retention.
+UPSTREAM_DIMENSIONS = (*KEYLESS_DIMENSIONS, "upstream_model")
+# Dimensions a raw record may leave empty: stored as "" in a rollup's primary key.
+NULLABLE_DIMENSIONS = ("api_key_id", "upstream_model")
+_DIMENSION_WIDTHS = {"api_key_id": 64, "model": 200, "model_category": 20, "call_type": 10,
+                     "upstream_model": 200}
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +171,9 @@ def _rollup_table(name: str, dimensions: tuple[str, ...] = ROLLUP_DIMENSIONS) ->
         name,
         metadata,
         *([*columns, bucket] if key_first else [bucket, *columns]),
-        *(Column(measure, BigInteger, nullable=False) for measure in ROLLUP_MEASURES),
+        *(Column(measure, BigInteger, nullable=False,
+                 server_default="0" if measure in MEASURES_0007 else None)
+          for measure in ROLLUP_MEASURES),
         *((Index(f"ix_{name}_key", "api_key_id", "bucket"),)
           if "api_key_id" in dimensions and not key_first else ()),
         sqlite_with_rowid=False,
@@ -157,6 +188,8 @@ rollup_1m_all = _rollup_table("rollup_1m_all", KEYLESS_DIMENSIONS)
 rollup_15m_all = _rollup_table("rollup_15m_all", KEYLESS_DIMENSIONS)
 rollup_1h_all = _rollup_table("rollup_1h_all", KEYLESS_DIMENSIONS)
 rollup_1d_all = _rollup_table("rollup_1d_all", KEYLESS_DIMENSIONS)
+rollup_15m_upstream = _rollup_table("rollup_15m_upstream", UPSTREAM_DIMENSIONS)
+rollup_1d_upstream = _rollup_table("rollup_1d_upstream", UPSTREAM_DIMENSIONS)
 rollup_1m_key = _rollup_table("rollup_1m_key", ("api_key_id",))  # a key's peak RPM/TPM
 rollup_1m_total = _rollup_table("rollup_1m_total", ())  # peak RPM/TPM of everything
 
@@ -166,9 +199,9 @@ rollup_1m_total = _rollup_table("rollup_1m_total", ())  # peak RPM/TPM of everyt
 TIERS = (
     Tier(rollup_1m, 60), Tier(rollup_1m_all, 60), Tier(rollup_1m_key, 60),
     Tier(rollup_1m_total, 60),
-    Tier(rollup_15m, 900), Tier(rollup_15m_all, 900),
+    Tier(rollup_15m, 900), Tier(rollup_15m_upstream, 900), Tier(rollup_15m_all, 900),
     Tier(rollup_1h, 3600), Tier(rollup_1h_all, 3600),
-    Tier(rollup_1d, 86400), Tier(rollup_1d_all, 86400),
+    Tier(rollup_1d, 86400), Tier(rollup_1d_upstream, 86400), Tier(rollup_1d_all, 86400),
 )
 TIER_BY_NAME = {tier.name: tier for tier in TIERS}
 
@@ -206,6 +239,8 @@ prices = Table(
     Column("output_per_million", String(40), nullable=False),
     Column("per_call", String(40), nullable=False),
     Column("currency", String(3), nullable=False),
+    Column("cache_write_per_million", String(40)),  # NULL: the input price (0007)
+    Column("per_unit", String(40), nullable=False, server_default="0"),  # 0007
 )
 
 audit_log = Table(

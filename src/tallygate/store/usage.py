@@ -41,6 +41,7 @@ from tallygate.store.database import Database
 from tallygate.store.retention import PURGE_FLOOR
 from tallygate.store.schema import (
     MEASURE_OF_CALL,
+    NULLABLE_DIMENSIONS,
     ROLLUP_MEASURES,
     TIERS,
     Tier,
@@ -48,7 +49,7 @@ from tallygate.store.schema import (
     ledger_state,
 )
 
-DIMENSIONS = ("api_key_id", "model", "model_category", "call_type")
+DIMENSIONS = ("api_key_id", "model", "model_category", "call_type", "upstream_model")
 US = 1_000_000
 
 
@@ -60,11 +61,13 @@ class CallFilter:
     models: tuple[str, ...] = ()
     call_types: tuple[str, ...] = ()
     model_categories: tuple[str, ...] = ()
+    upstream_models: tuple[str, ...] = ()  # "" matches calls without an upstream model
 
     def by_dimension(self) -> dict[str, tuple[str, ...]]:
         """The values each filtered dimension may take (unfiltered ones are absent)."""
         chosen = {"api_key_id": self.api_key_ids, "model": self.models,
-                  "call_type": self.call_types, "model_category": self.model_categories}
+                  "call_type": self.call_types, "model_category": self.model_categories,
+                  "upstream_model": self.upstream_models}
         return {name: values for name, values in chosen.items() if values}
 
 
@@ -312,6 +315,11 @@ def filter_conditions(table: Table, f: CallFilter) -> list[ColumnElement[bool]]:
         conditions.append(table.c.call_type.in_(f.call_types))
     if f.model_categories:
         conditions.append(table.c.model_category.in_(f.model_categories))
+    if f.upstream_models:
+        # Rollups store a missing upstream model as "", raw records as NULL.
+        column = table.c.upstream_model
+        conditions.append((func.coalesce(column, "") if table is calls else column)
+                          .in_(f.upstream_models))
     return conditions
 
 
@@ -345,11 +353,22 @@ def raw_measure(name: str) -> ColumnElement[Any]:
     return literal_column(MEASURE_OF_CALL[name], BigInteger).label(name)
 
 
+def raw_dimension_value(name: str) -> ColumnElement[Any]:
+    """A dimension of a raw call as the rollups store it ("" for a missing key or upstream
+    model)."""
+    column = calls.c[name]
+    return func.coalesce(column, "") if name in NULLABLE_DIMENSIONS else column
+
+
+def raw_dimension(name: str) -> ColumnElement[Any]:
+    """``raw_dimension_value``, named as the dimension."""
+    return raw_dimension_value(name).label(name)
+
+
 def _raw_select(spec: Aggregate, edges: list[tuple[int, int]]) -> Select[Any]:
     t = calls.c.ts // US
     in_edges = or_(*(and_(calls.c.ts >= lo, calls.c.ts < hi) for lo, hi in edges))
-    key = func.coalesce(calls.c.api_key_id, "").label("api_key_id")
-    dims = [key if d == "api_key_id" else calls.c[d] for d in spec.dimensions]
+    dims = [raw_dimension(d) for d in spec.dimensions]
     inner = select(
         *_bucket_columns(spec, t),
         *dims,
@@ -363,13 +382,15 @@ def peak_per_minute(db: Database, spec: Aggregate) -> dict[tuple[Any, ...], tupl
 
     Whole minutes come from the minute rollups, the partial minutes at the range's edges from
     raw records; the two never share a minute, so the peak is the larger of their peaks.
-    Minutes before ``spec.minute_floor_s`` are not looked at.
+    Minutes before ``spec.minute_floor_s`` are not looked at. No minute rollup has the
+    upstream model: a view that needs it reads raw records alone, and so only from the purge
+    floor on (``peak_from_us``).
     """
     peaks: dict[tuple[Any, ...], tuple[int, int]] = {}
     if spec.minute_floor_s is None:
         return peaks
     by_minute = Aggregate(
-        start_us=max(spec.start_us, spec.minute_floor_s * US), end_us=spec.end_us,
+        start_us=max(spec.start_us, peak_from_us(db, spec)), end_us=spec.end_us,
         filter=spec.filter, dimensions=spec.dimensions, bucketing=Bucketing(60, ((0, 0),)),
         measures=("calls", "total_tokens"), minute_floor_s=spec.minute_floor_s,
     )
@@ -387,6 +408,19 @@ def peak_per_minute(db: Database, spec: Aggregate) -> dict[tuple[Any, ...], tupl
     return peaks
 
 
+def peak_from_us(db: Database, spec: Aggregate) -> int:
+    """From when ``peak_per_minute`` looks at ``spec``'s minutes: the minute window, and for
+    a view no minute rollup can answer (one by upstream model), the purge floor too."""
+    assert spec.minute_floor_s is not None
+    start = spec.minute_floor_s * US
+    if _edge_minute_tier(replace(spec, bucketing=Bucketing(60, ((0, 0),)))) is None:
+        with db.read() as conn:
+            floor = conn.execute(select(ledger_state.c.value).where(
+                ledger_state.c.name == PURGE_FLOOR)).scalar()
+        start = max(start, int(floor or 0))
+    return start
+
+
 PERCENTILE_COLUMNS = ("latency_ms", "ttft_ms")
 
 
@@ -400,9 +434,8 @@ def percentiles(db: Database, spec: Aggregate, column: str,
     if column not in PERCENTILE_COLUMNS:
         raise ValueError(column)
     value = calls.c[column]
-    key = func.coalesce(calls.c.api_key_id, "")
-    dims = [(key if d == "api_key_id" else calls.c[d]).label(d) for d in spec.dimensions]
-    partition = [key if d == "api_key_id" else calls.c[d] for d in spec.dimensions]
+    dims = [raw_dimension(d) for d in spec.dimensions]
+    partition = [raw_dimension_value(d) for d in spec.dimensions]
     ranked = select(
         *dims, value.label("v"),
         func.row_number().over(partition_by=partition or None, order_by=value).label("rn"),
@@ -436,6 +469,8 @@ def record_from_row(row: Any) -> CallRecord:
         cost_nano=row.cost_nano, latency_ms=row.latency_ms, ttft_ms=row.ttft_ms,
         estimated=bool(row.estimated),
         metadata=None if row.metadata is None else json.loads(row.metadata),
+        cache_write_tokens=row.cache_write_tokens, units=row.units, unit=row.unit,
+        upstream_model=row.upstream_model,
     )
 
 
