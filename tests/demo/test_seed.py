@@ -16,7 +16,6 @@ from tallygate.ledger.service import Ledger
 from tallygate.store import prices as price_store
 from tallygate.store.database import Database
 from tallygate.store.schema import calls, rollup_15m
-from tallygate.store.schema import prices as price_table
 
 
 def _count_calls(db: Database) -> tuple[int, int]:
@@ -72,9 +71,6 @@ def test_keys_with_limits_and_prices(sqlite_db: Database) -> None:
 
     assert seeded.spike is None  # two days do not reach back to it
     prices = {price.model: price for price in price_store.list_prices(sqlite_db)}
-    if "per_unit" not in price_table.c:
-        pytest.xfail("the price table keeps per-unit and cache-write rates from migration "
-                     "0007 on (issue 14, the ledger's branch)")
     assert prices == {route.model: route.price() for route in DEMO_ROUTES}
 
 

@@ -31,7 +31,6 @@ from tallygate.app import create_app
 from tallygate.config import Route, RoutePrice, load_settings
 from tallygate.keys.schemas import KeyCreate
 from tallygate.keys.service import KeyService
-from tallygate.ledger.pricing import Price, PriceTable
 from tallygate.ledger.records import CallRecord
 from tallygate.store.database import Database
 from tests.conftest import RECENT
@@ -273,14 +272,6 @@ def serve_gateway(db: Database, upstream_url: str, monkeypatch: pytest.MonkeyPat
                                    **({"flush_interval_ms": 10, "key_cache_seconds": 0}
                                       | settings)))
     with serve_app(app) as url:
-        # FOR THE LEAD: the price table does not store cache_write_per_million until the
-        # ledger's migration 0007 (sync_route_prices drops it today, and cache writes are
-        # priced as input): the route's price goes into the table here. Drop this patch
-        # once the ledger branch is merged; the cost asserts must hold without it.
-        table = PriceTable([Price(CLAUDE, 0, PRICE.input_per_million, PRICE.output_per_million,
-                                  PRICE.cached_input_per_million,
-                                  cache_write_per_million=PRICE.cache_write_per_million)])
-        monkeypatch.setattr(app.state.ledger, "prices", lambda: table)
         recorded: list[CallRecord] = []
         recorder = app.state.recorder
         record, record_and_commit = recorder.record, recorder.record_and_commit

@@ -2,10 +2,9 @@
 written apart from tallygate (openai_upstream.py): each record holds what the upstream
 billed, measure by measure, on SQLite and PostgreSQL.
 
-Until the ledger stores ``units``, ``unit``, ``cache_write_tokens`` and ``upstream_model``
-(migration 0007, another branch), those are asserted on the records the recorder is handed
-(``Records.made``); the token measures, status and cost on the stored records as well.
-TODO(lead, after merging i14-ledger14): assert those four on the stored records too.
+Each record is asserted as the recorder is handed it (``Records.made``), and every one of
+those is checked to be stored as made: ``units``, ``unit``, ``cache_write_tokens`` and
+``upstream_model`` here, the token measures, status and cost in the tests.
 """
 
 from __future__ import annotations
@@ -100,8 +99,16 @@ class Records:
         recorder.record, recorder.record_and_commit = capture, capture_and_commit
 
     def made_for(self, key_id: str, count: int = 1) -> list[CallRecord]:
-        return wait_until(lambda: len(r := [c for c in self.made if c.api_key_id == key_id])
-                          >= count and r, timeout=10)  # type: ignore[no-any-return]
+        made: list[CallRecord] = wait_until(
+            lambda: len(r := [c for c in self.made if c.api_key_id == key_id]) >= count and r,
+            timeout=10)
+        kept = {row["id"]: row for row in self.stored(key_id, len(made))}
+        for record in made:
+            row = kept[record.id]
+            assert (row["cache_write_tokens"], row["units"], row["unit"],
+                    row["upstream_model"]) == (record.cache_write_tokens, record.units,
+                                               record.unit, record.upstream_model)
+        return made
 
     def stored(self, key_id: str, count: int = 1) -> list[dict[str, Any]]:
         def find() -> list[dict[str, Any]] | None:
