@@ -11,6 +11,7 @@ trip to the client is measured on the one clock of the machine.
 from __future__ import annotations
 
 import asyncio
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -111,8 +112,8 @@ async def stream_events(session: aiohttp.ClientSession, url: str, headers: dict[
                 for event in events:
                     data = next((line[5:] for line in event.split(b"\n")
                                  if line.startswith(b"data:")), None)
-                    if data is None:
-                        continue
+                    if data is None or data.strip() == b"[DONE]":
+                        continue  # a peer may end a stream OpenAI's way as well
                     parsed = orjson.loads(data)
                     kind = parsed.get("type") if isinstance(parsed, dict) else None
                     if kind == "ping":
@@ -235,12 +236,15 @@ def endpoint_tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[
                 rows.append([label, "—", "", "", "", "", f"skipped: {reason}"])
                 continue
             gateway = key != "direct"
+            # A peer that re-encodes events drops the upstream's ``sent_at``: no transit.
+            timed = not math.isnan(figures["transit_p50_ms"])
             rows.append([
                 label, f"{figures['ttft_p50_ms']:.2f} ms",
                 f"+{figures['ttft_added_p50_ms']:.2f} ms" if gateway else "",
-                f"{figures['transit_p50_ms']:.2f} / {figures['transit_p99_ms']:.2f} ms",
+                f"{figures['transit_p50_ms']:.2f} / {figures['transit_p99_ms']:.2f} ms"
+                if timed else "— (events re-encoded, no upstream time)",
                 f"+{figures['event_added_p50_ms']:.2f} / +{figures['event_added_p99_ms']:.2f} ms"
-                if gateway else "", f"{figures['events_per_stream']:g}",
+                if gateway and timed else "", f"{figures['events_per_stream']:g}",
                 f"{figures['complete']}/{figures['streams']}"])
         tables.append((f"{row['title']}: {CHUNKS} text chunks {CHUNK_DELAY_MS} ms apart, "
                        "4 streams at a time", header, rows))
