@@ -379,6 +379,11 @@ BAD_INPUT = [
     ("/v1/audio/speech", {"json": {"input": "hi", "voice": "alloy"}}, "model", "model"),
     ("/v1/responses", {"content": b"not json"}, "JSON", None),
     ("/v1/images/generations", {"json": {"prompt": "cat"}}, "model", "model"),
+    # Two models: upstreams differ on which counts, so neither does.
+    ("/v1/audio/transcriptions", {"data": {"model": ["whisper", "transcribe"]},
+                                  "files": {"file": ("a.wav", b"x")}}, "more than once", "model"),
+    ("/v1/audio/transcriptions", {"content": b"--x--", "headers": {
+        "Content-Type": "multipart/form-data; boundary=" + "b" * 300}}, "boundary", None),
 ]
 
 
@@ -387,8 +392,9 @@ def test_bad_input_is_a_400_naming_the_field(gw: Records, path: str,
                                              request_args: dict[str, Any], named: str,
                                              param: str | None) -> None:
     _, key = new_key(gw.db_url)
+    extra = request_args.pop("headers", {})
     response = httpx.post(f"{gw.url}{path}", timeout=10,
-                          headers={"Authorization": f"Bearer {key}"}, **request_args)
+                          headers={"Authorization": f"Bearer {key}", **extra}, **request_args)
     assert response.status_code == 400
     error = response.json()["error"]
     assert named in error["message"] and error["param"] == param

@@ -163,6 +163,22 @@ def test_upstream_failures(gateway: GatewayUnderTest) -> None:
     assert summary["cards"]["failed_calls"] == 2 and summary["cards"]["success_rate"] == 0.0
 
 
+@pytest.mark.parametrize("refused", [401, 403])
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_upstream_refusing_the_gateways_credential_is_a_502_without_its_body(
+        gateway: GatewayUnderTest, refused: int, stream: bool) -> None:
+    """The upstream's own 401/403 body may quote part of the gateway's credential
+    (OpenAI's "Incorrect API key provided: sk-abc…xyz"): the client never sees it."""
+    key_id, key = gateway.new_key()
+    response = post(gateway, key, {"model": CHAT, "messages": [], "stream": stream,
+                                   "fake": {"status": refused}})
+    assert response.status_code == 502
+    assert error_of(response)["code"] == "upstream_auth"
+    assert "injected failure" not in response.text
+    records = wait_for(lambda: gateway.calls(api_key_id=key_id))
+    assert [r["status_code"] for r in records] == [502]
+
+
 def test_upstream_timeout(make_gateway: Any) -> None:
     gateway = make_gateway(upstream_timeout_s=0.2)
     key_id, key = gateway.new_key()

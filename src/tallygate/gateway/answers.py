@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 
 import orjson
@@ -10,6 +11,21 @@ from starlette.types import Send
 from tallygate.errors import error_body
 from tallygate.gateway.limits import Refusal
 from tallygate.gateway.requests import GatewayError
+
+log = logging.getLogger("tallygate.gateway")
+# An upstream's 401 or 403 is the gateway's own credential refused: a gateway failure (502),
+# and the upstream's body, which may show part of that credential, is never passed on.
+CREDENTIAL_REFUSED = (401, 403)
+CREDENTIAL_REFUSED_ERROR = GatewayError(502, "upstream_auth",
+                                        "The upstream refused the gateway's credential.")
+
+
+def answered_status(model: str, status: int) -> int:
+    """The status the client is told (and the ledger records) for an upstream's answer."""
+    if status in CREDENTIAL_REFUSED:
+        log.warning("the upstream of %s refused the gateway's credential (%d)", model, status)
+        return 502
+    return status
 
 
 def request_id() -> str:

@@ -37,9 +37,12 @@ from multidict import CIMultiDict
 from starlette.types import Receive, Scope, Send
 
 from tallygate.gateway.answers import (
+    CREDENTIAL_REFUSED,
+    CREDENTIAL_REFUSED_ERROR,
     EVENT_STREAM,
     EVENT_STREAM_TYPE,
     JSON,
+    answered_status,
     send_whole,
 )
 from tallygate.gateway.answers import content_type as _content_type
@@ -362,22 +365,13 @@ def _upstream_headers(upstream: Upstream, headers: MessageHeaders) -> CIMultiDic
 
 
 def _answered_status(upstream: Upstream, status: int) -> int:
-    """What the client is told: an upstream's 401 or 403 is the gateway's credential
-    refused, a gateway failure (502); its body, which may show part of the credential, is
-    never passed on."""
-    if status in (401, 403):
-        log.warning("the upstream of %s refused the gateway's credential (%d)",
-                    upstream.model, status)
-        return 502
-    return status
+    return answered_status(upstream.model, status)
 
 
 async def _send_answer(send: Send, status: int, content: bytes, content_type: str | None,
                        request_id: str) -> None:
-    if status in (401, 403):
-        await _send_error(send, GatewayError(502, "upstream_auth", "The upstream refused the "
-                                                                   "gateway's credential."),
-                          request_id)
+    if status in CREDENTIAL_REFUSED:
+        await _send_error(send, CREDENTIAL_REFUSED_ERROR, request_id)
         return
     await send_whole(send, status, content, _content_type(content_type, JSON), request_id,
                      [(b"request-id", request_id.encode())])

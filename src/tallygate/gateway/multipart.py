@@ -54,12 +54,19 @@ class FormHead:
         return bytes(self.held[:start]) + name.encode() + bytes(self.held[end:])
 
 
+# RFC 2046 allows 70; the parser refuses more than 256 with an error of its own.
+MAX_BOUNDARY_BYTES = 70
+
+
 def boundary_of(content_type: str | None) -> bytes:
     kind, options = parse_options_header(content_type or "")
     boundary = options.get(b"boundary")
     if kind != b"multipart/form-data" or not boundary:
         raise GatewayError(400, "invalid_request", "Content-Type: this endpoint takes "
                                                    "multipart/form-data (with a boundary)")
+    if len(boundary) > MAX_BOUNDARY_BYTES:
+        raise GatewayError(400, "invalid_request", "Content-Type: the multipart boundary is "
+                                                   f"longer than {MAX_BOUNDARY_BYTES} bytes")
     return boundary
 
 
@@ -126,6 +133,11 @@ class _Sniffer:
     def _part_end(self) -> None:
         if self.name in READ_FIELDS and not self.is_file:
             assert self.name is not None
+            if self.name in self.head.fields:
+                # Upstreams disagree on which of two values counts (Go's FormValue takes the
+                # first): the gateway must check and price the one that runs.
+                raise GatewayError(400, "invalid_request",
+                                   f"{self.name}: given more than once", self.name)
             self.head.fields[self.name] = self.value.decode("utf-8", "replace")
             if self.name == "model":
                 at = self.span[0] if self.span else 0

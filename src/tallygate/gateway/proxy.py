@@ -28,9 +28,12 @@ from multidict import CIMultiDict
 from starlette.types import Receive, Scope, Send
 
 from tallygate.gateway.answers import (
+    CREDENTIAL_REFUSED,
+    CREDENTIAL_REFUSED_ERROR,
     EVENT_STREAM,
     EVENT_STREAM_TYPE,
     JSON,
+    answered_status,
     content_type,
     request_id,
     send_error,
@@ -267,11 +270,19 @@ class Gateway:
         usage = usage_of_answer(content, call) if status < 400 else None
         # An upstream's own failure stays one in the ledger (for its error rate), whether or
         # not the client waited for it; a success nobody received is the client's 499.
-        await self.books.record(call, CLIENT_CLOSED if gone and status < 400 else status,
-                                usage)
+        await self.books.record(call, CLIENT_CLOSED if gone and status < 400
+                                else answered_status(call.upstream.model, status), usage)
         if not gone:
-            await send_whole(send, status, content, content_type(upstream_type, JSON),
-                             call.request_id)
+            await self._send_answer(send, status, content, upstream_type, call.request_id)
+
+    @staticmethod
+    async def _send_answer(send: Send, status: int, content: bytes, upstream_type: str | None,
+                           rid: str) -> None:
+        """The upstream's answer as it came, unless it refused the gateway's credential."""
+        if status in CREDENTIAL_REFUSED:
+            await send_error(send, CREDENTIAL_REFUSED_ERROR, rid)
+            return
+        await send_whole(send, status, content, content_type(upstream_type, JSON), rid)
 
     async def _upstream_failed(self, call: Call, exc: BaseException, send: Send) -> None:
         if isinstance(exc, TimeoutError):
@@ -306,9 +317,10 @@ class Gateway:
                 return
             finally:
                 response.release()
-            await self.books.record(call, response.status, None)
-            await send_whole(send, response.status, content, content_type(upstream_type, JSON),
-                             call.request_id)
+            await self.books.record(call, answered_status(call.upstream.model,
+                                                          response.status), None)
+            await self._send_answer(send, response.status, content, upstream_type,
+                                    call.request_id)
             return
         default_type = b"application/octet-stream" if isinstance(watcher, PassThrough) \
             else EVENT_STREAM
