@@ -16,7 +16,6 @@ from the ledger (the calls of the outage were not counted).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import math
 import time
@@ -29,6 +28,7 @@ from tallygate.gateway.counters import (
     retry_after_s,
     weighted,
 )
+from tallygate.keys.access import ip_allowed
 from tallygate.keys.service import effective_status
 from tallygate.ledger.service import Ledger
 from tallygate.store.keys import StoredKey
@@ -76,18 +76,6 @@ def next_period_start(quota_period: str, now: float) -> float | None:
     else:
         return None
     return start.timestamp()
-
-
-def ip_allowed(allowed: list[str] | None, client_ip: str | None) -> bool:
-    if not allowed:
-        return True
-    if client_ip is None:
-        return False
-    try:
-        address = ipaddress.ip_address(client_ip)
-    except ValueError:
-        return False
-    return any(address in ipaddress.ip_network(net, strict=False) for net in allowed)
 
 
 def has_counted_limits(key: StoredKey) -> bool:
