@@ -16,6 +16,8 @@ from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
+from tallygate.redact import redact_urls
+
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -106,7 +108,8 @@ class Database:
         try:
             current = self.current_revision()
         except Exception as exc:  # the driver's own error says what is wrong
-            raise DatabaseUnavailable(f"cannot open the database: {exc}") from exc
+            raise DatabaseUnavailable(
+                f"cannot open the database: {redact_urls(str(exc))}") from exc
         if current != SCHEMA_REVISION:
             raise DatabaseUnavailable(
                 f"the database schema is at {current or 'nothing'}, this tallygate needs "
