@@ -35,7 +35,7 @@ GROUP_OF: dict[str, Callable[[CallRecord], str]] = {
     "upstream_model": lambda r: r.upstream_model or "",
 }
 METRIC_OF: dict[str, Callable[[CallRecord], int]] = {
-    "requests": lambda r: 1,
+    "requests": lambda r: r.repeats,
     "total_tokens": lambda r: r.total_tokens,
     "input_tokens": lambda r: r.input_tokens,
     "output_tokens": lambda r: r.output_tokens,
@@ -110,6 +110,12 @@ def is_failure(r: CallRecord) -> bool:
     return r.status_code >= 400 and r.status_code != 429
 
 
+def count(records: Iterable[CallRecord],
+          which: Callable[[CallRecord], bool] = lambda r: True) -> int:
+    """The calls among ``records`` that ``which`` picks: a record stands for ``repeats``."""
+    return sum(r.repeats for r in records if which(r))
+
+
 def units_by_kind(records: Iterable[CallRecord]) -> dict[str, int]:
     """Units summed per unit kind; kinds without any are left out."""
     sums: dict[str, int] = defaultdict(int)
@@ -123,14 +129,14 @@ def units_by_kind(records: Iterable[CallRecord]) -> dict[str, int]:
 def cards(records: Sequence[CallRecord], currency: str) -> dict[str, Any]:
     if not records:
         return dict.fromkeys(CARDS)
-    calls = len(records)
+    calls = count(records)
     input_tokens = sum(r.input_tokens for r in records)
     cached = sum(r.cached_input_tokens for r in records)
-    successes = sum(1 for r in records if is_success(r))
-    internal = sum(1 for r in records if r.call_type == "internal")
+    successes = count(records, is_success)
+    internal = count(records, lambda r: r.call_type == "internal")
     return {
         "model_calls": calls,
-        "service_calls": sum(1 for r in records if r.call_type == "service"),
+        "service_calls": count(records, lambda r: r.call_type == "service"),
         "internal_calls": internal,
         "business_calls": calls - internal,
         "total_tokens": sum(r.total_tokens for r in records),
@@ -139,8 +145,8 @@ def cards(records: Sequence[CallRecord], currency: str) -> dict[str, Any]:
         "cached_input_tokens": cached,
         "cost": {"amount": amount(sum(r.cost_nano for r in records)), "currency": currency},
         "success_calls": successes,
-        "failed_calls": sum(1 for r in records if is_failure(r)),
-        "rate_limited_calls": sum(1 for r in records if is_rate_limited(r)),
+        "failed_calls": count(records, is_failure),
+        "rate_limited_calls": count(records, is_rate_limited),
         "success_rate": ratio(successes, calls),
         "cache_hit_rate": ratio(cached, input_tokens),
         "cache_write_tokens": sum(r.cache_write_tokens for r in records),
@@ -158,7 +164,7 @@ def peak(records: Iterable[CallRecord], tz: ZoneInfo) -> tuple[int, int] | None:
     per_minute: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0, 0])
     for r in records:
         sums = per_minute[minute_of(r.ts_us, tz)]
-        sums[0] += 1
+        sums[0] += r.repeats
         sums[1] += r.total_tokens
     if not per_minute:
         return None
@@ -303,7 +309,7 @@ def breakdown(records: Sequence[CallRecord], f: Filter, start_us: int, end_us: i
     groups: dict[tuple[str, ...], list[CallRecord]] = defaultdict(list)
     for r in chosen:
         groups[tuple(GROUP_OF[g](r) for g in group_by)].append(r)
-    all_calls = len(chosen)
+    all_calls = count(chosen)
     all_cost = sum(r.cost_nano for r in chosen)
     rows = {}
     for group, rs in groups.items():
@@ -311,14 +317,15 @@ def breakdown(records: Sequence[CallRecord], f: Filter, start_us: int, end_us: i
         ttfts = [r.ttft_ms for r in rs if r.ttft_ms is not None]
         input_tokens = sum(r.input_tokens for r in rs)
         cached = sum(r.cached_input_tokens for r in rs)
-        successes = sum(1 for r in rs if is_success(r))
+        successes = count(rs, is_success)
+        calls = count(rs)
         cost = sum(r.cost_nano for r in rs)
         busiest = peak((r for r in rs if r.ts_us >= peak_from_us), tz)
         rows[group] = {
-            "calls": len(rs),
+            "calls": calls,
             "success_calls": successes,
-            "failed_calls": sum(1 for r in rs if is_failure(r)),
-            "rate_limited_calls": sum(1 for r in rs if is_rate_limited(r)),
+            "failed_calls": count(rs, is_failure),
+            "rate_limited_calls": count(rs, is_rate_limited),
             "input_tokens": input_tokens,
             "output_tokens": sum(r.output_tokens for r in rs),
             "cached_input_tokens": cached,
@@ -326,15 +333,15 @@ def breakdown(records: Sequence[CallRecord], f: Filter, start_us: int, end_us: i
             "total_tokens": sum(r.total_tokens for r in rs),
             "cache_write_tokens": sum(r.cache_write_tokens for r in rs),
             "units": units_by_kind(rs),
-            "estimated_calls": sum(1 for r in rs if r.estimated),
+            "estimated_calls": count(rs, lambda r: r.estimated),
             "cache_hit_rate": ratio(cached, input_tokens),
-            "success_rate": ratio(successes, len(rs)),
+            "success_rate": ratio(successes, calls),
             "cost": {"amount": amount(cost), "currency": currency},
             "avg_latency_ms": round(sum(latencies) / len(latencies), 1) if latencies else None,
             "avg_ttft_ms": round(sum(ttfts) / len(ttfts), 1) if ttfts else None,
             "peak_rpm": None if busiest is None else busiest[0],
             "peak_tpm": None if busiest is None else busiest[1],
-            "share": ratio(len(rs), all_calls),
+            "share": ratio(calls, all_calls),
             "cost_share": ratio(cost, all_cost),
         }
         if with_percentiles:
@@ -378,10 +385,10 @@ def rollups(records: Iterable[CallRecord], grain_s: int, min_bucket_s: int | Non
                   "upstream_model": r.upstream_model or ""}
         key = (bucket, *(values[d] for d in dimensions))
         m = rows.setdefault(key, dict.fromkeys(ROLLUP_MEASURES, 0))
-        m["calls"] += 1
-        m["success_calls"] += is_success(r)
-        m["failed_calls"] += is_failure(r)
-        m["rate_limited_calls"] += is_rate_limited(r)
+        m["calls"] += r.repeats
+        m["success_calls"] += is_success(r) * r.repeats
+        m["failed_calls"] += is_failure(r) * r.repeats
+        m["rate_limited_calls"] += is_rate_limited(r) * r.repeats
         m["input_tokens"] += r.input_tokens
         m["output_tokens"] += r.output_tokens
         m["cached_input_tokens"] += r.cached_input_tokens
@@ -392,7 +399,7 @@ def rollups(records: Iterable[CallRecord], grain_s: int, min_bucket_s: int | Non
         m["latency_count"] += r.latency_ms is not None
         m["ttft_ms_sum"] += r.ttft_ms or 0
         m["ttft_count"] += r.ttft_ms is not None
-        m["estimated_calls"] += r.estimated
+        m["estimated_calls"] += r.estimated * r.repeats
         m["cache_write_tokens"] += r.cache_write_tokens
         if r.units:
             m[f"units_{r.unit}"] += r.units

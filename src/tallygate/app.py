@@ -214,7 +214,8 @@ async def _running(settings: Settings, state: State) -> AsyncIterator[None]:
                                    per_key=settings.metrics_per_key)
     recorder = Recorder(ledger, flush_interval_s=settings.flush_interval_ms / 1000,
                         max_batch=settings.flush_max_records, observer=ledger_metrics,
-                        spool=Spool(spool_directory(settings.spool_dir, db.url)))
+                        spool=Spool(spool_directory(settings.spool_dir, db.url)),
+                        refusal_records_per_minute=settings.refusal_records_per_minute)
     ledger_metrics.watch(recorder)
     state.metrics = ledger_metrics
     state.anomaly_params = AnomalyParams(threshold=settings.anomaly_threshold,

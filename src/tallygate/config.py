@@ -163,6 +163,13 @@ class Settings(BaseSettings):
     flush_max_records: int = Field(
         2000, ge=1, le=100_000, description="Most records written in one batch."
     )
+    refusal_records_per_minute: int = Field(
+        10, ge=0, le=100_000,
+        description="Refused calls (403, 429, 503) of one key recorded one by one per minute; "
+        "the rest of that minute's are counted and written as one record per kind of refusal "
+        "(model, endpoint, status) whose `repeats` says how many calls it stands for, so "
+        "every count stays exact while a flood cannot fill the database (docs/gateway.md).",
+    )
     spool_dir: str | None = Field(
         None,
         description="Where call records wait on local disk (append-only NDJSON, fsync'd) while "

@@ -87,7 +87,7 @@ class LedgerMetrics:
         for record in records:
             labels = self._labels(record)
             status = str(record.status_code)
-            calls[(*labels, status)] += 1
+            calls[(*labels, status)] += record.repeats
             if record.input_tokens:
                 tokens[(*labels, "input")] += record.input_tokens
             if record.cached_input_tokens:

@@ -125,7 +125,7 @@ def cost_nano(p: ModelPrice, r: CallRecord) -> int:
               + r.cache_write_tokens * write_rate + r.output_tokens * p.output_pm
               ) / Decimal(1_000_000) + r.units * p.per_unit
     if r.status_code < 400:
-        amount += p.per_call
+        amount += p.per_call * r.repeats
     return int((amount * Decimal(10**9)).to_integral_value(rounding=ROUND_HALF_EVEN))
 
 
@@ -175,6 +175,11 @@ def call_fields(draw: st.DrawFn) -> dict[str, Any]:
         "latency_ms": draw(st.none() | st.integers(0, 90_000)),
         "estimated": draw(st.booleans()),
     }
+    repeats = draw(st.sampled_from((None, None, 1)) | st.integers(2, 10**6))
+    if repeats is not None:  # a record of several calls (docs/api.md), without a latency
+        fields["repeats"] = repeats
+        if repeats > 1:
+            fields["latency_ms"] = None
     if draw(st.booleans()):  # a cost reported by the service itself
         fields["cost"] = str(Decimal(draw(st.integers(0, 10**12))) / Decimal(10**9))
     return fields
@@ -203,7 +208,8 @@ def _record_of(item: dict[str, Any], cost: int) -> CallRecord:
         total_tokens=item["input_tokens"] + item["output_tokens"], cost_nano=cost,
         latency_ms=item["latency_ms"], estimated=item["estimated"],
         cache_write_tokens=item.get("cache_write_tokens", 0), units=item.get("units", 0),
-        unit=item.get("unit") or None, upstream_model=item.get("upstream_model") or None)
+        unit=item.get("unit") or None, upstream_model=item.get("upstream_model") or None,
+        repeats=item.get("repeats", 1))
 
 
 # The machine --------------------------------------------------------------------------------

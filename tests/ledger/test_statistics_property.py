@@ -195,6 +195,9 @@ def _record(draw: st.DrawFn, index: int, ts_us: int) -> CallRecord:
     output_tokens = draw(st.one_of(st.integers(0, 60), st.integers(0, 10**9)))
     cached = draw(st.integers(0, input_tokens))
     unit = draw(st.none() | st.sampled_from(UNITS))
+    # Mostly one call a record; sometimes many (an aggregate of refusals, or an event that
+    # says so), which carries no latency.
+    repeats = draw(st.sampled_from((1, 1, 1)) | st.integers(2, 1000) | st.integers(2, 10**6))
     return CallRecord(
         id=f"call-{index:04d}",
         ts_us=ts_us,
@@ -214,10 +217,11 @@ def _record(draw: st.DrawFn, index: int, ts_us: int) -> CallRecord:
         reasoning_tokens=draw(st.integers(0, output_tokens)),
         total_tokens=input_tokens + output_tokens,
         cost_nano=draw(st.one_of(st.just(0), st.integers(0, 10**6), st.integers(0, 10**15))),
-        latency_ms=draw(st.none() | st.sampled_from((0, 250, 250, 1800))
-                        | st.integers(0, 86_400_000)),
-        ttft_ms=draw(st.none() | st.integers(0, 60_000)),
+        latency_ms=None if repeats > 1 else draw(
+            st.none() | st.sampled_from((0, 250, 250, 1800)) | st.integers(0, 86_400_000)),
+        ttft_ms=None if repeats > 1 else draw(st.none() | st.integers(0, 60_000)),
         estimated=draw(st.booleans()),
+        repeats=repeats,
     )
 
 

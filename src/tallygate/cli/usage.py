@@ -209,7 +209,7 @@ def calls(ctx: typer.Context, limit: Annotated[int, typer.Option(min=1, max=100_
         _print_json(records)
         return
     columns = ["ts", "api_key_id", "model", "upstream_model", "call_type", "status_code",
-               "input_tokens", "output_tokens", "cache_write_tokens", "units", "cost",
+               "repeats", "input_tokens", "output_tokens", "cache_write_tokens", "units", "cost",
                "latency_ms"]
     table = Table(title=f"{len(records)} newest calls")
     for column in columns:

@@ -152,7 +152,7 @@ async def messages(gateway: Gateway, scope: Scope, receive: Receive, send: Send)
                 tags, MESSAGES_ENDPOINT.read_usage)
     refusal = await gateway.limits.check(key, upstream.model, _client_ip(scope), time.time())
     if refusal is not None:
-        await gateway.books.record(call, refusal.status, None)
+        await gateway.books.record_refusal(call, refusal.status)
         await _send_refusal(send, refusal, request_id)
         return
     url = upstream.endpoint_url(MESSAGES_ENDPOINT.suffix)

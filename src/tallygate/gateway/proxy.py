@@ -243,7 +243,7 @@ class Gateway:
                                           client[0] if client else None, time.time())
         if refusal is None:
             return True
-        await self.books.record(call, refusal.status, None)
+        await self.books.record_refusal(call, refusal.status)
         await send_refusal(send, refusal, call.request_id)
         return False
 

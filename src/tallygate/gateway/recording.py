@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -20,11 +20,15 @@ from tallygate.gateway.metering import AnswerReader, generated_chars, upstream_m
 from tallygate.gateway.upstream import Upstream
 from tallygate.gateway.usage import Usage, estimate_input_tokens, estimate_tokens_of_text
 from tallygate.ledger.recorder import Recorder
-from tallygate.ledger.records import CallRecord, new_call_id
+from tallygate.ledger.records import CallRecord, new_call_id, now_us
 from tallygate.ledger.service import Ledger
 from tallygate.store.keys import StoredKey
 
 log = logging.getLogger("tallygate.gateway")
+
+# A refused call keeps its tags only up to this size (as JSON): a flood of refusals must not
+# be able to store a kilobyte each (docs/gateway.md, "Refused calls").
+REFUSAL_TAGS_MAX_BYTES = 256
 
 
 @dataclass(slots=True)
@@ -112,6 +116,20 @@ class Bookkeeper:
             cache_write_tokens=usage.cache_write_tokens, units=usage.units,
             unit=usage.unit, upstream_model=call.upstream_model,
         )
+
+    async def record_refusal(self, call: Call, status: int) -> None:
+        """Record a call refused before it went upstream (403, 429, 503): stamped with the
+        moment it was refused, its tags kept only if small, and past the recorder's bound
+        per key and minute counted into an aggregate (``ledger/refusals.py``)."""
+        try:
+            record = self.make_record(call, status, None)
+            tags = call.tags or {}
+            small = len(orjson.dumps(tags)) <= REFUSAL_TAGS_MAX_BYTES
+            record = replace(record, ts_us=now_us(),
+                             metadata=(tags if small else {}) | {"request_id": call.request_id})
+            await self.recorder.record_refusal(record, commit=self.strict)
+        except Exception:
+            log.exception("cannot record the refusal of %s", call.request_id)
 
     async def record(self, call: Call, status: int, usage: Usage | None,
                      ttft_ms: int | None = None, *, commit: bool | None = None) -> None:

@@ -36,7 +36,7 @@ CALL_FIELDS = ("id", "ts", "api_key_id", "model", "model_category", "call_type",
                "status_code", "input_tokens", "output_tokens", "cached_input_tokens",
                "reasoning_tokens", "total_tokens", "cost", "latency_ms", "ttft_ms",
                "estimated", "metadata", "cache_write_tokens", "units", "unit",
-               "upstream_model")
+               "upstream_model", "repeats")
 
 
 def summary_table(summary: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
@@ -223,7 +223,7 @@ def _call_schema() -> Any:
         ("cached_input_tokens", count), ("reasoning_tokens", count), ("total_tokens", count),
         ("cost", pa.decimal128(38, 9)), ("latency_ms", pa.int64()), ("ttft_ms", pa.int64()),
         ("estimated", pa.bool_()), ("metadata", text), ("cache_write_tokens", count),
-        ("units", count), ("unit", text), ("upstream_model", text),
+        ("units", count), ("unit", text), ("upstream_model", text), ("repeats", count),
     ])
 
 
@@ -250,6 +250,7 @@ def _call_columns(records: list[CallRecord]) -> dict[str, list[Any]]:
         "cache_write_tokens": [r.cache_write_tokens for r in records],
         "units": [r.units for r in records], "unit": [r.unit for r in records],
         "upstream_model": [r.upstream_model for r in records],
+        "repeats": [r.repeats for r in records],
     }
 
 

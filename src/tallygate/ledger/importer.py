@@ -21,7 +21,7 @@ from tallygate.ledger.service import Ledger
 FILE_FORMATS = ("ndjson", "csv")
 _INT_FIELDS = {"status_code", "input_tokens", "output_tokens", "cached_input_tokens",
                "reasoning_tokens", "total_tokens", "latency_ms", "ttft_ms",
-               "cache_write_tokens", "units"}
+               "cache_write_tokens", "units", "repeats"}
 
 
 def detect_format(path: Path) -> str:

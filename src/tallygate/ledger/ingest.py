@@ -105,7 +105,7 @@ def _validated(ledger: Ledger, items: Sequence[Any], first_index: int
                                   record.cached_input_tokens, record.output_tokens,
                                   record.status_code, record.api_key_id,
                                   cache_write_tokens=record.cache_write_tokens,
-                                  units=record.units)
+                                  units=record.units, calls=record.repeats)
             record = event.to_record(cost)
         records.append(record)
         indexes.append(index)

@@ -48,8 +48,9 @@ class Price:
 
     def amount(self, input_tokens: int, cached_input_tokens: int, output_tokens: int,
                succeeded: bool = True, *, cache_write_tokens: int = 0,
-               units: int = 0) -> Decimal:
-        """The exact list price of a call. ``input_tokens`` counts every input token: cache
+               units: int = 0, calls: int = 1) -> Decimal:
+        """The exact list price of a call (or of a record of ``calls`` calls, whose tokens and
+        units are their totals). ``input_tokens`` counts every input token: cache
         reads and cache writes are part of it, each at its own price. Tokens and units are
         charged whatever the outcome (a stream cut short was still generated); the per-call
         price only for a call that succeeded."""
@@ -63,7 +64,7 @@ class Price:
             + cached_input_tokens * cached_price
             + cache_write_tokens * write_price
             + output_tokens * self.output_per_million
-        ) / MILLION + units * self.per_unit + (self.per_call if succeeded else 0)
+        ) / MILLION + units * self.per_unit + (self.per_call * calls if succeeded else 0)
 
     def cost_nano(self, input_tokens: int, cached_input_tokens: int, output_tokens: int,
                   succeeded: bool = True, *, cache_write_tokens: int = 0,
@@ -121,14 +122,15 @@ class PriceTable:
     def cost_nano(self, model: str, ts_us: int, input_tokens: int, cached_input_tokens: int,
                   output_tokens: int, status_code: int = 200,
                   discount_percent: Decimal = ZERO, *, cache_write_tokens: int = 0,
-                  units: int = 0) -> int:
+                  units: int = 0, calls: int = 1) -> int:
         """0 when the model has no price at that time (the call is still counted)."""
         price = self.price_at(model, ts_us)
         if price is None:
             return 0
         amount = price.amount(input_tokens, cached_input_tokens, output_tokens,
                               succeeded=status_code < 400,
-                              cache_write_tokens=cache_write_tokens, units=units)
+                              cache_write_tokens=cache_write_tokens, units=units,
+                              calls=calls)
         return to_nano(discounted(amount, discount_percent))
 
     def all_prices(self) -> list[Price]:

@@ -7,6 +7,10 @@ background task writes what has gathered every ``flush_interval`` (or as soon as
 instead and is replayed once the database answers again (``ledger/spool.py``); without one, a
 failed write is retried with back-off in memory. Nothing is dropped; ``stop`` writes
 everything still waiting.
+
+Refused calls come through ``record_refusal``: past a bound per key and minute they are
+counted, not queued, and each minute's counts are queued as records once it has ended
+(``ledger/refusals.py``); ``stop`` queues the minute under way's too.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from tallygate.ledger.records import CallRecord
+from tallygate.ledger.records import CallRecord, now_us
+from tallygate.ledger.refusals import DEFAULT_RECORDS_PER_MINUTE, RefusalFolder
 from tallygate.ledger.service import Ledger
 from tallygate.ledger.spool import Spool, SpoolingStore
 from tallygate.store.calls import InsertResult
@@ -49,8 +54,10 @@ class RecorderObserver(Protocol):
 class Recorder:
     def __init__(self, ledger: Ledger, *, flush_interval_s: float = 0.05,
                  max_batch: int = 2000, observer: RecorderObserver | None = None,
-                 spool: Spool | None = None) -> None:
+                 spool: Spool | None = None,
+                 refusal_records_per_minute: int = DEFAULT_RECORDS_PER_MINUTE) -> None:
         self.ledger = ledger
+        self.refusals = RefusalFolder(refusal_records_per_minute)
         self.observer = observer
         self.flush_interval_s = flush_interval_s
         self.max_batch = max_batch
@@ -79,6 +86,7 @@ class Recorder:
 
     async def stop(self) -> None:
         """Write everything still waiting, then end the background task."""
+        self._queue_refusals(self.refusals.drain())  # before the task can see it stopping
         self._stopping = True
         self._wake.set()
         if self._task is not None:
@@ -95,6 +103,21 @@ class Recorder:
         if len(self._pending) >= self.max_batch:
             self._wake.set()
 
+    async def record_refusal(self, record: CallRecord, *, commit: bool = False) -> None:
+        """Record a refused call, or count it in its minute's aggregate when its key has had
+        its share of refusals recorded one by one this minute. ``commit`` waits for a record
+        queued now (strict durability); a counted one is written after its minute."""
+        if not self.refusals.admit(record):
+            return
+        if commit:
+            await self.record_and_commit(record)
+        else:
+            self.record(record)
+
+    def _queue_refusals(self, aggregates: list[CallRecord]) -> None:
+        for record in aggregates:
+            self.record(record)
+
     async def record_and_commit(self, record: CallRecord) -> None:
         """Record and wait until the record is committed (strict durability)."""
         self.record(record)
@@ -103,8 +126,11 @@ class Recorder:
         self._wake.set()
         await done
 
-    async def flush(self) -> None:
-        """Write what is waiting now (used by tests and on shutdown)."""
+    async def flush(self, *, refusals: bool = False) -> None:
+        """Write what is waiting now (used by tests); with ``refusals``, the refusals counted
+        in the minute under way as well."""
+        self._queue_refusals(self.refusals.drain() if refusals
+                             else self.refusals.ended(now_us()))
         while self._pending:
             await self._write_batch()
 
@@ -114,6 +140,7 @@ class Recorder:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.flush_interval_s)
             self._wake.clear()
+            self._queue_refusals(self.refusals.ended(now_us()))
             try:
                 while self._pending:
                     await self._write_batch()

@@ -23,6 +23,7 @@ MAX_TOKENS_PER_CALL = 1_000_000_000
 MAX_UNITS_PER_CALL = 1_000_000_000
 MAX_LATENCY_MS = 86_400_000
 MAX_METADATA_BYTES = 4096
+MAX_REPEATS = 1_000_000_000
 EARLIEST_TS = datetime(2000, 1, 1, tzinfo=UTC)
 FUTURE_SLACK_S = 300
 
@@ -58,6 +59,10 @@ class CallRecord:
     unit: str | None = None
     # The model the upstream says it ran (the answer's ``model``), beside the public name.
     upstream_model: str | None = None
+    # How many calls the record stands for: above 1 for refusals the gateway aggregated
+    # (``ledger/refusals.py``) or an event that says so. Tokens, units and cost are the
+    # totals of them all; such a record carries no latency.
+    repeats: int = 1
 
     def as_dict(self) -> dict[str, Any]:
         """The record as the API shows it: RFC 3339 time, exact decimal cost."""
@@ -84,6 +89,7 @@ class CallRecord:
             "units": self.units,
             "unit": self.unit,
             "upstream_model": self.upstream_model,
+            "repeats": self.repeats,
         }
 
 
@@ -135,6 +141,7 @@ class CallEvent(BaseModel):
     units: Annotated[StrictInt, Field(ge=0, le=MAX_UNITS_PER_CALL)] = 0
     unit: Literal[UNITS] | None = None  # type: ignore[valid-type]
     upstream_model: str | None = Field(None, min_length=1, max_length=200)
+    repeats: Annotated[StrictInt, Field(ge=1, le=MAX_REPEATS)] = 1
 
     @field_validator("ts")
     @classmethod
@@ -180,6 +187,10 @@ class CallEvent(BaseModel):
                              f"{', '.join(UNITS)})")
         if self.reasoning_tokens > self.output_tokens:
             raise ValueError("reasoning_tokens: cannot exceed output_tokens")
+        if self.repeats > 1 and (self.latency_ms is not None or self.ttft_ms is not None):
+            # A latency is one call's: averages and percentiles could not weigh it rightly.
+            raise ValueError("latency_ms: a record of several calls (repeats > 1) carries "
+                             "no latency_ms or ttft_ms")
         total = self.input_tokens + self.output_tokens
         if self.total_tokens is not None and self.total_tokens != total:
             raise ValueError("total_tokens: must equal input_tokens + output_tokens")
@@ -212,6 +223,7 @@ class CallEvent(BaseModel):
             units=self.units,
             unit=self.unit,
             upstream_model=self.upstream_model,
+            repeats=self.repeats,
         )
 
 

@@ -67,7 +67,8 @@ def reprice(ledger: Ledger, start_us: int, end_us: int,
         return prices.cost_nano(row.model, row.ts, row.input_tokens, row.cached_input_tokens,
                                 row.output_tokens, row.status_code,
                                 discounts.percent_at(row.api_key_id, row.ts),
-                                cache_write_tokens=row.cache_write_tokens, units=row.units)
+                                cache_write_tokens=row.cache_write_tokens, units=row.units,
+                                calls=row.repeats)
 
     # Minute rows older than the ones a new record would still get are past retention.
     counts = reprice_calls(ledger.db, start_us, end_us, call_filter or CallFilter(), new_cost,

@@ -113,7 +113,7 @@ class Ledger:
     def cost_of(self, model: str, ts_us: int, input_tokens: int, cached_input_tokens: int,
                 output_tokens: int, status_code: int = 200,
                 api_key_id: str | None = None, *, cache_write_tokens: int = 0,
-                units: int = 0) -> int:
+                units: int = 0, calls: int = 1) -> int:
         """A call's cost in nano-units: the model's price in force at ``ts_us``, less the
         key's discount in force then. 0 for a model without a price. The one way the gateway,
         ingest and ``pricing recompute`` price a call."""
@@ -121,7 +121,8 @@ class Ledger:
         discounts = self.discounts()
         return prices.cost_nano(model, ts_us, input_tokens, cached_input_tokens, output_tokens,
                                 status_code, discounts.percent_at(api_key_id, ts_us),
-                                cache_write_tokens=cache_write_tokens, units=units)
+                                cache_write_tokens=cache_write_tokens, units=units,
+                                calls=calls)
 
     def set_price(self, price: Price) -> None:
         """Put ``price`` in the table from its ``effective_from_us`` on. Calls already stored

@@ -38,7 +38,7 @@ _RECORD_FIELDS = ("id", "ts_us", "api_key_id", "model", "model_category", "call_
                   "endpoint", "status_code", "input_tokens", "output_tokens",
                   "cached_input_tokens", "reasoning_tokens", "total_tokens", "cost_nano",
                   "latency_ms", "ttft_ms", "estimated", "cache_write_tokens", "units", "unit",
-                  "upstream_model", "metadata")
+                  "upstream_model", "repeats", "metadata")
 assert len(_RECORD_FIELDS) == len(CALL_COLUMNS) and CALL_COLUMNS[-1] == "metadata"
 # Past ``ts`` each field has its column's name: a column added in the wrong place fails here.
 assert _RECORD_FIELDS[2:] == CALL_COLUMNS[2:]

@@ -41,7 +41,8 @@ BATCH = 1000
 # What the new cost of one call is computed from (a raw row's columns, in this order).
 PRICED_COLUMNS = ("id", "ts", "api_key_id", "model", "model_category", "call_type",
                   "status_code", "input_tokens", "cached_input_tokens", "output_tokens",
-                  "cost_nano", "cache_write_tokens", "units", "upstream_model")
+                  "cost_nano", "cache_write_tokens", "units", "upstream_model",
+                  "repeats")
 NewCost = Callable[[Any], int | None]  # a row → its new cost, or None to leave it alone
 Deltas = dict[str, dict[tuple[Any, ...], int]]  # tier → rollup key → cost delta
 

@@ -52,6 +52,9 @@ calls = Table(
     Column("units", BigInteger, nullable=False, server_default="0"),
     Column("unit", String(20)),
     Column("upstream_model", String(200)),
+    # Added by 0010: how many calls the record stands for. Above 1 only for refusals the
+    # gateway aggregated (gateway.md, "Refused calls") or events that say so.
+    Column("repeats", Integer, nullable=False, server_default="1"),
     Column("metadata", Text),
     Index("ix_calls_ts", "ts"),
     Index("ix_calls_key_ts", "api_key_id", "ts"),
@@ -88,12 +91,14 @@ ROLLUP_MEASURES = (
 )
 # What one raw call adds to each measure, as SQL over a row of ``calls`` (or of a batch table
 # shaped like it): the one definition the writers' sums and the readers' raw edges share.
-# A call is a success below 400, rate limited at 429, failed otherwise.
+# A call is a success below 400, rate limited at 429, failed otherwise. A record stands for
+# ``repeats`` calls; its tokens, units and cost are already their totals, and only a record
+# of one call carries a latency.
 MEASURE_OF_CALL = {
-    "calls": "1",
-    "success_calls": "CASE WHEN status_code < 400 THEN 1 ELSE 0 END",
-    "failed_calls": "CASE WHEN status_code >= 400 AND status_code <> 429 THEN 1 ELSE 0 END",
-    "rate_limited_calls": "CASE WHEN status_code = 429 THEN 1 ELSE 0 END",
+    "calls": "repeats",
+    "success_calls": "CASE WHEN status_code < 400 THEN repeats ELSE 0 END",
+    "failed_calls": "CASE WHEN status_code >= 400 AND status_code <> 429 THEN repeats ELSE 0 END",
+    "rate_limited_calls": "CASE WHEN status_code = 429 THEN repeats ELSE 0 END",
     "input_tokens": "input_tokens",
     "output_tokens": "output_tokens",
     "cached_input_tokens": "cached_input_tokens",
@@ -104,7 +109,7 @@ MEASURE_OF_CALL = {
     "latency_count": "CASE WHEN latency_ms IS NULL THEN 0 ELSE 1 END",
     "ttft_ms_sum": "coalesce(ttft_ms, 0)",
     "ttft_count": "CASE WHEN ttft_ms IS NULL THEN 0 ELSE 1 END",
-    "estimated_calls": "CASE WHEN estimated THEN 1 ELSE 0 END",
+    "estimated_calls": "CASE WHEN estimated THEN repeats ELSE 0 END",
     "cache_write_tokens": "cache_write_tokens",
     # The unit names are constants of the code (UNITS), never input.
     **{measure: f"CASE WHEN unit = '{unit}' THEN units ELSE 0 END"

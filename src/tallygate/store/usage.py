@@ -470,7 +470,7 @@ def record_from_row(row: Any) -> CallRecord:
         estimated=bool(row.estimated),
         metadata=None if row.metadata is None else json.loads(row.metadata),
         cache_write_tokens=row.cache_write_tokens, units=row.units, unit=row.unit,
-        upstream_model=row.upstream_model,
+        upstream_model=row.upstream_model, repeats=row.repeats,
     )
 
 

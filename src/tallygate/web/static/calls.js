@@ -91,8 +91,10 @@ export class CallsPanel {
     cell(tr, r.model).title = r.upstream_model ? t("calls.upstreamModel", { model: r.upstream_model }) : "";
     cell(tr, t(`type.${r.call_type}`));
     cell(tr, r.endpoint ?? "");
-    cell(tr, String(r.status_code), r.status_code === 429 ? "num warn"
-      : r.status_code >= 400 ? "num bad" : "num");
+    const repeats = r.repeats ?? 1;
+    const status = cell(tr, repeats > 1 ? `${r.status_code} ×${fmt.integer(repeats)}` : String(r.status_code),
+      r.status_code === 429 ? "num warn nowrap" : r.status_code >= 400 ? "num bad nowrap" : "num nowrap");
+    if (repeats > 1) status.title = t("calls.repeats", { n: fmt.integer(repeats) });
     for (const field of ["input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens"]) {
       const td = cell(tr, `${r.estimated ? "≈" : ""}${fmt.integer(r[field] ?? 0)}`, "num");
       if (r.estimated) td.title = t("calls.estimated");
