@@ -267,8 +267,12 @@ def usage_breakdown(ledger: Ledger, query: UsageQuery, group_by: Sequence[str] =
     rows = aggregate(ledger.db, spec)
     peaks = peak_per_minute(ledger.db, spec)
     total_calls = sum(row[2 + len(dims)] for row in rows)
+    # What the percentiles sort: the records with a latency (or a time to first token), each
+    # of one call; an aggregate of a flood of refusals has neither and costs the sort nothing.
+    timed = max((sum(row[2 + len(dims) + ROLLUP_MEASURES.index(m)] for row in rows)
+                 for m in ("latency_count", "ttft_count")), default=0)
     with_percentiles = with_percentiles or sort_key in PERCENTILE_FIELDS
-    why_not = _why_no_percentiles(ledger, query, total_calls) if with_percentiles else None
+    why_not = _why_no_percentiles(ledger, query, timed) if with_percentiles else None
     ranked = {column: percentiles(ledger.db, spec, column)
               if with_percentiles and why_not is None else {}
               for column in PERCENTILE_COLUMNS}
@@ -317,19 +321,20 @@ def usage_breakdown(ledger: Ledger, query: UsageQuery, group_by: Sequence[str] =
 
 
 def _why_no_percentiles(ledger: Ledger, query: UsageQuery,
-                        calls: int) -> dict[str, Any] | None:
+                        timed_calls: int) -> dict[str, Any] | None:
     """Why exact percentiles cannot be given for the range, or None when they can.
 
     They need every raw record of the range: after retention removed some they would
     describe only part of it. And they cost a sort of those records: past
-    ``percentile_max_calls`` one page view would cost seconds of the server's CPU.
+    ``percentile_max_calls`` calls with a latency one page view would cost seconds of the
+    server's CPU.
     """
     raw_from_us = max(ledger.raw_floor_us() or 0, ledger.purge_floor_us())
     if raw_from_us > query.range.start_us:
         return {"available": False, "reason": "raw_records_purged",
                 "raw_records_from": _dt_from_s(raw_from_us // 1_000_000,
                                                query.range).isoformat()}
-    if calls > ledger.percentile_max_calls:
+    if timed_calls > ledger.percentile_max_calls:
         return {"available": False, "reason": "too_many_calls",
                 "max_calls": ledger.percentile_max_calls}
     return None
