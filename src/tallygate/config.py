@@ -148,7 +148,8 @@ class Settings(BaseSettings):
     percentile_max_calls: int = Field(
         250_000, ge=0,
         description="Most calls with a latency a breakdown's range may hold for its exact "
-        "p50/p95 latency and time to first token (sorted from raw records: seconds of CPU per million calls); "
+        "p50/p95 latency and time to first token (sorted from raw records: seconds of CPU "
+        "per million calls); "
         "above it they are not computed and the answer says so.",
     )
     durability: Literal["batched", "strict"] = Field(
