@@ -7,16 +7,21 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 from sqlalchemy import func, select
 
 from tallygate.app import create_app
 from tallygate.fake_upstream import FakeUpstream
+from tallygate.keys.schemas import KeyCreate
 from tallygate.keys.service import KeyService
 from tallygate.ledger.maintenance import check_rollups
+from tallygate.ledger.records import CallRecord
 from tallygate.ledger.service import Ledger
 from tallygate.store.database import Database
 from tallygate.store.schema import calls
+from tallygate.store.usage import record_from_row
 from tests.gateway.conftest import CHAT, GatewayUnderTest, _settings
+from tests.gateway.test_anthropic import ask, serve_gateway
 from tests.servers import serve_app
 
 FLOOD = 500
@@ -112,3 +117,30 @@ def test_refusals_recorded_one_by_one_follow_the_setting(
     listed = make_gateway().calls(api_key_id=key_id)
     assert 1 <= len(listed) <= 2 and sum(c["repeats"] for c in listed) == FLOOD
     assert all(c["latency_ms"] is None and c["metadata"] is None for c in listed)
+
+
+def test_anthropic_messages_refusals_are_aggregated_too(
+        db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Refused before any upstream is asked: the route's upstream need not be there.
+    with serve_gateway(db, "http://127.0.0.1:9", monkeypatch,
+                       refusal_records_per_minute=3) as served:
+        keys = KeyService(db)
+        created = keys.create(KeyCreate(name="claude"), "test")
+        keys.set_status(created.id, "disabled", "test")
+        headers = {"x-api-key": created.key, "anthropic-version": "2023-06-01",
+                   "X-Tallygate-Tags": BIG_TAGS}
+        with httpx.Client(base_url=served.url, headers=headers, timeout=30) as client:
+            statuses = [client.post("/v1/messages", json=ask()).status_code
+                        for _ in range(100)]
+        assert statuses == [403] * 100
+        rows, tag_bytes = _stored(db, created.id)
+        assert rows <= 2 * (3 + 1) and tag_bytes <= rows * 100
+    listed = _records(db, created.id)
+    assert len(listed) <= 2 * (3 + 1) and sum(r.repeats for r in listed) == 100
+    assert {r.endpoint for r in listed} == {"/v1/messages"}
+
+
+def _records(db: Database, key_id: str) -> list[CallRecord]:
+    with db.read() as conn:
+        return [record_from_row(row) for row in conn.execute(
+            select(calls).where(calls.c.api_key_id == key_id))]
