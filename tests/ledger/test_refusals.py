@@ -174,3 +174,14 @@ def test_events_may_stand_for_several_calls(db: Database) -> None:
     cards = usage_summary(ledger, _query())["cards"]
     assert cards["model_calls"] == 4 and cards["success_calls"] == 4
     assert cards["input_tokens"] == 60  # an event's tokens are the totals of its calls
+
+
+def test_an_aggregate_keeps_its_repeats_through_the_spool() -> None:
+    from tallygate.ledger.spool import decode_record, encode_records
+
+    folder = RefusalFolder(records_per_minute=0)
+    for n in range(7):
+        folder.admit(refusal(MINUTE_US + n, status=429))
+    (aggregate,) = folder.drain()
+    (line,) = encode_records([aggregate]).splitlines()
+    assert decode_record(line) == aggregate and decode_record(line).repeats == 7
