@@ -67,6 +67,16 @@ def test_counts_by_model_call_type_and_status() -> None:
     assert not any("api_key_id" in dict(labels) for _, labels in samples)
 
 
+def test_a_record_of_several_refusals_counts_each() -> None:
+    metrics = LedgerMetrics()
+    metrics.records_stored([CallRecord(id="agg", ts_us=1_700_000_000 * US, model="m1",
+                                       call_type="model", status_code=429, repeats=490)])
+    samples = _samples(metrics.exposition().decode())
+    labels = (("call_type", "model"), ("model", "m1"), ("status", "429"))
+    assert samples[("tallygate_requests_total", labels)] == 490
+    assert samples[("tallygate_limit_rejections_total", labels)] == 490
+
+
 def test_per_key_labels_only_when_asked() -> None:
     metrics = LedgerMetrics(per_key=True)
     metrics.records_stored(_records())
