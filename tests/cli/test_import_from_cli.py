@@ -58,6 +58,7 @@ def test_quota_per_unit_and_latency_units_from_the_cli(sqlite_cli: Run, tmp_path
     (["--from", "new-api", "--quota-per-unit", "0", "x.db"], "--quota-per-unit:"),
     (["--from", "new-api", "--quota-per-unit", "lots", "x.db"], "--quota-per-unit:"),
     (["--from", "new-api", "missing.db"], "SOURCE: missing.db: no such file"),
+    (["--from", "new-api", "--format", "csv", "x.db"], "--format: only for call-record"),
     (["--from", "litellm", "missing.csv"], "SOURCE: missing.csv: no such file"),
     (["--from", "one-api", "oracle://db/x"], "not a PostgreSQL, MySQL/MariaDB or SQLite"),
 ])

@@ -64,6 +64,8 @@ def import_records(
     source names are created disabled and tagged `imported`.
     """
     if from_ is not None:
+        if format is not None:
+            fail("--format: only for call-record files; --from reads the source's own format")
         _import_history(ctx, from_, file, quota_per_unit, instance, batch_size)
         return
     if format is not None and format not in FILE_FORMATS:

@@ -6,11 +6,13 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Column, MetaData, Table
 
 from tallygate.keys.service import KeyService
 from tallygate.ledger.importers import import_history
 from tallygate.ledger.service import Ledger
 from tallygate.store.database import Database
+from tallygate.store.usage import CallFilter, iter_calls
 from tests.ledger.importers.sources import check_ledger, fill, newapi_logs, newapi_rows, oneapi_logs
 
 SOURCE_KINDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres),
@@ -91,3 +93,23 @@ def test_two_installations_keep_their_ids_apart(tmp_path: Path, sqlite_db: Datab
         result = import_history(ledger, "new-api", str(path), instance=name)
         assert result.imported == len(expected) and result.keys_created == 3
     assert len(KeyService(sqlite_db).list()) == 6
+
+
+def test_an_older_schema_without_latency_columns_imports(tmp_path: Path,
+                                                         sqlite_db: Database) -> None:
+    """One API before elapsed_time: the latency is unknown, not 0."""
+
+    def older(metadata: MetaData) -> Table:
+        table = oneapi_logs(MetaData())
+        return Table("logs", metadata, *[
+            Column(c.name, c.type, primary_key=c.primary_key) for c in table.columns
+            if c.name not in ("elapsed_time", "request_id")])
+
+    path = tmp_path / "old.db"
+    rows, expected, _ = newapi_rows("one-api", 40, 21)
+    fill(f"sqlite:///{path}", older, [{k: v for k, v in row.items()
+                                       if k not in ("elapsed_time", "request_id")}
+                                      for row in rows])
+    ledger = Ledger(sqlite_db)
+    assert import_history(ledger, "one-api", str(path)).imported == len(expected)
+    assert {r.latency_ms for r in iter_calls(sqlite_db, CallFilter(), 0, 2**62)} == {None}

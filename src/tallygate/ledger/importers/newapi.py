@@ -101,10 +101,10 @@ def map_row(kind: str, row: dict[str, Any], quota_per_unit: Decimal,
     other = json_object(row.get("other"))
     prompt = as_int(row.get("prompt_tokens"), "prompt_tokens")
     input_tokens, cached, written = _cache_tokens(other, prompt)
-    if kind == "new-api":
-        latency = as_int(row.get("use_time"), "use_time") * 1000  # seconds
-    else:
-        latency = as_int(row.get("elapsed_time"), "elapsed_time")  # milliseconds
+    # New API's use_time is in whole seconds, One API's elapsed_time in milliseconds; an
+    # older schema without the column leaves the latency unknown rather than 0.
+    column, scale = ("use_time", 1000) if kind == "new-api" else ("elapsed_time", 1)
+    latency = None if row.get(column) is None else as_int(row[column], column) * scale
     path = other.get("request_path")
     endpoint = path[:200] if isinstance(path, str) and path.startswith("/") else None
     metadata = {name: value for name, value in (
@@ -120,7 +120,8 @@ def map_row(kind: str, row: dict[str, Any], quota_per_unit: Decimal,
         "output_tokens": as_int(row.get("completion_tokens"), "completion_tokens"),
         "cached_input_tokens": cached, "cache_write_tokens": written,
         "cost": quota_cost(row.get("quota"), quota_per_unit),
-        "latency_ms": min(latency, MAX_LATENCY_MS), "metadata": metadata,
+        "latency_ms": None if latency is None else min(latency, MAX_LATENCY_MS),
+        "metadata": metadata,
     }
     return Mapped(event, _source_key(kind, row))
 
