@@ -58,12 +58,6 @@ class ImportSummary:
     rejected: list[ItemError] = field(default_factory=list)
     keys_created: int = 0
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"rows_read": self.rows_read, "imported": self.imported,
-                "duplicates": self.duplicates, "skipped": dict(self.skipped),
-                "rejected": [error.as_dict() for error in self.rejected],
-                "keys_created": self.keys_created}
-
 
 def record_id(kind: str, instance: str | None, source_id: object) -> str:
     """``<kind>-<source id>`` (``<kind>-<instance>-<source id>`` with ``--instance``): ids of
@@ -104,7 +98,7 @@ class ImportedKeys:
         found = self._by_tag.get(tag)
         if found is not None:
             return found
-        name = (key.name.strip().replace("\x00", "") or key.identity)[:200] or self.kind
+        name = key.name.replace("\x00", "").strip()[:200] or f"{self.kind} key"
         owner = (key.owner or "").replace("\x00", "")[:200] or None
         created = self.keys.create(KeyCreate(name=name, tags=[IMPORTED_TAG, tag],
                                              owner=owner), ACTOR)
