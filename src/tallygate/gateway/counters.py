@@ -85,10 +85,6 @@ class Counters(Protocol):
 
     async def add_period(self, name: str, period: str, tokens: int, cost_nano: int) -> None: ...
 
-    async def forget_periods(self) -> None:
-        """Drop every period's counters, so each is read from the ledger again (after an
-        outage during which calls could not be counted)."""
-
     async def close(self) -> None: ...
 
 
@@ -164,9 +160,6 @@ class MemoryCounters:
             entry[0] += tokens
             entry[1] += cost_nano
 
-    async def forget_periods(self) -> None:
-        self._periods.clear()
-
     async def close(self) -> None:
         return None
 
@@ -239,13 +232,6 @@ class RedisCounters:
             await self._period_add(keys=[f"{REDIS_PREFIX}quota:{name}:{period}:tokens",
                                          f"{REDIS_PREFIX}quota:{name}:{period}:cost"],
                                    args=[tokens, cost_nano])
-
-    async def forget_periods(self) -> None:
-        with self._unavailable_on_error():
-            names = [name async for name in self._redis.scan_iter(
-                match=f"{REDIS_PREFIX}quota:*", count=1000)]
-            for start in range(0, len(names), 1000):
-                await self._redis.delete(*names[start:start + 1000])
 
     async def close(self) -> None:
         await self._redis.aclose()
