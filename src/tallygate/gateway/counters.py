@@ -147,10 +147,17 @@ class MemoryCounters:
                           load: Loader) -> tuple[int, int]:
         key = (name, period)
         if key not in self._periods:
-            async with self._loading.setdefault(key, asyncio.Lock()):
+            lock = self._loading.setdefault(key, asyncio.Lock())
+            async with lock:
                 if key not in self._periods:
                     tokens, cost = await load()
+                    # One period a key: yesterday's daily counter is never asked for again
+                    # (kept, a day a key, it would grow for ever).
+                    for stale in [k for k in self._periods if k[0] == name]:
+                        del self._periods[stale]
                     self._periods[key] = [tokens, cost]
+            if self._loading.get(key) is lock:
+                del self._loading[key]
         tokens, cost = self._periods[key]
         return tokens, cost
 
