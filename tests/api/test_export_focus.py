@@ -85,3 +85,13 @@ def test_focus_parameters_are_checked(api: Api) -> None:
     assert response.status_code == 400 and "focus_format" in response.text
     empty = _focus_csv(api, {"start": "2026-01-01", "end": "2026-01-02"})
     assert empty == []
+
+
+def test_a_range_before_raw_retention_is_refused(db: Any) -> None:
+    from tests.api.support import running_app
+
+    with running_app(db, raw_retention_days=3) as api:
+        response = api.get("/api/v1/usage/export", {"format": "focus", "period": "30d"})
+        assert response.status_code == 400 and "start" in response.text
+        assert api.get("/api/v1/usage/export", {"format": "focus", "period": "1d"}
+                       ).status_code == 200
