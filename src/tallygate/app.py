@@ -37,6 +37,7 @@ from tallygate.ledger.recorder import Recorder
 from tallygate.ledger.service import Ledger
 from tallygate.ledger.spool import Spool, spool_directory
 from tallygate.metrics import LedgerMetrics
+from tallygate.redact import redact_logs
 from tallygate.store.database import Database
 from tallygate.store.meta import get_value
 from tallygate.web.security import HEADERS
@@ -163,6 +164,7 @@ class Tallygate:
 
 
 def create_app(settings: Settings) -> Tallygate:
+    redact_logs()  # also in a worker process, which starts here
     return Tallygate(settings)
 
 

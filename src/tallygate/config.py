@@ -200,6 +200,13 @@ class Settings(BaseSettings):
         description="How long a gateway process trusts a key it looked up; changes made through "
         "another process are seen within this time.",
     )
+    unknown_key_lookups_per_second: float = Field(
+        50, ge=0, le=100_000,
+        description="Database look-ups of API keys never seen that one client address may "
+        "cause per second (bursts of twice that); past it the gateway answers 429 "
+        "`too_many_unknown_keys` without a look-up, so a flood of made-up keys cannot slow "
+        "the real ones. Known keys never count against it. 0: no limit.",
+    )
     ingest_max_events: int = Field(
         10_000, ge=1, le=100_000,
         description="Most events accepted in one `POST /api/v1/usage/events` body (413 above).",

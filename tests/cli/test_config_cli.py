@@ -58,3 +58,40 @@ def test_a_bad_config_file_stops_every_command_naming_it(tmp_path: Path) -> None
 
     missing = runner.invoke(app, ["--config", str(tmp_path / "absent.toml"), "config", "show"])
     assert missing.exit_code != 0 and "--config" in missing.output
+
+
+def test_config_show_and_errors_hide_every_password_in_a_url(tmp_path: Path) -> None:
+    config = tmp_path / "tallygate.toml"
+    config.write_text('[[routes]]\nmodel = "m"\nbase_url = "https://svc:ROUTEPW@up.example/v1"\n',
+                      encoding="utf-8")
+    runner = CliRunner(env={
+        **CLEAN_ENV, "TALLYGATE_DATABASE_URL": "postgresql://app:PGPW@127.0.0.1:5432/test",
+        "TALLYGATE_REDIS_URL": "redis://:REDIS%40PW@127.0.0.1:6379/0",
+        "TALLYGATE_ANOMALY_WEBHOOK_URL": "https://hook:HOOKPW@hooks.example/x"})
+    shown = runner.invoke(app, ["--config", str(config), "config", "show"])
+    assert shown.exit_code == 0, shown.output
+    for secret in ("PGPW", "REDIS", "ROUTEPW", "HOOKPW"):
+        assert secret not in shown.output
+    settings = json.loads(shown.stdout)
+    assert settings["database_url"] == "postgresql://app:***@127.0.0.1:5432/test"
+    assert settings["redis_url"] == "redis://:***@127.0.0.1:6379/0"
+    assert settings["routes"][0]["base_url"] == "https://svc:***@up.example/v1"
+    assert settings["anomaly_webhook_url"] == "https://hook:***@hooks.example/x"
+
+    unreachable = CliRunner(env={**CLEAN_ENV, "TALLYGATE_DATABASE_URL":
+                                 "postgresql://app:PGPW@127.0.0.1:1/test"})
+    failed = unreachable.invoke(app, ["db", "upgrade"])
+    assert failed.exit_code != 0 and "PGPW" not in failed.output
+
+
+def test_log_messages_are_redacted(caplog: object) -> None:
+    import logging
+
+    from tallygate.redact import redact_logs, redact_urls
+
+    redact_logs()
+    record = logging.getLogRecordFactory()(
+        "x", logging.ERROR, __file__, 1, "cannot reach %s", ("redis://:p@ss@h:6379/0",), None)
+    assert record.getMessage() == "cannot reach redis://:***@h:6379/0"
+    assert redact_urls("http://user@h/ and https://a:b@c/d?e=f@g") == \
+        "http://user@h/ and https://a:***@c/d?e=f@g"

@@ -71,9 +71,19 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def post_login(client: Any, token: str, next: str = "/") -> Any:
+    """Post the sign-in form as a browser does: with the form's CSRF token, from the form
+    just fetched (and its cookie). ``client`` is a TestClient or an httpx.Client."""
+    form = client.get("/login")
+    found = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+    assert found, form.text
+    return client.post("/login", data={"token": token, "next": next,
+                                       "csrf_token": found.group(1)})
+
+
 def sign_in(client: TestClient, token: str) -> str:
     """Sign the client in to the pages; returns the session's CSRF token."""
-    answer = client.post("/login", data={"token": token, "next": "/"})
+    answer = post_login(client, token)
     assert answer.status_code == 303, answer.text
     assert client.cookies.get(COOKIE)
     page = client.get("/")

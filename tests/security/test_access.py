@@ -25,6 +25,7 @@ from tests.security.support import (
     api_operations,
     app_client,
     bearer,
+    post_login,
     request_for,
     seed,
     sign_in,
@@ -168,7 +169,7 @@ def test_a_rolling_token_change_leaves_no_admin_session_of_the_old_token(db: Dat
 def test_nothing_short_of_the_token_signs_in(running: tuple[TestClient, Seeded],
                                              typed: str) -> None:
     client, _ = running
-    answer = client.post("/login", data={"token": typed, "next": "/"})
+    answer = post_login(client, typed)
     assert answer.status_code != 303 and not client.cookies.get(COOKIE)
 
 

@@ -10,7 +10,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tallygate.store.database import Database
-from tests.security.support import ADMIN, Seeded, app_client, bearer, seed, sign_in
+from tests.security.support import (
+    ADMIN,
+    Seeded,
+    app_client,
+    bearer,
+    post_login,
+    seed,
+    sign_in,
+)
 
 
 @pytest.fixture
@@ -87,10 +95,10 @@ def test_sign_out_needs_the_csrf_token(running: tuple[TestClient, Seeded]) -> No
 
 def test_failed_sign_ins_are_braked(running: tuple[TestClient, Seeded]) -> None:
     client, _ = running
-    answers = [client.post("/login", data={"token": f"guess-{n}"}).status_code
+    answers = [post_login(client, f"guess-{n}").status_code
                for n in range(12)]
     assert answers[:10] == [401] * 10 and answers[10:] == [429, 429]
-    braked = client.post("/login", data={"token": ADMIN})  # even the right token waits
+    braked = post_login(client, ADMIN)  # even the right token waits
     assert braked.status_code == 429 and int(braked.headers["retry-after"]) >= 1
     assert "tallygate_session" not in client.cookies
 
@@ -103,7 +111,7 @@ def test_a_crafted_link_neither_injects_nor_redirects_away(
     for target in ("https://evil.example/", "//evil.example/", "/\\evil.example/",
                    "\\\\evil.example", "javascript:alert(1)", " //evil.example"):
         client.cookies.clear()
-        answer = client.post("/login", data={"token": ADMIN, "next": target})
+        answer = post_login(client, ADMIN, next=target)
         assert answer.status_code == 303
         location = answer.headers["location"]
         assert location.startswith("/") and not location.startswith(("//", "/\\")), \

@@ -27,6 +27,7 @@ from tallygate.store.database import Database
 from tallygate.store.schema import metadata
 from tests.conftest import RECENT
 from tests.reliability.support import CHAT, start_gateway
+from tests.security.support import post_login
 from tests.servers import free_port, serve_app
 
 ADMIN_SECRET = "tga-AdminSecret7Qx2Lm9Vt4Rb8Nc1Zp6Wd3Ke5"
@@ -111,7 +112,7 @@ def test_no_secret_in_logs_answers_errors_or_the_database(db: Database, tmp_path
                 {"id": "e1", "ts": "2026-01-01T00:00:00Z", "model": CHAT,
                  "metadata": {"note": "no secret here"}}]}))
             for token in (ADMIN_SECRET, key, "wrong-token"):
-                keep(client.post("/login", data={"token": token}))
+                keep(post_login(client, token))
                 keep(client.get("/"))
                 client.cookies.clear()
             keep(client.get("/metrics", headers=admin))

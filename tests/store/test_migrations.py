@@ -140,3 +140,31 @@ def test_0007_upgrades_a_purged_ledger_in_place_losing_nothing(db: Database) -> 
     per_day = usage_trend(ledger, query, "requests", "day", "upstream_model")
     assert per_day["series"][0]["total"] == len(records)
     assert check_rollups(ledger).ok
+
+
+def test_0009_keeps_keys_stored_with_an_empty_ip_list_usable_from_anywhere(
+        db: Database) -> None:
+    # Before 0009 an empty allowed_ips allowed every address; now it allows none, so keys
+    # stored that way become NULL (no restriction) and behave as they did.
+    from alembic import command
+
+    from tallygate.keys.access import ip_allowed
+    from tallygate.keys.schemas import KeyCreate
+    from tallygate.keys.service import KeyService
+    from tallygate.store.keys import get_key
+
+    service = KeyService(db)
+    anywhere = service.create(KeyCreate(name="anywhere"), "test")
+    office = service.create(KeyCreate(name="office", allowed_ips=["10.0.0.0/8"]), "test")
+    config = db._alembic_config()
+    command.downgrade(config, "0007")
+    with db.write() as conn:
+        from sqlalchemy import text
+        conn.execute(text("UPDATE api_keys SET allowed_ips = '[]' WHERE id = :id"),
+                     {"id": anywhere.id})
+    command.upgrade(config, "head")
+    stored = get_key(db, anywhere.id)
+    assert stored is not None and stored.allowed_ips is None
+    assert ip_allowed(stored.allowed_ips, "192.0.2.1")
+    kept = get_key(db, office.id)
+    assert kept is not None and kept.allowed_ips == ["10.0.0.0/8"]

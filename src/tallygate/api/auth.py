@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from tallygate.api.errors import ApiError
+from tallygate.keys.access import ip_allowed
 from tallygate.keys.secrets import hash_secret, same_hash
 from tallygate.keys.service import KeyService, effective_status
-from tallygate.store.keys import get_key
+from tallygate.store.keys import StoredKey, get_key
 from tallygate.web.sessions import COOKIE, CSRF_HEADER, Sessions
 
 
@@ -65,6 +66,19 @@ def _session_principal(request: Request) -> Principal | None:
     key = get_key(request.app.state.db, session.api_key_id)
     if key is None or effective_status(key) != "active":
         raise ApiError(403, "This API key is no longer active", code="key_inactive")
+    return _key_principal(request, key)
+
+
+def key_usable_here(request: Request, key: StoredKey) -> bool:
+    """Whether the key's ``allowed_ips`` let it be used from this request's address (the
+    same rule as the gateway's, behind the same trusted proxies)."""
+    return ip_allowed(key.allowed_ips, request.client.host if request.client else None)
+
+
+def _key_principal(request: Request, key: StoredKey) -> Principal:
+    if not key_usable_here(request, key):
+        raise ApiError(403, "This API key may not be used from this address",
+                       code="ip_not_allowed")
     return Principal(key.id)
 
 
@@ -85,7 +99,7 @@ def usage_principal(request: Request) -> Principal:
                        headers={"WWW-Authenticate": "Bearer"})
     if effective_status(key) != "active":
         raise ApiError(403, f"This API key is {effective_status(key)}", code="key_inactive")
-    return Principal(key.id)
+    return _key_principal(request, key)
 
 
 def admin_principal(request: Request) -> Principal:

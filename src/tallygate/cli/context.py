@@ -12,6 +12,7 @@ from rich.console import Console
 from tallygate.config import ConfigError, Settings, load_settings
 from tallygate.keys.service import KeyService
 from tallygate.ledger.service import Ledger
+from tallygate.redact import redact_urls
 from tallygate.store.database import Database, DatabaseUnavailable
 
 console = Console()
@@ -97,5 +98,5 @@ def use_command_config(ctx: typer.Context, config: Path | None) -> None:
 
 def fail(message: str, code: int = 2) -> NoReturn:
     # soft_wrap: a message naming a file or a value must not be cut into lines.
-    errors.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    errors.print(f"[red]error:[/red] {redact_urls(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)

@@ -20,6 +20,7 @@ from rich.progress import (
 from tallygate.cli.context import console, fail, state
 from tallygate.cli.usage import Categories, End, Keys, Models, Period, Start, Types, Tz, build_query
 from tallygate.ledger import export as exports
+from tallygate.ledger.focus import SubAccount, focus_export
 from tallygate.ledger.importer import FILE_FORMATS, import_file
 from tallygate.ledger.importers import (
     DEFAULT_QUOTA_PER_UNIT,
@@ -140,7 +141,10 @@ def export_records(
     ctx: typer.Context,
     what: Annotated[str, typer.Option(help="summary, trend, breakdown or calls")] = "calls",
     format: Annotated[str, typer.Option(
-        help="csv, xlsx, json, ndjson or parquet (parquet needs the `parquet` extra)")] = "csv",
+        help="csv, xlsx, json, ndjson, parquet (parquet needs the `parquet` extra) or focus "
+             "(a FinOps FOCUS 1.2 dataset; --what is ignored)")] = "csv",
+    focus_format: Annotated[str, typer.Option(
+        help="With --format focus: csv or parquet")] = "csv",
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="File to write (default: standard output; xlsx and parquet "
                                "need a file)")] = None,
@@ -157,13 +161,18 @@ def export_records(
         fail(f"--what: must be one of {', '.join(exports.VIEWS)}")
     if format == "parquet" and not exports.parquet_available():
         fail(f"--format: {exports.PARQUET_MISSING}")
-    if format in ("xlsx", "parquet") and output is None:
-        fail(f"--output: an {format} export needs a file")
+    binary = format in ("xlsx", "parquet") or (format == "focus" and focus_format == "parquet")
+    if binary and output is None:
+        fail(f"--output: a{'n' if format == 'xlsx' else ''} "
+             f"{'parquet' if format == 'focus' else format} export needs a file")
     query = build_query(key, model, call_type, category, period, start, end, tz)
     ledger = state(ctx).ledger()
     groups = [g.strip() for g in group_by.split(",") if g.strip()]
     try:
-        if what == "calls":
+        if format == "focus":
+            accounts = {k.id: SubAccount(k.name, tuple(k.tags)) for k in state(ctx).keys().list()}
+            chunks = focus_export(ledger, query, accounts, focus_format)
+        elif what == "calls":
             chunks = exports.calls_stream(format, stream_calls(
                 ledger.db, query.filter, query.range.start_us, query.range.end_us))
         else:

@@ -11,6 +11,7 @@ from tallygate import __version__
 from tallygate.cli import anomalies, audit, data, db, keys, pricing, serve, usage
 from tallygate.cli.context import CONFIG_HELP, CliState, console
 from tallygate.config import settings_reference
+from tallygate.redact import redact_logs, redact_values
 
 app = typer.Typer(
     name="tallygate",
@@ -51,12 +52,13 @@ def cli_docs() -> None:
 
 @config_app.command("show")
 def config_show(ctx: typer.Context) -> None:
-    """Print the settings in force (secrets hidden)."""
+    """Print the settings in force (the admin token, the webhook secret and every password in
+    a URL hidden)."""
     from tallygate.cli.context import state
 
     settings = state(ctx).settings()
-    console.print_json(settings.model_dump_json(
-        exclude={"admin_token", "anomaly_webhook_secret"}))
+    console.print_json(data=redact_values(settings.model_dump(
+        mode="json", exclude={"admin_token", "anomaly_webhook_secret"})))
 
 
 @app.callback()
@@ -72,6 +74,7 @@ def _options(
     if version:
         console.print(__version__)
         raise typer.Exit()
+    redact_logs()
     ctx.obj = CliState(config, database_url)
     ctx.call_on_close(ctx.obj.close)
 

@@ -16,12 +16,14 @@ from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
+from tallygate.redact import redact_urls
+
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 # The newest migration in store/migrations/versions: what this code's queries expect.
 # tests/store/test_migrations.py checks it against Alembic's head.
-SCHEMA_REVISION = "0007"
+SCHEMA_REVISION = "0009"
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -106,7 +108,8 @@ class Database:
         try:
             current = self.current_revision()
         except Exception as exc:  # the driver's own error says what is wrong
-            raise DatabaseUnavailable(f"cannot open the database: {exc}") from exc
+            raise DatabaseUnavailable(
+                f"cannot open the database: {redact_urls(str(exc))}") from exc
         if current != SCHEMA_REVISION:
             raise DatabaseUnavailable(
                 f"the database schema is at {current or 'nothing'}, this tallygate needs "

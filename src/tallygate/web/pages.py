@@ -3,6 +3,7 @@ pages only lay them out."""
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from tallygate import __version__
-from tallygate.api.auth import is_admin_token
+from tallygate.api.auth import is_admin_token, key_usable_here
 from tallygate.keys.secrets import same_hash
 from tallygate.keys.service import KeyService, effective_status
 from tallygate.store.keys import get_key
@@ -34,6 +35,8 @@ def _session(request: Request) -> tuple[str, Session] | None:
         if key is None or effective_status(key) != "active":
             sessions.end(token)  # the key was disabled, expired or deleted
             return None
+        if not key_usable_here(request, key):
+            return None  # not from here (the session stays for where it is allowed)
     return token, session
 
 
@@ -67,34 +70,53 @@ def api_docs(request: Request) -> HTMLResponse:
     return templates.TemplateResponse(request, "docs.html", {})
 
 
+LOGIN_COOKIE = "tallygate_login"
+LOGIN_FORM_SECONDS = 3600
+
+
+def _login_page(request: Request, error: str | None = None, status_code: int = 200,
+                headers: dict[str, str] | None = None) -> HTMLResponse:
+    """The sign-in form with a fresh CSRF token, also set in a cookie only this site sends
+    back (double submit): a form posted from another site carries neither, so it cannot sign
+    a visitor's browser in as someone else."""
+    form_token = secrets.token_urlsafe(32)
+    response = templates.TemplateResponse(
+        request, "login.html", {"version": __version__, "error": error,
+                                "form_token": form_token},
+        status_code=status_code, headers=headers)
+    response.set_cookie(LOGIN_COOKIE, form_token, max_age=LOGIN_FORM_SECONDS, httponly=True,
+                        samesite="strict", secure=request.url.scheme == "https", path="/login")
+    return response
+
+
 @router.get("/login", response_class=HTMLResponse)
 def login_form(request: Request) -> HTMLResponse:
-    return templates.TemplateResponse(request, "login.html", {"version": __version__,
-                                                               "error": None})
+    return _login_page(request)
 
 
 @router.post("/login", response_class=HTMLResponse)
 def login(request: Request, token: str = Form(..., max_length=200),
-          next: str = Form("/", max_length=200)) -> Response:
+          next: str = Form("/", max_length=200),
+          csrf_token: str = Form("", max_length=100)) -> Response:
+    if not csrf_token or not same_hash(csrf_token, request.cookies.get(LOGIN_COOKIE, "")):
+        return _login_page(request, "form_expired", status_code=403)
     brake: SignInBrake = request.app.state.sign_in_brake
     address = request.client.host if request.client else "unknown"
     wait = brake.retry_after(address)
     if wait is not None:
-        return templates.TemplateResponse(
-            request, "login.html", {"version": __version__, "error": "too_many"},
-            status_code=429, headers={"Retry-After": str(wait)})
+        return _login_page(request, "too_many", status_code=429,
+                           headers={"Retry-After": str(wait)})
     accepted, api_key_id = _who(request, token.strip())
     if not accepted:
         brake.failed(address)
-        return templates.TemplateResponse(
-            request, "login.html", {"version": __version__, "error": "invalid"},
-            status_code=401)
+        return _login_page(request, "invalid", status_code=401)
     sessions: Sessions = request.app.state.sessions
     cookie, _ = sessions.start(api_key_id)
     target = next if next.startswith("/") and not next.startswith("//") else "/"
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(COOKIE, cookie, max_age=sessions.lifetime_s, httponly=True,
                         samesite="strict", secure=request.url.scheme == "https", path="/")
+    response.delete_cookie(LOGIN_COOKIE, path="/login")
     return response
 
 
@@ -104,7 +126,9 @@ def _who(request: Request, token: str) -> tuple[bool, str | None]:
         return True, None
     keys: KeyService = request.app.state.keys
     key = keys.authenticate(token)
-    if key is None or effective_status(key) != "active":
+    if key is None or effective_status(key) != "active" or not key_usable_here(request, key):
+        # From a refused address a key signs in no more than a wrong token: the answer
+        # tells nobody there that the key exists.
         return False, None
     return True, key.id
 

@@ -72,27 +72,48 @@ class Sessions:
 
 
 class SignInBrake:
-    """At most ``limit`` failed sign-ins per client address in ``window_s``; then 429."""
+    """At most ``limit`` failed sign-ins per client address in ``window_s``; then 429.
 
-    def __init__(self, limit: int = 10, window_s: float = 60.0) -> None:
+    Bounded whatever the traffic: an address keeps at most ``limit`` failure times, and past
+    ``max_addresses`` the quiet addresses, then the longest-tracked ones, are forgotten."""
+
+    def __init__(self, limit: int = 10, window_s: float = 60.0,
+                 max_addresses: int = 10_000) -> None:
         self.limit = limit
         self.window_s = window_s
+        self.max_addresses = max_addresses
         self._failures: dict[str, deque[float]] = {}
 
     def retry_after(self, address: str) -> int | None:
-        failures = self._recent(address)
+        failures = self._failures.get(address)
+        if failures is None:
+            return None
+        self._expire(failures)
         if len(failures) < self.limit:
             return None
         return max(1, int(failures[0] + self.window_s - time.monotonic()) + 1)
 
     def failed(self, address: str) -> None:
-        self._recent(address).append(time.monotonic())
-        if len(self._failures) > 10_000:  # forget quiet addresses
-            for quiet in [a for a, f in self._failures.items() if not f]:
-                del self._failures[quiet]
+        failures = self._failures.get(address)
+        if failures is None:
+            if len(self._failures) >= self.max_addresses:
+                self._make_room()
+            failures = self._failures[address] = deque(maxlen=self.limit)
+        self._expire(failures)
+        failures.append(time.monotonic())
 
-    def _recent(self, address: str) -> deque[float]:
-        failures = self._failures.setdefault(address, deque())
+    def __len__(self) -> int:
+        return len(self._failures)
+
+    def _make_room(self) -> None:
+        for address in list(self._failures):
+            failures = self._failures[address]
+            self._expire(failures)
+            if not failures:
+                del self._failures[address]
+        while len(self._failures) >= self.max_addresses:
+            del self._failures[next(iter(self._failures))]  # tracked longest
+
+    def _expire(self, failures: deque[float]) -> None:
         while failures and failures[0] <= time.monotonic() - self.window_s:
             failures.popleft()
-        return failures
