@@ -18,20 +18,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, NoSuchTableError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
+from tallygate.redact import redact_urls
+
 MYSQL_MISSING = ("reading MySQL/MariaDB needs the PyMySQL driver: "
                  "pip install 'tallygate[mysql]'")
 
 
 class SourceError(RuntimeError):
     """The source cannot be opened or read; the message names it and says why."""
-
-
-def _redacted(url: str) -> str:
-    """The URL as it may be shown: without its password."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return url
 
 
 def is_database_url(source: str) -> bool:
@@ -60,7 +54,7 @@ class ForeignTable:
 
     def __init__(self, source: str, table_name: str) -> None:
         self.source = source
-        self.shown = _redacted(source)
+        self.shown = redact_urls(source)  # as it may be shown: without its password
         url = source_engine_url(source)
         try:
             backend = make_url(url).get_backend_name()
