@@ -21,7 +21,7 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 
 # The newest migration in store/migrations/versions: what this code's queries expect.
 # tests/store/test_migrations.py checks it against Alembic's head.
-SCHEMA_REVISION = "0007"
+SCHEMA_REVISION = "0008"
 
 
 class DatabaseUnavailable(RuntimeError):
