@@ -16,7 +16,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 from tallygate.config import Provider, Settings
@@ -123,8 +123,10 @@ class ReconcileScheduler:
             if last is not None and int(now * 1_000_000) - last < interval_us:
                 continue
             try:
-                await run_reconciliation(self.ledger, self.settings, provider.name,
-                                         f"{self.settings.reconcile_days}d", fetch=self.fetch)
+                await run_reconciliation(
+                    self.ledger, self.settings, provider.name,
+                    f"{self.settings.reconcile_days}d", fetch=self.fetch,
+                    today=datetime.fromtimestamp(now, UTC).date())
             except ProviderError as exc:
                 log.warning("scheduled reconciliation: %s", exc)
             done += 1
