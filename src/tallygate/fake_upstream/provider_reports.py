@@ -65,9 +65,19 @@ class FakeProviderReports:
                  output_tokens: int = 0, cost: Decimal = Decimal(0),
                  endpoint: str = "completions") -> None:
         """One call as the ledger counts it (input = all input), billed by ``kind``."""
+        self.add_figures(kind, day, model, requests=1, input_tokens=input_tokens,
+                         cached_input_tokens=cached_input_tokens,
+                         cache_write_tokens=cache_write_tokens, output_tokens=output_tokens,
+                         cost=cost, endpoint=endpoint)
+
+    def add_figures(self, kind: str, day: date, model: str, *, requests: int,
+                    input_tokens: int, cached_input_tokens: int = 0,
+                    cache_write_tokens: int = 0, output_tokens: int = 0,
+                    cost: Decimal = Decimal(0), endpoint: str = "completions") -> None:
+        """A day's calls of ``model`` as the ledger sums them, stored in ``kind``'s terms."""
         if kind == "openai":
             usage = self.openai_usage[(endpoint, day, model)]
-            usage["num_model_requests"] += 1
+            usage["num_model_requests"] += requests
             usage["input_tokens"] += input_tokens  # cached included, as OpenAI counts
             if endpoint == "completions":
                 usage["input_cached_tokens"] += cached_input_tokens
