@@ -94,3 +94,21 @@ def test_in_the_openapi_document(account: tuple[Api, Any]) -> None:
     api, _ = account
     paths = api.ok("/openapi.json")["paths"]
     assert "/api/v1/reconciliation" in paths and "/api/v1/reconciliation/last" in paths
+
+
+def test_the_scheduled_run_starts_with_the_server_and_is_stored(
+        db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    monkeypatch.setenv(KEY_ENV, ADMIN_KEY)
+    with provider_account() as (fake, url):
+        with running_app(db) as seeding:
+            faithful_days(seeding.ledger, fake)
+        with running_app(db, reconcile_interval_s=3600, reconcile_days=5,
+                         **provider_settings(url)) as api:
+            deadline = time.monotonic() + 15
+            while (last := api.ok("/api/v1/reconciliation/last")["providers"][0]["last"]) \
+                    is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+    assert last is not None and last["status"] == "match"
+    assert last["result"]["days"] == 5 and last["result"]["counts"]["match"] == 3

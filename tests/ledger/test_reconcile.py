@@ -259,3 +259,20 @@ def test_our_side_equals_a_brute_force_sum_over_raw_records(
     want = {key: {**{m: v for m, v in sums.items() if v and m != "estimated"},
                   "estimated": sums["estimated"]} for key, sums in brute.items()}
     assert got == want
+
+
+def test_days_are_utc_days_whatever_the_page_zone(sqlite_db: Database) -> None:
+    """A call at 07:30 in Shanghai on 11-02 is 23:30 UTC on 11-01: the provider's day."""
+    from zoneinfo import ZoneInfo
+
+    ledger = Ledger(sqlite_db)
+    shanghai = ZoneInfo("Asia/Shanghai")
+    ledger.store([
+        record("late", datetime(2026, 11, 2, 7, 59, 59, 999_999, tzinfo=shanghai),
+               model="gpt-4o", input_tokens=1, upstream_model="m"),
+        record("midnight", datetime(2026, 11, 2, 8, 0, tzinfo=shanghai), model="gpt-4o",
+               input_tokens=10, upstream_model="m"),
+    ])
+    days = ledger_days(ledger, {"gpt-4o": "m"}, DAY0, DAY0 + timedelta(days=2))
+    assert {day: sums.figures["input_tokens"] for (day, _), sums in days.items()} == {
+        date(2026, 11, 1): 1, date(2026, 11, 2): 10}
