@@ -146,3 +146,14 @@ def test_api_key_ids_narrow_the_usage_and_leave_cost_out() -> None:
     fake = account()
     fetch(fake, provider("anthropic", api_key_ids=["apikey_1"]))
     assert ("api_key_ids[]", "apikey_1") in fake.requests[0][1]
+
+
+def test_a_cost_line_item_spelt_otherwise_joins_its_models_usage() -> None:
+    fake = account()
+    fake.add_call("openai", DAY0, "gpt-4o-2024-08-06", input_tokens=10)
+    fake.openai_costs[(DAY0, "GPT-4o-2024-08-06, cached input")] = Decimal("0.5")
+    fake.openai_costs[(DAY0, "Web search tool calls")] = Decimal("0.25")
+    report = fetch(fake, provider("openai"), end=DAY0 + timedelta(days=1))
+    assert report.days[(DAY0, "gpt-4o-2024-08-06")].cost == Decimal("0.5")
+    assert report.days[(DAY0, "Web search tool calls")].cost == Decimal("0.25")
+    assert (DAY0, "GPT-4o-2024-08-06") not in report.days

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tallygate.ledger.money import format_amount, to_nano
 from tallygate.ledger.records import format_ts, now_us
@@ -30,6 +30,9 @@ from tallygate.ledger.service import Ledger
 from tallygate.ledger.timerange import BadParameter
 from tallygate.providers.report import MEASURES, ProviderReport
 from tallygate.store.usage import Aggregate, Bucketing, CallFilter, aggregate
+
+if TYPE_CHECKING:
+    from tallygate.config import Provider
 
 STATUSES = ("match", "within_tolerance", "mismatch", "missing_here", "missing_there")
 # A row's status is its worst cell's.
@@ -156,7 +159,7 @@ def summarize(rows: Iterable[dict[str, Any]]) -> tuple[str, dict[str, int]]:
     return ("mismatch" if _SEVERITY[worst] >= 2 else worst), counts
 
 
-def reconciliation(ledger: Ledger, provider: Any, upstream_of: Mapping[str, str],
+def reconciliation(ledger: Ledger, provider: Provider, upstream_of: Mapping[str, str],
                    report: ProviderReport, start: date, end: date,
                    tolerance: Decimal) -> dict[str, Any]:
     """The whole answer of one reconciliation, as the API, the CLI and the page show it."""

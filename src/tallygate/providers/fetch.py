@@ -62,4 +62,5 @@ async def fetch_report(provider: Provider, start: date, end: date, *,
                     raise ProviderError(f"provider {provider.name}: GET {path}: a bucket is "
                                         f"not as documented ({exc.__class__.__name__})"
                                         ) from None
+    report.fold_cost_names()
     return report

@@ -35,9 +35,9 @@ class ProviderFigures:
 class ProviderReport:
     """Figures per (UTC day, the provider's model name).
 
-    ``measures`` are those the provider reports at all (Anthropic reports no request count);
-    the others are not compared. ``cost_reported`` is False when the cost report cannot be
-    narrowed to the figures compared (``api_key_ids`` given: cost reports are per account).
+    ``measures`` are those the provider reports at all (Anthropic reports no request count;
+    no cost when ``api_key_ids`` narrow the usage, cost reports being per account); the
+    others are not compared.
     """
 
     measures: tuple[str, ...]
@@ -45,3 +45,17 @@ class ProviderReport:
 
     def figures(self, day: date, model: str) -> ProviderFigures:
         return self.days.setdefault((day, model), ProviderFigures())
+
+    def fold_cost_names(self) -> None:
+        """Attach a cost billed under a model name that differs only in case from a model
+        with usage that day (OpenAI's line items are not always spelt as the usage's models);
+        a cost no model's name matches stays a row of its own (``missing_here``)."""
+        usage_names = {(day, model.lower()): model for (day, model), f in self.days.items()
+                       if f.input_tokens is not None}
+        for (day, model), figures in list(self.days.items()):
+            if figures.input_tokens is not None or figures.cost is None:
+                continue
+            target = usage_names.get((day, model.lower()))
+            if target is not None and target != model:
+                self.figures(day, target).add("cost", figures.cost)
+                del self.days[(day, model)]
