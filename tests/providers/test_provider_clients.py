@@ -157,3 +157,19 @@ def test_a_cost_line_item_spelt_otherwise_joins_its_models_usage() -> None:
     assert report.days[(DAY0, "gpt-4o-2024-08-06")].cost == Decimal("0.5")
     assert report.days[(DAY0, "Web search tool calls")].cost == Decimal("0.25")
     assert (DAY0, "GPT-4o-2024-08-06") not in report.days
+
+
+def test_retry_after_in_seconds_or_as_a_date() -> None:
+    from datetime import UTC, datetime
+    from email.utils import format_datetime
+
+    from tallygate.providers.http import _retry_after
+
+    def answer(value: str) -> httpx.Response:
+        return httpx.Response(429, headers={"Retry-After": value})
+
+    assert _retry_after(answer("7")) == 7.0
+    later = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    assert 25 < (_retry_after(answer(later)) or 0) <= 30
+    assert _retry_after(answer("soon")) is None
+    assert _retry_after(httpx.Response(429)) is None
