@@ -39,6 +39,7 @@ STATUSES = ("match", "within_tolerance", "mismatch", "missing_here", "missing_th
 _SEVERITY = {"match": 0, "within_tolerance": 1, "missing_there": 2, "missing_here": 2,
              "mismatch": 3}
 DAY_S = 86400
+_NOTHING = (None, 0, "0.00")
 US = 1_000_000
 MAX_DAYS = 366
 _PERIOD = re.compile(r"^(\d{1,3})d$")
@@ -111,8 +112,9 @@ def compare(ours: dict[tuple[date, str], LedgerDay], theirs: ProviderReport,
             if status is None:
                 continue
             cells[measure] = _cell(measure, status, their_value, our_value)
-        if not cells:
-            continue
+        if all(c["provider"] in _NOTHING and c["tallygate"] in _NOTHING
+               for c in cells.values()):
+            continue  # nothing on either side (calls that failed before any token)
         rows.append({
             "day": day.isoformat(), "upstream_model": model,
             "models": sorted(mine.models) if mine else [],
