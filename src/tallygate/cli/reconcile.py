@@ -11,9 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from tallygate.cli.context import console, fail, state
-from tallygate.ledger.reconciler import run_reconciliation
 from tallygate.ledger.timerange import BadParameter
-from tallygate.providers import ProviderError
 
 # Exit codes, for scripts: 0 every row agrees (match or within tolerance), 1 a difference.
 DIFFERENCE_EXIT = 1
@@ -36,6 +34,10 @@ def reconcile(
     """Compare the ledger with a provider's usage and cost report, per UTC day x upstream
     model. Exits 1 when a row differs (mismatch, missing_here, missing_there), 0 otherwise.
     The result is stored: the page shows the last one."""
+    # Here, not at the top: the HTTP client loads only for this command (start-up of others).
+    from tallygate.ledger.reconciler import run_reconciliation
+    from tallygate.providers import ProviderError
+
     cli = state(ctx)
     settings = cli.settings()
     ledger = cli.ledger(settings)
