@@ -290,3 +290,19 @@ def test_an_empty_export_is_a_success(gateway: GatewayUnderTest) -> None:
     _, secret = gateway.new_key()
     assert post(gateway, b"", secret).status_code == 200
     assert post(gateway, b"{}", secret, JSON).json() == {}
+
+
+def test_tags_and_metrics(gateway: GatewayUnderTest) -> None:
+    key_id, secret = gateway.new_key()
+    sent = span(chat("otlp-only-model", 70, 7))
+    response = post(gateway, request(sent).SerializeToString(), secret,
+                    {**PROTOBUF, "X-Tallygate-Tags": "team=search,source=spoofed"})
+    assert response.status_code == 200
+    record = by_id(gateway, key_id)[f"otel-{sent.trace_id.hex()}-{sent.span_id.hex()}"]
+    assert record["metadata"]["team"] == "search"
+    assert record["metadata"]["source"] == "otlp"  # the span's own fields win
+    with gateway.admin() as admin:
+        metrics = admin.get("/metrics").text
+    requests = [line for line in metrics.splitlines()
+                if line.startswith("tallygate_requests_total") and "otlp-only-model" in line]
+    assert requests and requests[0].endswith(" 1.0")
