@@ -17,6 +17,7 @@ import pytest
 from google.rpc.status_pb2 import Status as RpcStatus
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
+from tallygate.store.retention import raise_purge_floor
 from tests.gateway.conftest import CHAT, EMBED, PRICE, GatewayUnderTest
 from tests.gateway.otlp_spans import (
     NS,
@@ -306,3 +307,17 @@ def test_tags_and_metrics(gateway: GatewayUnderTest) -> None:
     requests = [line for line in metrics.splitlines()
                 if line.startswith("tallygate_requests_total") and "otlp-only-model" in line]
     assert requests and requests[0].endswith(" 1.0")
+
+
+def test_spans_older_than_the_purge_floor_are_rejected(gateway: GatewayUnderTest) -> None:
+    key_id, secret = gateway.new_key()
+    raise_purge_floor(gateway.db, time.time_ns() // 1000 - 86_400 * 10**6)  # yesterday's 00:00
+    recent, old = span(chat(CHAT, 10, 1)), span(chat(CHAT, 10, 1),
+                                                 start_ns=time.time_ns() - 2 * 86_400 * NS)
+    response = post(gateway, request(recent, old).SerializeToString(), secret)
+    partial = response_of(response.content).partial_success
+    assert partial.rejected_spans == 1
+    assert f"span {old.span_id.hex()}: ts: older than the ledger's purge floor" \
+        in partial.error_message
+    assert list(by_id(gateway, key_id)) == [
+        f"otel-{recent.trace_id.hex()}-{recent.span_id.hex()}"]
