@@ -56,6 +56,7 @@ PURGE_EVERY_S = 3600
 
 Handler = Callable[[Gateway, Scope, Receive, Send], Awaitable[None]]
 PROBES = ("/healthz", "/readyz")
+TRACES = "/v1/traces"  # OTLP/HTTP's default path for traces
 SECURITY_HEADERS = [(name.encode(), value.encode()) for name, value in HEADERS.items()]
 
 
@@ -82,6 +83,7 @@ class Tallygate:
             ("GET", "/v1/models"): Gateway.models,
             ("POST", anthropic.MESSAGES): anthropic.messages,
             ("POST", anthropic.COUNT_TOKENS): anthropic.count_tokens,
+            ("POST", TRACES): _export_traces,
         }
         self._admin: FastAPI | None = None
         self._admin_building = asyncio.Lock()
@@ -161,6 +163,14 @@ class Tallygate:
                 await send({"type": "lifespan.shutdown.failed", "message": repr(exc)})
                 raise
         await send({"type": "lifespan.shutdown.complete"})
+
+
+async def _export_traces(gateway: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
+    """OTLP/HTTP traces (gateway/traces.py), imported at the first export: it loads
+    protobuf, which a process that only relays calls has no use for."""
+    from tallygate.gateway import traces
+
+    await traces.export(gateway, scope, receive, send)
 
 
 def create_app(settings: Settings) -> Tallygate:

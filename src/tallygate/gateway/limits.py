@@ -121,16 +121,19 @@ class Limits:
         self._retry_at = 0.0
         self._probing = False
 
-    async def check(self, key: StoredKey, model: str, client_ip: str | None,
-                    now: float) -> Refusal | None:
-        """Why this call may not go upstream, or None."""
+    async def check(self, key: StoredKey, model: str | None, client_ip: str | None,
+                    now: float, *, usage_limits: bool = True) -> Refusal | None:
+        """Why this call may not go upstream, or None. Without ``usage_limits`` the
+        tokens per minute, quota and budget are not checked, only the requests per minute
+        (for usage reported after the fact, which refusing would only leave unrecorded)."""
         refusal = self.check_key(key, model, client_ip, now)
-        if refusal is not None or not has_counted_limits(key):
+        if refusal is not None or not (has_counted_limits(key) if usage_limits
+                                       else key.rpm_limit is not None):
             return refusal
         if not self._counters_usable(probe=True):
             return self._counters_unavailable()
         try:
-            refusal = await self._check_counted(key, now)
+            refusal = await self._check_counted(key, now, usage_limits)
         except CountersUnavailable as exc:
             self._counters_failed(exc)
             return self._counters_unavailable()
@@ -155,15 +158,16 @@ class Limits:
                                                   "address.")
         return None
 
-    async def _check_counted(self, key: StoredKey, now: float) -> Refusal | None:
-        if key.tpm_limit is not None:
+    async def _check_counted(self, key: StoredKey, now: float,
+                             usage_limits: bool = True) -> Refusal | None:
+        if usage_limits and key.tpm_limit is not None:
             current, previous = await self.counters.window_tokens(key.id, now)
             if weighted(current, previous, now) >= key.tpm_limit:
                 return Refusal(429, "tokens_per_minute_exceeded",
                                f"Rate limit reached: {key.tpm_limit} tokens per minute.",
                                retry_after_s=retry_after_s(current, previous,
                                                            key.tpm_limit, now))
-        if key.quota_tokens is not None or key.budget_nano is not None:
+        if usage_limits and (key.quota_tokens is not None or key.budget_nano is not None):
             refusal = await self._check_quota(key, now)
             if refusal is not None:
                 return refusal
