@@ -344,12 +344,12 @@ class Gateway:
         await self.books.record(call, status, usage, ttft_ms,
                                 commit=self.strict and status != CLIENT_CLOSED)
 
-    async def _authenticate(self, header: str, scope: Scope | None = None) -> StoredKey:
+    async def _authenticate(self, header: str, scope: Scope) -> StoredKey:
         scheme, _, secret = header.partition(" ")
         if scheme.lower() != "bearer" or not secret.strip():
             raise GatewayError(401, "missing_api_key", "You didn't provide an API key. Send "
                                                        "Authorization: Bearer <key>.")
-        client = scope.get("client") if scope is not None else None
+        client = scope.get("client")
         try:
             key = await self.key_cache.lookup(secret.strip(), client[0] if client else None)
         except LookupRefused as exc:  # a flood of made-up keys: answered without a read

@@ -84,7 +84,7 @@ async def export(gateway: Gateway, scope: Scope, receive: Receive, send: Send) -
                                  "application/json (OTLP/HTTP)")
         encoding = _header(scope, b"content-encoding")
         check_encoding(encoding)
-        key = await gateway._authenticate(headers.authorization)
+        key = await gateway._authenticate(headers.authorization, scope)
         client = scope.get("client")
         refusal = await gateway.limits.check(key, None, client[0] if client else None,
                                              time.time(), usage_limits=False)
