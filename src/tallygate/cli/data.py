@@ -45,7 +45,7 @@ def import_records(
         help="ndjson or csv (default: from the file name)")] = None,
     from_: Annotated[str | None, typer.Option(
         "--from", help="Import another gateway's history: litellm, new-api or one-api "
-                       "(see docs/importing.md).")] = None,
+                       "(see docs/ingest.md).")] = None,
     quota_per_unit: Annotated[str, typer.Option(
         help="With --from new-api/one-api: quota per US dollar (both ship 500000).")
     ] = str(DEFAULT_QUOTA_PER_UNIT),
