@@ -1,9 +1,11 @@
 """Shared fixtures: real SQLite files and the real PostgreSQL server, the same tests on both.
 
 PostgreSQL is found through ``TALLYGATE_TEST_POSTGRES_URL`` (default
-``postgresql://postgres@127.0.0.1:5432/test``). Each test process gets its own database,
-created for the run and dropped after it. Without a server the PostgreSQL variants skip with
-the reason shown; with ``CI=true`` they fail instead, so CI never skips them silently.
+``postgresql://postgres@127.0.0.1:5432/test``), MariaDB/MySQL (the importers' sources) through
+``TALLYGATE_TEST_MYSQL_URL`` (default ``mysql://root@127.0.0.1:3306/test``). Each test process
+gets its own databases, created for the run and dropped after it. Without a server the
+variants that need it skip with the reason shown; with ``CI=true`` they fail instead, so CI
+never skips them silently.
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ from tallygate.store.schema import metadata
 
 POSTGRES_URL = os.environ.get("TALLYGATE_TEST_POSTGRES_URL",
                               "postgresql://postgres@127.0.0.1:5432/test")
+MYSQL_URL = os.environ.get("TALLYGATE_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
 def ping_redis_or_skip(client: Any, url: str) -> None:
     """Reach the test Redis through ``client``; without it, skip with the reason (closing the
     client), or fail in CI, where it must be there."""
@@ -68,6 +73,47 @@ def postgres_url() -> Iterator[str]:
     yield url
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def source_postgres_url() -> Iterator[str]:
+    """Another database on the PostgreSQL server, for this test process: where an importer
+    test puts another gateway's tables (each test creates its table afresh)."""
+    admin = create_engine(engine_url(POSTGRES_URL), isolation_level="AUTOCOMMIT")
+    name = f"tallygate_source_{uuid.uuid4().hex[:10]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # any failure to reach the server
+        admin.dispose()
+        _unavailable(f"{POSTGRES_URL}: {exc.__class__.__name__}: {str(exc).splitlines()[0]}")
+    yield f"{POSTGRES_URL.rsplit('/', 1)[0]}/{name}"
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def mysql_url() -> Iterator[str]:
+    """A fresh database on the MariaDB/MySQL server for this test process (an importer's
+    source)."""
+    from tallygate.store.foreign import source_engine_url
+
+    admin = create_engine(source_engine_url(MYSQL_URL))
+    name = f"tallygate_source_{uuid.uuid4().hex[:10]}"
+    try:
+        with admin.begin() as conn:
+            conn.execute(text(f"CREATE DATABASE `{name}`"))
+    except Exception as exc:  # any failure to reach the server, or no driver
+        admin.dispose()
+        reason = f"{MYSQL_URL}: {exc.__class__.__name__}: {str(exc).splitlines()[0]}"
+        if IN_CI:
+            pytest.fail(f"MariaDB/MySQL is required in CI: {reason}")
+        pytest.skip(f"MariaDB/MySQL not available: {reason}")
+    yield f"{MYSQL_URL.rsplit('/', 1)[0]}/{name}"
+    with admin.begin() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
     admin.dispose()
 
 

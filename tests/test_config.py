@@ -203,7 +203,7 @@ def test_every_setting_is_documented() -> None:
     for name, field in Settings.model_fields.items():
         assert field.description, name
         assert f"| `{name}` |" in reference, name
-        if name != "routes":
+        if name not in ("routes", "providers"):
             assert f"`TALLYGATE_{name.upper()}`" in reference
 
 
@@ -217,3 +217,40 @@ def test_trusted_proxies_are_addresses_or_networks() -> None:
     for bad in ("*", "proxy.internal", "10.0.0.0/33"):
         with pytest.raises(ConfigError, match="trusted_proxies"):
             load_settings(trusted_proxies=bad)
+
+
+def test_providers_from_the_file_with_each_kinds_default_base_url(tmp_path: Path) -> None:
+    path = tmp_path / "tallygate.toml"
+    path.write_text('[[providers]]\nname = "openai-main"\nkind = "openai"\n'
+                    'admin_key_env = "OPENAI_ADMIN_KEY"\napi_key_ids = ["key_abc"]\n'
+                    '[[providers]]\nname = "claude"\nkind = "anthropic"\n'
+                    'admin_key_env = "ANTHROPIC_ADMIN_KEY"\n'
+                    '[[providers]]\nname = "test"\nkind = "openai"\n'
+                    'base_url = "http://127.0.0.1:9/v1/"\nadmin_key_env = "K"\n'
+                    '[[routes]]\nmodel = "gpt-4o"\nbase_url = "https://api.openai.com/v1"\n'
+                    'provider = "openai-main"\n')
+    settings = load_settings(path)
+    urls = [p.base_url for p in settings.providers]
+    assert urls == ["https://api.openai.com/v1", "https://api.anthropic.com/v1",
+                    "http://127.0.0.1:9/v1"]
+    assert settings.providers[0].api_key_ids == ["key_abc"]
+    assert settings.routes[0].provider == "openai-main"
+    assert settings.reconcile_tolerance == 0 and settings.reconcile_interval_s == 0
+
+
+@pytest.mark.parametrize(("toml", "named"), [
+    ('[[routes]]\nmodel = "m"\nbase_url = "http://u/v1"\nprovider = "nope"\n',
+     "routes[0] (model 'm'): provider: 'nope' names no [[providers]] entry"),
+    ('[[providers]]\nname = "p"\nkind = "azure"\nadmin_key_env = "K"\n', "providers.0.kind"),
+    ('[[providers]]\nname = "p"\nkind = "openai"\n', "providers.0.admin_key_env"),
+    ('[[providers]]\nname = "p"\nkind = "openai"\nadmin_key_env = "K"\n'
+     '[[providers]]\nname = "p"\nkind = "anthropic"\nadmin_key_env = "K"\n',
+     "providers[1]: name 'p' is declared twice"),
+])
+def test_a_bad_provider_is_a_config_error_naming_the_field(tmp_path: Path, toml: str,
+                                                           named: str) -> None:
+    path = tmp_path / "tallygate.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path)
+    assert named in str(raised.value)

@@ -13,7 +13,17 @@ from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import State
 
 from tallygate import __version__
-from tallygate.api import anomalies, audit, dimensions, health, keys, metrics, pricing, usage
+from tallygate.api import (
+    anomalies,
+    audit,
+    dimensions,
+    health,
+    keys,
+    metrics,
+    pricing,
+    reconciliation,
+    usage,
+)
 from tallygate.api.errors import install_error_handlers
 from tallygate.web import pages
 from tallygate.web.security import SecurityHeaders
@@ -36,6 +46,7 @@ def build_admin_app(state: State) -> FastAPI:
     app.include_router(pricing.router)
     app.include_router(anomalies.router)
     app.include_router(audit.router)
+    app.include_router(reconciliation.router)
     app.include_router(metrics.router)
     app.include_router(health.router)
     app.include_router(pages.router)

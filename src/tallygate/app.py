@@ -56,6 +56,7 @@ PURGE_EVERY_S = 3600
 
 Handler = Callable[[Gateway, Scope, Receive, Send], Awaitable[None]]
 PROBES = ("/healthz", "/readyz")
+TRACES = "/v1/traces"  # OTLP/HTTP's default path for traces
 SECURITY_HEADERS = [(name.encode(), value.encode()) for name, value in HEADERS.items()]
 
 
@@ -82,6 +83,7 @@ class Tallygate:
             ("GET", "/v1/models"): Gateway.models,
             ("POST", anthropic.MESSAGES): anthropic.messages,
             ("POST", anthropic.COUNT_TOKENS): anthropic.count_tokens,
+            ("POST", TRACES): _export_traces,
         }
         self._admin: FastAPI | None = None
         self._admin_building = asyncio.Lock()
@@ -163,6 +165,14 @@ class Tallygate:
         await send({"type": "lifespan.shutdown.complete"})
 
 
+async def _export_traces(gateway: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
+    """OTLP/HTTP traces (gateway/traces.py), imported at the first export: it loads
+    protobuf, which a process that only relays calls has no use for."""
+    from tallygate.gateway import traces
+
+    await traces.export(gateway, scope, receive, send)
+
+
 def create_app(settings: Settings) -> Tallygate:
     redact_logs()  # also in a worker process, which starts here
     return Tallygate(settings)
@@ -235,7 +245,7 @@ async def _running(settings: Settings, state: State) -> AsyncIterator[None]:
     ledger_metrics.watch_unrecorded(gateway.unrecorded)
     state.keys.listeners.append(gateway.key_cache.clear)
     state.keys.listeners.append(ledger.prices_changed)  # a new discount, at once
-    purger = notifier = notifying = None
+    purger = notifier = notifying = reconciling = None
     stopping = asyncio.Event()
     try:
         await recorder.start()
@@ -244,6 +254,7 @@ async def _running(settings: Settings, state: State) -> AsyncIterator[None]:
         notifier = _webhook_notifier(settings, ledger, state.anomaly_params)
         notifying = None if notifier is None else asyncio.create_task(
             notifier.run(), name="tallygate-anomaly-webhook")
+        reconciling = _reconcile_periodically(settings, ledger)
         yield
     finally:  # also when start-up fails half-way: nothing is left running
         if purger is not None:
@@ -252,6 +263,10 @@ async def _running(settings: Settings, state: State) -> AsyncIterator[None]:
         if notifier is not None and notifying is not None:
             notifying.cancel()
             await notifier.close()
+        if reconciling is not None:
+            reconciling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reconciling
         await gateway.client.close()
         await gateway.key_cache.close()
         await recorder.stop()
@@ -270,6 +285,16 @@ def _webhook_notifier(settings: Settings, ledger: Ledger,
         url=settings.anomaly_webhook_url,
         secret=None if secret is None else secret.get_secret_value(),
         check_interval_s=settings.anomaly_check_interval_s), params)
+
+
+def _reconcile_periodically(settings: Settings, ledger: Ledger) -> asyncio.Task[None] | None:
+    """The scheduled reconciliation (``reconcile_interval_s``), when it is on."""
+    if not settings.reconcile_interval_s or not settings.providers:
+        return None
+    from tallygate.ledger.reconciler import ReconcileScheduler  # loads httpx
+
+    return asyncio.create_task(ReconcileScheduler(ledger, settings).run(),
+                               name="tallygate-reconcile")
 
 
 async def _purge_periodically(ledger: Ledger, stopping: asyncio.Event) -> None:

@@ -68,6 +68,8 @@ class Route(BaseModel):
                              max_length=200)
     unit: Literal[UNITS] | None = None  # type: ignore[valid-type]
     units_from: str | None = Field(None, pattern=r"^(/[^/]*)*$", max_length=200)
+    # The [[providers]] entry that bills this route's calls (reconciliation, §13).
+    provider: str | None = Field(None, min_length=1, max_length=100)
 
     @field_validator("category")
     @classmethod
@@ -90,6 +92,32 @@ class Route(BaseModel):
                                  "reads its units from the answer")
             if self.unit is None:
                 raise ValueError("unit: required with units_from (what the count counts)")
+        return self
+
+
+# Where each kind of provider's admin API is, unless a [[providers]] entry says otherwise.
+PROVIDER_BASE_URLS = {"openai": "https://api.openai.com/v1",
+                      "anthropic": "https://api.anthropic.com/v1"}
+
+
+class Provider(BaseModel):
+    """A model provider account whose own usage and cost reports the ledger is reconciled
+    with (docs/reconciliation.md). Its admin key is read from ``admin_key_env`` each time a
+    report is fetched: never stored, logged or shown."""
+
+    model_config = {"extra": "forbid"}
+
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")
+    kind: Literal["openai", "anthropic"]
+    base_url: str = Field("", pattern=r"^(https?://.*)?$")  # "": the kind's default
+    admin_key_env: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    api_key_ids: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _default_base_url(self) -> Provider:
+        if not self.base_url:
+            self.base_url = PROVIDER_BASE_URLS[self.kind]
+        self.base_url = self.base_url.rstrip("/")
         return self
 
 
@@ -208,6 +236,13 @@ class Settings(BaseSettings):
         description="How long a gateway process trusts a key it looked up; changes made through "
         "another process are seen within this time.",
     )
+    unknown_key_lookups_per_second: float = Field(
+        50, ge=0, le=100_000,
+        description="Database look-ups of API keys never seen that one client address may "
+        "cause per second (bursts of twice that); past it the gateway answers 429 "
+        "`too_many_unknown_keys` without a look-up, so a flood of made-up keys cannot slow "
+        "the real ones. Known keys never count against it. 0: no limit.",
+    )
     ingest_max_events: int = Field(
         10_000, ge=1, le=100_000,
         description="Most events accepted in one `POST /api/v1/usage/events` body (413 above).",
@@ -249,6 +284,28 @@ class Settings(BaseSettings):
         description="Serve `/metrics` without the admin token (for a scraper on a trusted "
         "network); by default it needs `Authorization: Bearer <admin token>`.",
     )
+    reconcile_tolerance: Decimal = Field(
+        Decimal(0), ge=0, le=1,
+        description="How far a provider's figure may lie from the ledger's and still count as "
+        "`within_tolerance` in a reconciliation: a fraction of the larger of the two (0.01 = "
+        "1 %). 0: only equal figures agree (docs/reconciliation.md).",
+    )
+    reconcile_interval_s: float = Field(
+        0, ge=0, le=7 * 86400,
+        description="How often a server process reconciles every `[[providers]]` entry with "
+        "its provider's reports and stores the result (shown on the page; a mismatch goes to "
+        "the anomaly webhook). 0: never, only on demand.",
+    )
+    reconcile_days: int = Field(
+        30, ge=1, le=366,
+        description="How many whole UTC days (before today) a scheduled reconciliation "
+        "covers.",
+    )
+    providers: list[Provider] = Field(
+        default_factory=list,
+        description="Provider accounts to reconcile with (`[[providers]]` tables in the TOML "
+        "file; see docs/reconciliation.md).",
+    )
     routes: list[Route] = Field(
         default_factory=list,
         description="Public model names and their upstreams (`[[routes]]` tables in the TOML "
@@ -289,9 +346,17 @@ class Settings(BaseSettings):
         if not self.database_url.startswith(("sqlite://", "postgresql://",
                                              "postgresql+psycopg://")):
             raise ValueError("database_url must start with sqlite:// or postgresql://")
+        providers: set[str] = set()
+        for index, provider in enumerate(self.providers):
+            if provider.name in providers:
+                raise ValueError(f"providers[{index}]: name {provider.name!r} is declared twice")
+            providers.add(provider.name)
         seen: set[str] = set()
         paths: set[str] = set()
         for index, route in enumerate(self.routes):
+            if route.provider is not None and route.provider not in providers:
+                raise ValueError(f"routes[{index}] (model {route.model!r}): provider: "
+                                 f"{route.provider!r} names no [[providers]] entry")
             if route.model in seen:
                 raise ValueError(f"routes: model {route.model!r} is declared twice")
             seen.add(route.model)
@@ -310,6 +375,9 @@ class Settings(BaseSettings):
 
     def route_for(self, model: str) -> Route | None:
         return next((route for route in self.routes if route.model == model), None)
+
+    def provider_named(self, name: str) -> Provider | None:
+        return next((p for p in self.providers if p.name == name), None)
 
 
 def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
@@ -357,6 +425,7 @@ def settings_reference() -> str:
     for name, field in Settings.model_fields.items():
         default = field.get_default(call_default_factory=True)
         shown = "(none)" if default in (None, []) else f"`{default}`"
-        env = f"`TALLYGATE_{name.upper()}`" if name != "routes" else "TOML only"
+        env = (f"`TALLYGATE_{name.upper()}`" if name not in ("routes", "providers")
+               else "TOML only")
         lines.append(f"| `{name}` | {env} | {shown} | {field.description} |")
     return "\n".join(lines) + "\n"

@@ -69,8 +69,11 @@ class Api:
 
 
 @contextmanager
-def running_app(db: Database, **flags: Any) -> Iterator[Api]:
-    with TestClient(create_app(settings_for(db, **flags))) as client:
+def running_app(db: Database, *, client_address: str = "testclient",
+                **flags: Any) -> Iterator[Api]:
+    """The app on ``db``; its test client calls from ``client_address``."""
+    with TestClient(create_app(settings_for(db, **flags)),
+                    client=(client_address, 50000)) as client:
         yield Api(client, db, Ledger(db))
 
 

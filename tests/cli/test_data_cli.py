@@ -156,3 +156,19 @@ def test_export_refuses_bad_options_naming_them(sqlite_cli: Run, tmp_path: Path,
     result = sqlite_cli("export", *args)
     assert result.exit_code != 0
     assert option in result.output, result.output
+
+
+def test_export_focus_is_the_api_dataset(db: Database, cli: Run, tmp_path: Path) -> None:
+    now = datetime.now(UTC)
+    Ledger(db).store(varied_records(now, count=30))
+    window = recent_window(now)
+    out = tmp_path / "focus.csv"
+    result = cli("export", "--format", "focus", "-o", str(out), "--start", window["start"],
+                 "--end", window["end"])
+    assert result.exit_code == 0, result.output
+    with running_app(db) as api:
+        served = api.get("/api/v1/usage/export", {**window, "format": "focus"})
+    assert served.status_code == 200
+    assert out.read_text() == served.text and served.text.count("\n") > 1
+    refused = cli("export", "--format", "focus", "--focus-format", "parquet")
+    assert refused.exit_code != 0 and "--output" in refused.output

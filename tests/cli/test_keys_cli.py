@@ -32,7 +32,8 @@ def test_the_key_lifecycle_from_the_command_line(db: Database, cli: Run) -> None
     key_id, secret = _created(created.stdout)
     other_id, _ = _created(cli("keys", "create", "--name", "second").stdout)
 
-    with running_app(db) as api:
+    # From inside the key's allowed network: allowed_ips holds on /api/v1 too.
+    with running_app(db, client_address="10.1.2.3") as api:
         shown = api.ok(f"/api/v1/keys/{key_id}")
         assert shown["name"] == "nightly batch" and shown["internal"] is True
         assert (shown["owner"], shown["tags"]) == ("ops", ["batch", "eval"])

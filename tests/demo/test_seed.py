@@ -95,3 +95,22 @@ def test_seeding_works_on_every_database(ledger: Ledger) -> None:
     seeded = seed_demo(ledger, KeyService(ledger.db), now_us=now_us(), days=1)
     assert seeded.records > 1000
     assert _count_calls(ledger.db) == (seeded.records, seeded.records)
+
+
+def test_every_key_was_created_before_its_first_call(sqlite_db: Database) -> None:
+    ledger, keys = Ledger(sqlite_db), KeyService(sqlite_db)
+    seeded = seed_demo(ledger, keys, now_us=now_us(), days=3)
+    with sqlite_db.read() as conn:
+        first_calls = dict(conn.execute(select(calls.c.api_key_id, func.min(calls.c.ts))
+                                        .group_by(calls.c.api_key_id)).all())
+    stored = {key.id: key for key in keys.list()}
+    assert set(first_calls) <= set(stored)
+    for key_id, first_us in first_calls.items():
+        created_us = round(stored[key_id].created_at.timestamp() * 1_000_000)
+        assert created_us < first_us, stored[key_id].name
+        assert created_us >= seeded.start_us - 86_400_000_000
+    from tallygate.store.meta import list_audit
+    created = {entry["target"]: entry["ts"] for entry in list_audit(sqlite_db)
+               if entry["action"] == "key.create"}
+    assert created == {key_id: round(key.created_at.timestamp() * 1_000_000)
+                       for key_id, key in stored.items()}

@@ -42,3 +42,26 @@ def test_a_window_exactly_full_at_the_named_second_names_the_next_one() -> None:
     now = 1_800_000_000.0 - 1_800_000_000.0 % 60
     assert weighted(1, 10, now + 6) == 10
     assert retry_after_s(1, 10, 10, now) == 7
+
+
+def test_memory_counters_keep_one_quota_period_a_key() -> None:
+    # A daily quota moves to a new period every day: the old ones must not pile up.
+    import asyncio
+
+    from tallygate.gateway.counters import MemoryCounters
+
+    async def scenario() -> MemoryCounters:
+        counters = MemoryCounters()
+
+        async def load() -> tuple[int, int]:
+            return 0, 0
+
+        for day in range(400):
+            for key in range(10):
+                await counters.period_used(f"key-{key}", f"day-{day}", 60, load)
+                await counters.add_period(f"key-{key}", f"day-{day}", 5, 5)
+        assert await counters.period_used("key-3", "day-399", 60, load) == (5, 5)
+        return counters
+
+    counters = asyncio.run(scenario())
+    assert len(counters._periods) == 10 and not counters._loading

@@ -169,7 +169,7 @@ def test_clearing_from_another_thread_while_reads_finish(store: FakeStore,
     # The key API's routes run in a thread pool: they change the key, then clear the cache
     # from there, while reads that began before the change finish on the event loop.
     async def scenario() -> None:
-        cache = KeyCache(db=None, ttl_s=60.0)  # type: ignore[arg-type]
+        cache = KeyCache(db=None, ttl_s=60.0, unknown_per_s=0)  # type: ignore[arg-type]
         for round_ in range(100):
             store.value = f"key-v{round_}"
             store.gate.clear()

@@ -329,8 +329,6 @@ class SlowCounters:
         self.period_tokens_added += tokens
         await self.inner.add_period(name, period, tokens, cost_nano)
 
-    async def forget_periods(self) -> None:
-        await self.inner.forget_periods()
 
     async def close(self) -> None:
         await self.inner.close()

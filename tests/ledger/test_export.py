@@ -15,6 +15,7 @@ from openpyxl import load_workbook
 
 from tallygate.ledger.export import (
     CALL_FIELDS,
+    FOCUS_MEDIA_TYPES,
     FORMATS,
     MEDIA_TYPES,
     VIEWS,
@@ -25,6 +26,7 @@ from tallygate.ledger.export import (
     series_columns,
     view_stream,
 )
+from tallygate.ledger.focus import FILE_FORMATS as FOCUS_FILE_FORMATS
 from tallygate.ledger.records import CallRecord
 from tallygate.ledger.service import Ledger
 from tallygate.store.export import stream_calls
@@ -53,7 +55,10 @@ def test_call_records_are_streamed_not_gathered(fmt: str) -> None:
 
 
 def test_every_format_and_view_has_a_media_type() -> None:
-    assert set(MEDIA_TYPES) == set(FORMATS) == {"csv", "xlsx", "json", "ndjson", "parquet"}
+    assert set(FORMATS) == {"csv", "xlsx", "json", "ndjson", "parquet", "focus"}
+    assert set(MEDIA_TYPES) == set(FORMATS) - {"focus"}
+    # A FOCUS dataset is a file of its own format, named by focus_format.
+    assert set(FOCUS_MEDIA_TYPES) == set(FOCUS_FILE_FORMATS) == {"csv", "parquet"}
     assert set(VIEWS) == {"summary", "trend", "breakdown", "calls"}
 
 

@@ -2,8 +2,8 @@
 
 ``open`` (the default) lets the calls of keys with limits through unchecked and logs it once;
 ``closed`` refuses them with an OpenAI-shaped 503. Keys without limits never notice. When Redis
-answers again, limits hold again and quota periods are re-read from the ledger, since the
-calls made meanwhile were not counted.
+answers again, limits hold again and the usage the process could not count meanwhile is added
+(test_counter_rebuild.py tests that no other process's counter is reset).
 """
 
 from __future__ import annotations
@@ -182,5 +182,5 @@ def test_limits_hold_again_when_redis_comes_back(sqlite_db: Database, upstream: 
         redis_proxy.restore()
         # Within a second the counters are tried again: the limits hold once more...
         wait_until(lambda: call(url, rpm_key).status_code == 429, timeout=10)
-        # ...and the quota was re-read from the ledger, which has every call.
+        # ...and what the outage's calls used was added to the quota.
         assert call(url, quota_key).status_code == 429

@@ -14,7 +14,9 @@ from tallygate.api.auth import Principal, admin_principal
 from tallygate.api.cursor import decode_cursor, encode_cursor
 from tallygate.api.errors import ApiError
 from tallygate.api.filters import usage_query
+from tallygate.keys.service import KeyService
 from tallygate.ledger import export
+from tallygate.ledger.focus import SubAccount, focus_export
 from tallygate.ledger.ingest import IngestResult, ingest_events
 from tallygate.ledger.service import Ledger
 from tallygate.ledger.statistics import (
@@ -108,16 +110,22 @@ def calls(
 def export_usage(
     request: Request,
     query: Query_,
-    format: Annotated[str, Query(description="csv, xlsx, json, ndjson or parquet (parquet "
-                                             "needs the `parquet` extra: pyarrow)")] = "csv",
+    format: Annotated[str, Query(description="csv, xlsx, json, ndjson, parquet (parquet "
+                                             "needs the `parquet` extra: pyarrow) or focus "
+                                             "(a FinOps FOCUS 1.2 dataset; `what` is "
+                                             "ignored)")] = "csv",
     what: Annotated[str, Query(description="summary, trend, breakdown or calls")] = "calls",
     metric: str = "requests",
     granularity: str = "day",
     group_by: Annotated[list[str] | None, Query()] = None,
     unit: Annotated[str | None, Query(description="With what=trend&metric=units")] = None,
+    focus_format: Annotated[str, Query(description="With format=focus: csv or parquet")
+                            ] = "csv",
 ) -> StreamingResponse:
     if format not in export.FORMATS:
         raise BadParameter("format", f"must be one of {', '.join(export.FORMATS)}")
+    if format == "focus":
+        return _focus_response(request, query, focus_format)
     if format == "parquet" and not export.parquet_available():
         raise BadParameter("format", export.PARQUET_MISSING)
     if what not in export.VIEWS:
@@ -128,6 +136,17 @@ def export_usage(
     filename = f"tallygate-{what}.{format}"
     return StreamingResponse(iterate_in_threadpool(body), media_type=export.MEDIA_TYPES[format],
                              headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+def _focus_response(request: Request, query: UsageQuery, file_format: str
+                    ) -> StreamingResponse:
+    keys: KeyService = request.app.state.keys
+    accounts = {key.id: SubAccount(key.name, tuple(key.tags)) for key in keys.list()}
+    body = focus_export(_ledger(request), query, accounts, file_format)
+    return StreamingResponse(
+        iterate_in_threadpool(body), media_type=export.FOCUS_MEDIA_TYPES[file_format],
+        headers={"Content-Disposition":
+                 f'attachment; filename="tallygate-focus.{file_format}"'})
 
 
 def _export_body(ledger: Ledger, query: UsageQuery, fmt: str, what: str, metric: str,

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from tallygate import __version__
-from tallygate.cli import anomalies, audit, data, db, keys, pricing, serve, usage
+from tallygate.cli import anomalies, audit, data, db, keys, pricing, reconcile, serve, usage
 from tallygate.cli.context import CONFIG_HELP, CliState, console
 from tallygate.config import settings_reference
 from tallygate.redact import redact_logs, redact_values
@@ -28,6 +28,7 @@ app.add_typer(anomalies.app, name="anomalies")
 app.command("import")(data.import_records)
 app.command("export")(data.export_records)
 app.command("audit")(audit.audit)
+app.command("reconcile")(reconcile.reconcile)
 app.command("serve")(serve.serve)
 app.command("demo")(serve.demo)
 app.command("fake-upstream")(serve.fake_upstream)

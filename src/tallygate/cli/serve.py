@@ -84,8 +84,10 @@ def demo(ctx: typer.Context, host: Host = None, port: Port = None,
          seed_only: Annotated[bool, typer.Option(help="Seed, print, and exit.")] = False) -> None:
     """Seed a demo ledger (realistic traffic, keys, prices) and serve it, with a built-in fake
     upstream so the demo key works offline."""
+    from tallygate.demo import reconciliation as demo_account
     from tallygate.demo.routes import gateway_routes
     from tallygate.demo.seed import seed_demo
+    from tallygate.fake_upstream.provider_reports import FakeProviderReports
     from tallygate.keys.service import KeyService
     from tallygate.ledger.records import now_us
 
@@ -95,8 +97,13 @@ def demo(ctx: typer.Context, host: Host = None, port: Port = None,
     cli.database_url = f"sqlite:///{database.resolve()}"
     admin_token = new_secret(ADMIN_PREFIX)
     upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
+    # The demo's provider account, served by the fake upstream: its admin key lives in this
+    # process's environment only, as a real one would.
+    reports = FakeProviderReports(admin_key=demo_account.new_admin_key())
+    os.environ[demo_account.KEY_ENV] = reports.admin_key
     settings = cli.settings(host=host, port=port, admin_token=admin_token,
-                            routes=gateway_routes(upstream_url))
+                            **demo_account.with_the_demo_provider(
+                                gateway_routes(upstream_url), upstream_url))
     ledger = cli.ledger(settings, migrate=True)
     started = time.perf_counter()
     with Progress("[progress.description]{task.description}", BarColumn(),
@@ -105,6 +112,7 @@ def demo(ctx: typer.Context, host: Host = None, port: Port = None,
         seeded = seed_demo(ledger, KeyService(ledger.db), now_us=now_us(), days=days,
                            progress=lambda done, total: bar.update(task, completed=done,
                                                                    total=total))
+    planted = demo_account.bill_the_seeded_calls(ledger, reports, days)
     ledger.db.dispose()
     url = f"http://{settings.host}:{settings.port}"
     console.print(Panel(
@@ -132,20 +140,48 @@ def demo(ctx: typer.Context, host: Host = None, port: Port = None,
         console.print(f"  {line}", highlight=False, soft_wrap=True)
     if seed_only:
         return
-    with _background_fake_upstream(upstream_port):
+    with _background_fake_upstream(upstream_port, reports):
+        _first_reconciliation(ledger, settings, days, planted)
         _run(settings)
 
 
+def _first_reconciliation(ledger: Any, settings: Settings, days: int, planted: Any) -> None:
+    """Reconcile the demo's provider account once, so the page shows a result at once."""
+    import asyncio
+
+    from tallygate.demo.reconciliation import PROVIDER
+    from tallygate.ledger.reconciler import run_reconciliation
+    from tallygate.providers import ProviderError
+
+    try:
+        result = asyncio.run(run_reconciliation(ledger, settings, PROVIDER,
+                                                f"{min(days, 30)}d"))
+    except ProviderError as exc:
+        console.print(f"reconciliation: {exc}", highlight=False)
+        return
+    finally:
+        ledger.db.dispose()
+    differing = sum(n for status, n in result["counts"].items()
+                    if status not in ("match", "within_tolerance"))
+    console.print(f"Reconciliation with {PROVIDER} (the fake upstream's Anthropic reports): "
+                  f"{differing} day(s) differ, planted on {planted} (cache reads billed as "
+                  "input); see the Reconciliation view of the page.", highlight=False)
+
+
 @contextlib.contextmanager
-def _background_fake_upstream(port: int) -> Iterator[None]:
-    """The fake upstream on its own event loop in a thread, for the demo."""
+def _background_fake_upstream(port: int, reports: Any = None) -> Iterator[None]:
+    """The fake upstream (and the demo's provider reports) on its own event loop in a
+    thread, for the demo."""
     from tallygate.fake_upstream import FakeSettings, FakeUpstream
 
     server = uvicorn.Server(uvicorn.Config(
-        FakeUpstream(FakeSettings(latency_ms=150, chunks=16, chunk_delay_ms=30)),
+        FakeUpstream(FakeSettings(latency_ms=150, chunks=16, chunk_delay_ms=30), reports),
         host="127.0.0.1", port=port, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, daemon=True, name="fake-upstream")
     thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
     try:
         yield
     finally:

@@ -30,6 +30,7 @@ from tallygate.store import prices as price_store
 from tallygate.store.rollup_check import raw_time_span
 
 BATCH_SIZE = 5000
+HOUR_US = 3_600_000_000
 ACTOR = "demo"
 
 Progress = Callable[[int, int], None]  # (days done, days in all)
@@ -87,13 +88,16 @@ def seed_demo(ledger: Ledger, keys: KeyService, *, now_us: int, days: int = DEFA
     :class:`DemoSeedError` when the database has any key or call record already.
     """
     _refuse_unless_empty(ledger, keys)
-    created = {profile.name: keys.create(_key_fields(profile, now_us), ACTOR)
-               for profile in DEMO_KEYS}
+    start_us = now_us - days * DAY_US
+    # Each key created on the day before the history begins, an hour apart: before its
+    # first call, as on a real platform.
+    created = {profile.name: keys.create(_key_fields(profile, now_us), ACTOR,
+                                         created_at_us=start_us - DAY_US + n * HOUR_US)
+               for n, profile in enumerate(DEMO_KEYS)}
     for route in DEMO_ROUTES:
         price_store.set_price(ledger.db, route.price(effective_from_us=0))
     ledger.prices_changed()
     key_ids = {name: key.id for name, key in created.items()}
-    start_us = now_us - days * DAY_US
     stored = 0
     batch: list[CallRecord] = []
     for record in generate_calls(key_ids, now_us=now_us, days=days, seed=seed,

@@ -26,6 +26,8 @@ from tallygate.fake_upstream.asgi import (
 )
 from tallygate.fake_upstream.call import Call, FakeSettings, Upload
 from tallygate.fake_upstream.multipart import MultipartError, boundary_of, read_form
+from tallygate.fake_upstream.provider_reports import PATHS as REPORT_PATHS
+from tallygate.fake_upstream.provider_reports import FakeProviderReports
 
 # Path (after /v1/ or /) → endpoint. Multipart endpoints read their body as a stream.
 ENDPOINTS = frozenset({
@@ -46,8 +48,11 @@ def endpoint_of(path: str) -> tuple[str | None, bool]:
 
 
 class FakeUpstream:
-    def __init__(self, settings: FakeSettings | None = None) -> None:
+    def __init__(self, settings: FakeSettings | None = None,
+                 provider_reports: FakeProviderReports | None = None) -> None:
         self.settings = settings or FakeSettings()
+        # The provider account's usage and cost reports, served beside the models (the demo).
+        self.provider_reports = provider_reports
         self._random = random.Random(self.settings.seed)
         self.requests = 0
 
@@ -58,6 +63,9 @@ class FakeUpstream:
         if scope["type"] != "http":
             return
         path, method = scope["path"], scope["method"]
+        if self.provider_reports is not None and path in REPORT_PATHS:
+            await self.provider_reports.answer(scope, send)
+            return
         if method == "GET":
             await self._get(path, send)
             return

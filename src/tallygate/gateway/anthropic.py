@@ -135,7 +135,7 @@ async def messages(gateway: Gateway, scope: Scope, receive: Receive, send: Send)
     ts_us = now_us()
     headers = _headers_of(scope)
     try:
-        key = await _authenticate(gateway, headers)
+        key = await _authenticate(gateway, headers, scope)
         raw = await read_body(receive, headers.content_length)
         if raw is None:
             return  # the client went away before its request was complete
@@ -167,7 +167,7 @@ async def count_tokens(gateway: Gateway, scope: Scope, receive: Receive, send: S
     request_id = _request_id()
     headers = _headers_of(scope)
     try:
-        key = await _authenticate(gateway, headers)
+        key = await _authenticate(gateway, headers, scope)
         raw = await read_body(receive, headers.content_length)
         if raw is None:
             return
@@ -320,7 +320,7 @@ def _note_answer(call: Call, model: str | None, split: dict[str, int]) -> None:
 
 # -- the client's side ---------------------------------------------------------------------------
 
-async def _authenticate(gateway: Gateway, headers: MessageHeaders) -> StoredKey:
+async def _authenticate(gateway: Gateway, headers: MessageHeaders, scope: Scope) -> StoredKey:
     secret = headers.api_key
     if not secret:
         scheme, _, token = headers.authorization.partition(" ")
@@ -329,7 +329,7 @@ async def _authenticate(gateway: Gateway, headers: MessageHeaders) -> StoredKey:
         raise GatewayError(401, "missing_api_key", "You didn't provide an API key. Send "
                                                    "x-api-key: <key> (or Authorization: "
                                                    "Bearer <key>).")
-    return await gateway._authenticate(f"Bearer {secret}")
+    return await gateway._authenticate(f"Bearer {secret}", scope)
 
 
 def _route_of(gateway: Gateway, body: dict[str, Any]) -> Upstream:

@@ -85,10 +85,6 @@ class Counters(Protocol):
 
     async def add_period(self, name: str, period: str, tokens: int, cost_nano: int) -> None: ...
 
-    async def forget_periods(self) -> None:
-        """Drop every period's counters, so each is read from the ledger again (after an
-        outage during which calls could not be counted)."""
-
     async def close(self) -> None: ...
 
 
@@ -151,10 +147,17 @@ class MemoryCounters:
                           load: Loader) -> tuple[int, int]:
         key = (name, period)
         if key not in self._periods:
-            async with self._loading.setdefault(key, asyncio.Lock()):
+            lock = self._loading.setdefault(key, asyncio.Lock())
+            async with lock:
                 if key not in self._periods:
                     tokens, cost = await load()
+                    # One period a key: yesterday's daily counter is never asked for again
+                    # (kept, a day a key, it would grow for ever).
+                    for stale in [k for k in self._periods if k[0] == name]:
+                        del self._periods[stale]
                     self._periods[key] = [tokens, cost]
+            if self._loading.get(key) is lock:
+                del self._loading[key]
         tokens, cost = self._periods[key]
         return tokens, cost
 
@@ -163,9 +166,6 @@ class MemoryCounters:
         if entry is not None:
             entry[0] += tokens
             entry[1] += cost_nano
-
-    async def forget_periods(self) -> None:
-        self._periods.clear()
 
     async def close(self) -> None:
         return None
@@ -239,13 +239,6 @@ class RedisCounters:
             await self._period_add(keys=[f"{REDIS_PREFIX}quota:{name}:{period}:tokens",
                                          f"{REDIS_PREFIX}quota:{name}:{period}:cost"],
                                    args=[tokens, cost_nano])
-
-    async def forget_periods(self) -> None:
-        with self._unavailable_on_error():
-            names = [name async for name in self._redis.scan_iter(
-                match=f"{REDIS_PREFIX}quota:*", count=1000)]
-            for start in range(0, len(names), 1000):
-                await self._redis.delete(*names[start:start + 1000])
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -55,6 +55,6 @@ ENDPOINTS: dict[str, Endpoint] = {endpoint.path: endpoint for endpoint in (
 )}
 
 # Paths a custom service route may not take: the endpoints above, and those served by other
-# parts of the gateway (the model list, Anthropic's Messages API).
+# parts of the gateway (the model list, Anthropic's Messages API, OTLP's traces).
 RESERVED_PATHS = frozenset(ENDPOINTS) | {"/v1/models", "/v1/messages",
-                                         "/v1/messages/count_tokens"}
+                                         "/v1/messages/count_tokens", "/v1/traces"}

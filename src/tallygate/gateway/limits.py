@@ -9,8 +9,11 @@ see docs/gateway.md.
 When the counters cannot be reached (Redis down), a key with counted limits gets what
 ``redis_failure`` says: ``open`` lets the call through unchecked, ``closed`` refuses it with
 503. The counters are then left alone for ``COUNTERS_RETRY_S`` before one call tries them
-again, so an outage costs each call nothing; once they answer, every quota period is re-read
-from the ledger (the calls of the outage were not counted).
+again, so an outage costs each call nothing. The usage this process could not add meanwhile
+is kept (per key and period) and added once they answer: the counters other processes keep
+are never reset because this one lost Redis for a moment. A counter missing from Redis (new,
+expired, or Redis restarted empty) is started from the ledger plus what is still on its way
+there (the recorder's unwritten batch and the spool), so no call is left out.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import math
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from tallygate.gateway.counters import (
     Counters,
@@ -83,27 +87,53 @@ def has_counted_limits(key: StoredKey) -> bool:
             or key.quota_tokens is not None or key.budget_nano is not None)
 
 
+class InFlight(Protocol):
+    """Usage recorded but not yet in the database (the recorder)."""
+
+    def usage_mark(self) -> tuple[int, bool]: ...
+
+    def in_flight_usage(self, api_key_id: str, start_us: int) -> tuple[int, int]: ...
+
+
+class _NothingInFlight:
+    def usage_mark(self) -> tuple[int, bool]:
+        return 0, False
+
+    def in_flight_usage(self, api_key_id: str, start_us: int) -> tuple[int, int]:
+        return 0, 0
+
+
+MAX_OWED = 100_000  # keys x periods whose uncounted usage is kept through an outage
+CONSISTENT_READ_TRIES = 20
+
+
 class Limits:
     def __init__(self, counters: Counters, ledger: Ledger, *,
-                 redis_failure: str = "open") -> None:
+                 redis_failure: str = "open", in_flight: InFlight | None = None) -> None:
         self.counters = counters
         self.ledger = ledger
         self.redis_failure = redis_failure  # "open" or "closed"
+        self.in_flight: InFlight = in_flight or _NothingInFlight()
+        # Usage this process could not add to the counters, added once they answer.
+        self._owed: dict[tuple[str, str], tuple[int, int]] = {}
         self.unchecked_calls = 0  # let through while the counters were unreachable
         self._down_since: float | None = None  # monotonic; None while the counters answer
         self._retry_at = 0.0
         self._probing = False
 
-    async def check(self, key: StoredKey, model: str, client_ip: str | None,
-                    now: float) -> Refusal | None:
-        """Why this call may not go upstream, or None."""
+    async def check(self, key: StoredKey, model: str | None, client_ip: str | None,
+                    now: float, *, usage_limits: bool = True) -> Refusal | None:
+        """Why this call may not go upstream, or None. Without ``usage_limits`` the
+        tokens per minute, quota and budget are not checked, only the requests per minute
+        (for usage reported after the fact, which refusing would only leave unrecorded)."""
         refusal = self.check_key(key, model, client_ip, now)
-        if refusal is not None or not has_counted_limits(key):
+        if refusal is not None or not (has_counted_limits(key) if usage_limits
+                                       else key.rpm_limit is not None):
             return refusal
         if not self._counters_usable(probe=True):
             return self._counters_unavailable()
         try:
-            refusal = await self._check_counted(key, now)
+            refusal = await self._check_counted(key, now, usage_limits)
         except CountersUnavailable as exc:
             self._counters_failed(exc)
             return self._counters_unavailable()
@@ -128,15 +158,16 @@ class Limits:
                                                   "address.")
         return None
 
-    async def _check_counted(self, key: StoredKey, now: float) -> Refusal | None:
-        if key.tpm_limit is not None:
+    async def _check_counted(self, key: StoredKey, now: float,
+                             usage_limits: bool = True) -> Refusal | None:
+        if usage_limits and key.tpm_limit is not None:
             current, previous = await self.counters.window_tokens(key.id, now)
             if weighted(current, previous, now) >= key.tpm_limit:
                 return Refusal(429, "tokens_per_minute_exceeded",
                                f"Rate limit reached: {key.tpm_limit} tokens per minute.",
                                retry_after_s=retry_after_s(current, previous,
                                                            key.tpm_limit, now))
-        if key.quota_tokens is not None or key.budget_nano is not None:
+        if usage_limits and (key.quota_tokens is not None or key.budget_nano is not None):
             refusal = await self._check_quota(key, now)
             if refusal is not None:
                 return refusal
@@ -166,28 +197,52 @@ class Limits:
         return None
 
     async def _ledger_usage(self, key_id: str, start_us: int, now: float) -> tuple[int, int]:
+        """The key's usage from ``start_us``: what the ledger holds plus what is on its way
+        there, read so that no batch moved between the two meanwhile (else read again; after
+        ``CONSISTENT_READ_TRIES`` a batch may count twice, never not at all)."""
         spec = Aggregate(start_us, int(now + 86400) * US, CallFilter(api_key_ids=(key_id,)),
                          measures=("total_tokens", "cost_nano"))
-        try:
-            rows = await asyncio.to_thread(aggregate, self.ledger.db, spec)
-        except Exception as exc:  # the database is away: the quota cannot be known either
-            raise CountersUnavailable(f"the ledger could not be read to start the quota "
-                                      f"counter ({exc.__class__.__name__})") from exc
-        return sum(r[2] for r in rows), sum(r[3] for r in rows)
+        for _ in range(CONSISTENT_READ_TRIES):
+            before = self.in_flight.usage_mark()
+            pending = self.in_flight.in_flight_usage(key_id, start_us)
+            try:
+                rows = await asyncio.to_thread(aggregate, self.ledger.db, spec)
+            except Exception as exc:  # the database is away: the quota cannot be known either
+                raise CountersUnavailable(f"the ledger could not be read to start the quota "
+                                          f"counter ({exc.__class__.__name__})") from exc
+            if not before[1] and self.in_flight.usage_mark() == before:
+                break
+            await asyncio.sleep(0.002)  # a batch was being written: read both again
+        return (sum(r[2] for r in rows) + pending[0], sum(r[3] for r in rows) + pending[1])
 
     async def count(self, key: StoredKey, tokens: int, cost_nano: int, now: float) -> None:
-        """Add a finished call's usage to the key's windows and periods (not while the
-        counters are unreachable: they are re-read from the ledger once they answer)."""
-        if not has_counted_limits(key) or not self._counters_usable(probe=False):
+        """Add a finished call's usage to the key's windows and periods. While the counters
+        cannot be reached, the period usage is kept and added once they answer (the token
+        window is a minute long: what it missed has passed by then)."""
+        if not has_counted_limits(key):
+            return
+        counts_period = key.quota_tokens is not None or key.budget_nano is not None
+        period = period_of(key.quota_period, now)[0] if counts_period else ""
+        if not self._counters_usable(probe=False):
+            if counts_period:
+                self._owe(key.id, period, tokens, cost_nano)
             return
         try:
             if key.tpm_limit is not None and tokens:
                 await self.counters.add_tokens(key.id, tokens, now)
-            if key.quota_tokens is not None or key.budget_nano is not None:
-                period, _ = period_of(key.quota_period, now)
+            if counts_period:
                 await self.counters.add_period(key.id, period, tokens, cost_nano)
         except CountersUnavailable as exc:
+            if counts_period:
+                self._owe(key.id, period, tokens, cost_nano)
             self._counters_failed(exc)
+
+    def _owe(self, key_id: str, period: str, tokens: int, cost_nano: int) -> None:
+        owed = self._owed.get((key_id, period))
+        if owed is None and len(self._owed) >= MAX_OWED:
+            return  # the counters of keys past this many start again from the ledger
+        owed_tokens, owed_cost = owed or (0, 0)
+        self._owed[(key_id, period)] = (owed_tokens + tokens, owed_cost + cost_nano)
 
     # -- when the counters cannot be reached -----------------------------------------------
 
@@ -223,10 +278,18 @@ class Limits:
         if self._down_since is None:
             return
         log.warning("limit counters answer again after %.1f s (%d calls went through "
-                    "unchecked); quota periods are re-read from the ledger",
+                    "unchecked); the usage they missed from this process is added now",
                     time.monotonic() - self._down_since, self.unchecked_calls)
         self._down_since = None
-        try:
-            await self.counters.forget_periods()
-        except CountersUnavailable as exc:
-            self._counters_failed(exc)
+        owed, self._owed = self._owed, {}
+        for number, ((key_id, period), (tokens, cost)) in enumerate(owed.items()):
+            try:
+                # Added where the counter is kept; a counter missing by now starts from the
+                # ledger, which holds these calls (or has them on their way).
+                await self.counters.add_period(key_id, period, tokens, cost)
+            except CountersUnavailable as exc:
+                for (late_key, late_period), (late_tokens, late_cost) in \
+                        list(owed.items())[number:]:
+                    self._owe(late_key, late_period, late_tokens, late_cost)
+                self._counters_failed(exc)
+                return

@@ -41,7 +41,7 @@ from tallygate.gateway.answers import (
     send_whole,
 )
 from tallygate.gateway.endpoints import ENDPOINTS, Endpoint
-from tallygate.gateway.keycache import KeyCache
+from tallygate.gateway.keycache import KeyCache, LookupRefused
 from tallygate.gateway.limits import Limits
 from tallygate.gateway.metering import service_reader
 from tallygate.gateway.multipart import ClientGone, Upload, read_form_head
@@ -99,7 +99,7 @@ class Gateway:
     async def models(self, scope: Scope, receive: Receive, send: Send) -> None:
         rid = request_id()
         try:
-            key = await self._authenticate(headers_of(scope).authorization)
+            key = await self._authenticate(headers_of(scope).authorization, scope)
         except GatewayError as exc:
             await send_error(send, exc, rid)
             return
@@ -123,7 +123,7 @@ class Gateway:
         spec = ENDPOINTS[scope["path"]]
         headers = headers_of(scope)
         try:
-            key = await self._authenticate(headers.authorization)
+            key = await self._authenticate(headers.authorization, scope)
             raw = await read_body(receive, headers.content_length)
             if raw is None:
                 return  # the client went away before its request was complete
@@ -162,7 +162,7 @@ class Gateway:
         spec = ENDPOINTS[scope["path"]]
         headers = headers_of(scope)
         try:
-            key = await self._authenticate(headers.authorization)
+            key = await self._authenticate(headers.authorization, scope)
             head = await read_form_head(receive, headers.content_type)
             model = head.fields["model"]
             upstream = self._route(model)
@@ -199,7 +199,7 @@ class Gateway:
         upstream = self.services[path]
         headers = headers_of(scope)
         try:
-            key = await self._authenticate(headers.authorization)
+            key = await self._authenticate(headers.authorization, scope)
             tags = parse_tags(headers.tags)
         except GatewayError as exc:
             await send_error(send, exc, rid)
@@ -344,13 +344,18 @@ class Gateway:
         await self.books.record(call, status, usage, ttft_ms,
                                 commit=self.strict and status != CLIENT_CLOSED)
 
-    async def _authenticate(self, header: str) -> StoredKey:
+    async def _authenticate(self, header: str, scope: Scope) -> StoredKey:
         scheme, _, secret = header.partition(" ")
         if scheme.lower() != "bearer" or not secret.strip():
             raise GatewayError(401, "missing_api_key", "You didn't provide an API key. Send "
                                                        "Authorization: Bearer <key>.")
+        client = scope.get("client")
         try:
-            key = await self.key_cache.lookup(secret.strip())
+            key = await self.key_cache.lookup(secret.strip(), client[0] if client else None)
+        except LookupRefused as exc:  # a flood of made-up keys: answered without a read
+            raise GatewayError(exc.status, "too_many_unknown_keys",
+                               "Too many look-ups of unknown API keys from this address; "
+                               "try again shortly.", headers={"Retry-After": "1"}) from None
         except Exception as exc:  # a key never seen, and the key store cannot be read
             log.warning("cannot look up an API key: %s", exc.__class__.__name__)
             raise GatewayError(503, "service_unavailable",

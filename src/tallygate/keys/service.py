@@ -102,14 +102,17 @@ class KeyService:
         self.listeners: list[Callable[[], None]] = []
 
     def _changed(self, actor: str, action: str, key_id: str,
-                 details: dict[str, Any] | None = None) -> None:
-        write_audit(self.db, actor, action, key_id, details)
+                 details: dict[str, Any] | None = None, *, at_us: int | None = None) -> None:
+        write_audit(self.db, actor, action, key_id, details, at_us=at_us)
         for listener in self.listeners:
             listener()
 
-    def create(self, fields: KeyCreate, actor: str) -> CreatedKey:
+    def create(self, fields: KeyCreate, actor: str, *,
+               created_at_us: int | None = None) -> CreatedKey:
+        """A new key; ``created_at_us`` back-dates it (and its audit entry), for a ledger
+        seeded with history, so no key shows calls from before it existed."""
         secret = new_secret()
-        now = now_us()
+        now = now_us() if created_at_us is None else created_at_us
         key = StoredKey(
             id=uuid.uuid4().hex[:16], name=fields.name, prefix=shown_prefix(secret),
             secret_hash=hash_secret(secret), status="active", internal=fields.internal,
@@ -127,7 +130,7 @@ class KeyService:
             # with it too.
             price_store.set_discount(self.db, Discount(key.id, 0, fields.discount_percent))
             details["discount_percent"] = _percent_text(fields.discount_percent)
-        self._changed(actor, "key.create", key.id, details)
+        self._changed(actor, "key.create", key.id, details, at_us=created_at_us)
         return CreatedKey(**keys_out(self.db, [key])[0].model_dump(), key=secret)
 
     def list(self, *, flagged: bool = False) -> list[KeyOut]:

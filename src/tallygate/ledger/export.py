@@ -14,13 +14,14 @@ import io
 import json
 import tempfile
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from tallygate.ledger.categories import UNITS
 from tallygate.ledger.records import CallRecord
 
-FORMATS = ("csv", "xlsx", "json", "ndjson", "parquet")
+FORMATS = ("csv", "xlsx", "json", "ndjson", "parquet", "focus")
 PARQUET_MISSING = ("parquet needs pyarrow, which is not installed: "
                    "pip install 'tallygate[parquet]'")
 PARQUET_ROWS_PER_GROUP = 65_536
@@ -32,6 +33,7 @@ MEDIA_TYPES = {
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
     "parquet": "application/vnd.apache.parquet",
 }
+FOCUS_MEDIA_TYPES = {"csv": MEDIA_TYPES["csv"], "parquet": MEDIA_TYPES["parquet"]}
 CALL_FIELDS = ("id", "ts", "api_key_id", "model", "model_category", "call_type", "endpoint",
                "status_code", "input_tokens", "output_tokens", "cached_input_tokens",
                "reasoning_tokens", "total_tokens", "cost", "latency_ms", "ttft_ms",
@@ -335,3 +337,46 @@ def calls_stream(fmt: str, records: Iterable[CallRecord]) -> Iterator[bytes]:
     if fmt == "xlsx":
         return xlsx_stream("calls", CALL_FIELDS, rows)
     return csv_stream(CALL_FIELDS, rows)
+
+
+FOCUS_DECIMAL_SCALE = 20  # Parquet decimal128(38, 20): nano costs, per-million prices
+
+
+def focus_stream(file_format: str, rows: Iterable[dict[str, Any]]) -> Iterator[bytes]:
+    """FOCUS rows (``focus.focus_rows``) as CSV or as Parquet with typed columns: decimals
+    exact decimal128(38, 20), date-times UTC timestamps, the rest text."""
+    from tallygate.ledger import focus
+
+    if file_format == "parquet":
+        return _focus_parquet(list(rows))
+    return csv_stream(focus.COLUMNS, ([row[name] for name in focus.COLUMNS] for row in rows))
+
+
+def _focus_parquet(rows: list[dict[str, Any]]) -> Iterator[bytes]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tallygate.ledger import focus
+
+    def typed(name: str) -> Any:
+        if name in focus.DECIMAL_COLUMNS:
+            return pa.decimal128(38, FOCUS_DECIMAL_SCALE)
+        if name in focus.DATETIME_COLUMNS:
+            return pa.timestamp("s", tz="UTC")
+        return pa.string()
+
+    def value(name: str, text: str | None) -> Any:
+        if text is None:
+            return None
+        if name in focus.DECIMAL_COLUMNS:
+            return Decimal(text)
+        if name in focus.DATETIME_COLUMNS:
+            return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        return text
+
+    schema = pa.schema([(name, typed(name)) for name in focus.COLUMNS])
+    table = pa.table({name: [value(name, row[name]) for row in rows]
+                      for name in focus.COLUMNS}, schema=schema)
+    with tempfile.TemporaryFile() as handle:
+        pq.write_table(table, handle, compression="zstd")
+        yield from _file_chunks(handle)

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from tallygate.ledger.records import CallEvent, CallRecord
 from tallygate.ledger.service import Ledger
+from tallygate.store.calls import InsertResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +32,10 @@ class IngestResult:
     duplicates: int = 0
     errors: list[ItemError] = field(default_factory=list)
     refused: int = 0  # valid records older than the purge floor (each also in ``errors``)
+    # The records this batch added to the ledger (neither duplicates nor refused), for a
+    # caller that counts them elsewhere too (a key's limit counters); ``add`` leaves them
+    # out, so that a long import does not hold every record it wrote.
+    stored: list[CallRecord] = field(default_factory=list, repr=False)
 
     def add(self, other: IngestResult) -> None:
         self.accepted += other.accepted
@@ -123,7 +128,20 @@ def ingest_events(ledger: Ledger, items: Sequence[Any], first_index: int = 0) ->
                       for index, record in zip(indexes, records, strict=True)
                       if record.id in stored.refused_ids)
         errors.sort(key=lambda error: error.index)
-    return IngestResult(stored.accepted, stored.duplicates, errors, stored.refused)
+    return IngestResult(stored.accepted, stored.duplicates, errors, stored.refused,
+                        _newly_stored(records, stored))
+
+
+def _newly_stored(records: Sequence[CallRecord], stored: InsertResult) -> list[CallRecord]:
+    """The records ``stored`` says were added, each id once."""
+    wanted = stored.accepted_ids
+    seen: set[str] = set()
+    added = []
+    for record in records:
+        if record.id not in seen and (wanted is None or record.id in wanted):
+            seen.add(record.id)
+            added.append(record)
+    return added
 
 
 def refused_message(floor_us: int) -> str:

@@ -79,6 +79,27 @@ class Recorder:
     def queue_depth(self) -> int:
         return len(self._pending)
 
+    # -- usage not yet in the database (for counters rebuilt from the ledger) -------------
+
+    def usage_mark(self) -> tuple[int, bool]:
+        """Changes whenever a batch may have moved from memory to the database: read it
+        before and after a ledger read to know the read and :meth:`in_flight_usage` agree."""
+        return self._written_seq, self._writing.locked()
+
+    def in_flight_usage(self, api_key_id: str, start_us: int) -> tuple[int, int]:
+        """Tokens and cost of the key's calls from ``start_us`` on that are recorded but not
+        yet in the database: waiting here, or in the spool while the database was away."""
+        tokens = cost = 0
+        for record in self._pending:
+            if record.api_key_id == api_key_id and record.ts_us >= start_us:
+                tokens += record.total_tokens
+                cost += record.cost_nano
+        if self.spooler is not None:
+            spooled_tokens, spooled_cost = self.spooler.spooled_usage(api_key_id, start_us)
+            tokens += spooled_tokens
+            cost += spooled_cost
+        return tokens, cost
+
     async def start(self) -> None:
         if self._task is None:
             self._stopping = False

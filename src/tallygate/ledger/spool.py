@@ -53,6 +53,7 @@ REJECTED_SUFFIX = ".rejected"
 FIRST_RETRY_S = 0.1
 LONGEST_RETRY_S = 5.0
 ORPHAN_CHECK_S = 30.0  # how often a healthy process looks for segments a dead one left
+DAY_US = 86_400 * 1_000_000
 _FIELDS = tuple(CallRecord.__dataclass_fields__)
 
 Store = Callable[[list[CallRecord]], InsertResult]
@@ -294,6 +295,9 @@ class SpoolingStore:
         self._spooling = False
         self._retry_s = FIRST_RETRY_S
         self._next_replay = 0.0  # monotonic; 0: look for a previous run's segments at once
+        # Tokens and cost spooled by this process and not yet replayed, per key and UTC day
+        # (bounded by keys x days of an outage): quota counters rebuilt meanwhile add them.
+        self._spooled_usage: dict[tuple[str, int], tuple[int, int]] = {}
 
     @property
     def spooling(self) -> bool:
@@ -317,7 +321,24 @@ class SpoolingStore:
                 # these records go in ahead of the spooled ones, which is harmless.
                 return self._store(records)
             self.stats.spooled += len(records)
+            usage = self._spooled_usage
+            for record in records:
+                if record.api_key_id is not None and (record.total_tokens or record.cost_nano):
+                    day = (record.api_key_id, record.ts_us // DAY_US)
+                    tokens, cost = usage.get(day, (0, 0))
+                    usage[day] = (tokens + record.total_tokens, cost + record.cost_nano)
             return InsertResult(0, 0)
+
+    def spooled_usage(self, api_key_id: str, start_us: int) -> tuple[int, int]:
+        """The key's tokens and cost spooled and not yet replayed, from ``start_us`` (a UTC
+        midnight, as every quota period starts) on."""
+        first_day = start_us // DAY_US
+        tokens = cost = 0
+        for (key_id, day), (day_tokens, day_cost) in list(self._spooled_usage.items()):
+            if key_id == api_key_id and day >= first_day:
+                tokens += day_tokens
+                cost += day_cost
+        return tokens, cost
 
     def replay_due(self) -> bool:
         return time.monotonic() >= self._next_replay
@@ -335,6 +356,7 @@ class SpoolingStore:
                     log.warning("the database answers again: %d spooled call records "
                                 "replayed", self.stats.replayed + replayed)
                 self._spooling = False
+                self._spooled_usage = {}  # all of it is in the database now
                 self._retry_s = FIRST_RETRY_S
                 self._next_replay = time.monotonic() + ORPHAN_CHECK_S
         except Exception as exc:  # still unavailable: try again later

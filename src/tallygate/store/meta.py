@@ -27,10 +27,10 @@ def set_value_if_absent(db: Database, name: str, value: str) -> bool:
 
 
 def write_audit(db: Database, actor: str, action: str, target: str | None,
-                details: dict[str, Any] | None = None) -> None:
+                details: dict[str, Any] | None = None, *, at_us: int | None = None) -> None:
     with db.write() as conn:
         conn.execute(audit_log.insert().values(
-            ts=now_us(), actor=actor, action=action, target=target,
+            ts=now_us() if at_us is None else at_us, actor=actor, action=action, target=target,
             details=None if details is None else json.dumps(details, sort_keys=True)))
 
 

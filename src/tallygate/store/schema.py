@@ -320,3 +320,19 @@ webhook_deliveries = Table(
     Column("delivered_at", BigInteger),
     Index("ix_webhook_deliveries_status", "status", "next_attempt_at"),
 )
+
+reconciliation_runs = Table(
+    "reconciliation_runs",
+    metadata,
+    # One reconciliation with a provider's report (ledger/reconciler.py): its whole answer as
+    # JSON, or why it failed. Never the admin key: only the provider's name.
+    Column("id", String(64), primary_key=True),
+    Column("provider", String(100), nullable=False),
+    Column("created_at", BigInteger, nullable=False),  # µs
+    Column("start_day", String(10), nullable=False),
+    Column("end_day", String(10), nullable=False),  # exclusive
+    Column("status", String(20), nullable=False),  # match, within_tolerance, mismatch, error
+    Column("result", Text),
+    Column("error", Text),
+    Index("ix_reconciliation_runs_provider", "provider", "created_at"),
+)

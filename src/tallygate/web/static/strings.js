@@ -1,6 +1,8 @@
 // Every piece of text the pages show, in English and Simplified Chinese.
 // Placeholders in braces ({n}) are filled by t().
 
+import { RECONCILE_STRINGS } from "./strings_reconcile.js";
+
 export const STRINGS = {
   en: {
     "nav.usage": "Usage Statistics",
@@ -286,6 +288,7 @@ export const STRINGS = {
     "confirm.disableTitle": "Disable key {name}?",
     "confirm.disableBody": "Calls with this key will be refused (403) until it is enabled again.",
     "confirm.yes": "Yes",
+    ...RECONCILE_STRINGS.en,
   },
 
   zh: {
@@ -572,5 +575,6 @@ export const STRINGS = {
     "confirm.disableTitle": "停用密钥 {name}？",
     "confirm.disableBody": "使用此密钥的调用将被拒绝（403），直到重新启用。",
     "confirm.yes": "确定",
+    ...RECONCILE_STRINGS.zh,
   },
 };

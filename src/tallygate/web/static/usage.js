@@ -8,6 +8,7 @@ import { cardsDone, cardsLoading, renderCards } from "./cards.js";
 import * as fmt from "./format.js";
 import { onLanguageChange, setUpLanguage, t } from "./i18n.js";
 import { MultiSelect } from "./multiselect.js";
+import { ReconciliationPanel } from "./reconcile.js";
 import * as st from "./state.js";
 import { TrendChart } from "./trend.js";
 import { closeOnOutsideClick, timeZones } from "./widgets.js";
@@ -37,6 +38,11 @@ const calls = new CallsPanel({
   count: $("calls-count"), more: $("calls-more"), scope: $("calls-scope"), reset: $("calls-reset"),
   csv: $("calls-csv"), ndjson: $("calls-ndjson"),
 }, { keyName, show });
+
+const reconciliation = $("reconciliation") ? new ReconciliationPanel({
+  section: $("reconciliation"), box: $("rec-box"), list: $("rec-list"), message: $("rec-state"),
+  all: $("rec-all"),
+}, { show }) : null;
 
 function keyName(id) {
   return dimensions?.api_keys.find((k) => k.id === id)?.name ?? id;
@@ -384,6 +390,7 @@ function rerender() {
   loadKeyWarnings();
   if (last.breakdown) showBreakdown(last.breakdown);
   calls.reload();
+  reconciliation?.render();
 }
 
 async function loadDimensions() {
@@ -404,7 +411,7 @@ async function start() {
   showState();
   wireControls();
   dimensionsReady = loadDimensions();
-  await Promise.all([loadAll(), loadKeyWarnings()]);
+  await Promise.all([loadAll(), loadKeyWarnings(), reconciliation?.load()]);
   document.body.dataset.ready = "true";
 }
 
