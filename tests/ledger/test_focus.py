@@ -4,6 +4,7 @@ ledger's cost exactly (brute force over the raw calls)."""
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -168,3 +169,12 @@ def test_split_cost_is_exact(cost: int, weights: list[Decimal]) -> None:
     assert sum(parts) == cost and len(parts) == len(weights)
     if cost >= 0:
         assert all(p >= 0 for p in parts)
+
+
+def test_a_record_of_several_calls_is_that_many_requests() -> None:
+    # An aggregate (refusals, or an event that says so) stands for ``repeats`` calls.
+    record = replace(_record(0, (0, 5, None, "unpriced", 0, 0, 0, 0, 0, 200, 123_456)),
+                     repeats=4)
+    [row] = _rows([record])
+    check_focus_rows([row])
+    assert (row["SkuMeter"], row["ConsumedQuantity"]) == ("Requests", "4")

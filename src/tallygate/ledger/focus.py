@@ -173,7 +173,7 @@ def _meter_quantities(group: _Group, record: CallRecord) -> None:
     if record.unit and record.units:
         group.add(_unit_meter(record.unit), record.units)
     if group.price is not None and group.price.per_call and record.status_code < 400:
-        group.add(REQUEST_METER, 1)
+        group.add(REQUEST_METER, record.repeats)  # a record may stand for several calls
 
 
 def group_calls(records: Iterable[CallRecord], prices: PriceTable,
@@ -190,7 +190,7 @@ def group_calls(records: Iterable[CallRecord], prices: PriceTable,
         if group is None:
             group = groups[key] = _Group(price)
         group.cost_nano += record.cost_nano
-        group.calls += 1
+        group.calls += record.repeats
         _meter_quantities(group, record)
     return groups
 
