@@ -42,6 +42,7 @@ from tallygate.gateway.answers import (
     EVENT_STREAM,
     EVENT_STREAM_TYPE,
     JSON,
+    UPSTREAM_BUSY_ERROR,
     answered_status,
     send_whole,
 )
@@ -71,7 +72,7 @@ from tallygate.gateway.streaming import (
     relay_stream,
     stream_failure,
 )
-from tallygate.gateway.upstream import Upstream
+from tallygate.gateway.upstream import Upstream, UpstreamBusy, post_upstream
 from tallygate.gateway.usage import Usage, estimate_tokens_of_text
 from tallygate.ledger.records import now_us
 from tallygate.store.keys import StoredKey
@@ -150,11 +151,13 @@ async def messages(gateway: Gateway, scope: Scope, receive: Receive, send: Send)
         return
     call = Call(request_id, started, ts_us, MESSAGES_ENDPOINT, key, upstream, body, len(raw),
                 tags, MESSAGES_ENDPOINT.read_usage)
-    refusal = await gateway.limits.check(key, upstream.model, _client_ip(scope), time.time())
+    refusal = await gateway.limits.check(key, upstream.model, _client_ip(scope), time.time(),
+                                         request_id)
     if refusal is not None:
         await gateway.books.record(call, refusal.status, None)
         await _send_refusal(send, refusal, request_id)
         return
+    call.holds_slot = key.max_concurrency is not None
     url = upstream.endpoint_url(MESSAGES_ENDPOINT.suffix)
     upstream_headers = _upstream_headers(upstream, headers)
     if stream:
@@ -183,9 +186,9 @@ async def count_tokens(gateway: Gateway, scope: Scope, receive: Receive, send: S
         await _send_refusal(send, refusal, request_id)
         return
     try:
-        async with gateway.client.post(upstream.endpoint_url("/messages/count_tokens"),
-                                       data=forwarded,
-                                       headers=_upstream_headers(upstream, headers)) as response:
+        async with await post_upstream(
+                gateway.client, upstream.endpoint_url("/messages/count_tokens"),
+                data=forwarded, headers=_upstream_headers(upstream, headers)) as response:
             content = await response.read()
             status = response.status
             content_type = response.headers.get("content-type")
@@ -207,7 +210,8 @@ async def _plain(gateway: Gateway, call: Call, url: Any, body: bytes,
     # which is billed either way; only its answer says for how much.
     left = asyncio.ensure_future(_client_leaves(receive))
     try:
-        async with gateway.client.post(url, data=body, headers=upstream_headers) as response:
+        async with await post_upstream(gateway.client, url, data=body,
+                                       headers=upstream_headers) as response:
             content = await response.read()
             status = response.status
             content_type = response.headers.get("content-type")
@@ -230,7 +234,8 @@ async def _plain(gateway: Gateway, call: Call, url: Any, body: bytes,
 async def _stream(gateway: Gateway, call: Call, url: Any, body: bytes,
                   upstream_headers: CIMultiDict[str], receive: Receive, send: Send) -> None:
     try:
-        response = await gateway.client.post(url, data=body, headers=upstream_headers)
+        response = await post_upstream(gateway.client, url, data=body,
+                                        headers=upstream_headers)
     except UPSTREAM_ERRORS as exc:
         error = _upstream_failure(call.upstream, exc)
         await gateway.books.record(call, error.status, None)
@@ -378,6 +383,8 @@ async def _send_answer(send: Send, status: int, content: bytes, content_type: st
 
 
 def _upstream_failure(upstream: Upstream, exc: BaseException) -> GatewayError:
+    if isinstance(exc, UpstreamBusy):
+        return UPSTREAM_BUSY_ERROR
     if isinstance(exc, TimeoutError):
         return GatewayError(504, "upstream_timeout", "The upstream did not answer in time.")
     log.warning("upstream %s failed: %s", upstream.model, exc.__class__.__name__)

@@ -33,6 +33,7 @@ from tallygate.gateway.answers import (
     EVENT_STREAM,
     EVENT_STREAM_TYPE,
     JSON,
+    UPSTREAM_BUSY_ERROR,
     answered_status,
     content_type,
     request_id,
@@ -57,7 +58,7 @@ from tallygate.gateway.requests import (
 )
 from tallygate.gateway.sse import PassThrough, StreamWatcher
 from tallygate.gateway.streaming import CLIENT_CLOSED, UPSTREAM_ERRORS, Drain, relay_stream
-from tallygate.gateway.upstream import Upstream
+from tallygate.gateway.upstream import Upstream, UpstreamBusy, post_upstream
 from tallygate.ledger.recorder import Recorder
 from tallygate.ledger.records import now_us
 from tallygate.ledger.service import Ledger
@@ -240,8 +241,10 @@ class Gateway:
         """The key's limits; a refusal is recorded and answered."""
         client = scope.get("client")
         refusal = await self.limits.check(call.key, call.upstream.model,
-                                          client[0] if client else None, time.time())
+                                          client[0] if client else None, time.time(),
+                                          call.request_id)
         if refusal is None:
+            call.holds_slot = call.key.max_concurrency is not None
             return True
         await self.books.record(call, refusal.status, None)
         await send_refusal(send, refusal, call.request_id)
@@ -254,7 +257,8 @@ class Gateway:
         # runs to its end: it is billed either way, and only its answer says for how much.
         left = asyncio.ensure_future(_client_leaves(receive, upload))
         try:
-            async with self.client.post(url, data=body, headers=headers) as response:
+            async with await post_upstream(self.client, url, data=body,
+                                           headers=headers) as response:
                 content = await response.read()
                 status = response.status
                 upstream_type = response.headers.get("content-type")
@@ -285,6 +289,10 @@ class Gateway:
         await send_whole(send, status, content, content_type(upstream_type, JSON), rid)
 
     async def _upstream_failed(self, call: Call, exc: BaseException, send: Send) -> None:
+        if isinstance(exc, UpstreamBusy):
+            await self.books.record(call, UPSTREAM_BUSY_ERROR.status, None)
+            await send_error(send, UPSTREAM_BUSY_ERROR, call.request_id)
+            return
         if isinstance(exc, TimeoutError):
             await self.books.record(call, 504, None)
             await send_error(send, GatewayError(504, "upstream_timeout",
@@ -301,7 +309,7 @@ class Gateway:
                       receive: Receive, send: Send, watcher: StreamWatcher, headers: Any, *,
                       drain: Drain | None = None, upload: Upload | None = None) -> None:
         try:
-            response = await self.client.post(url, data=body, headers=headers)
+            response = await post_upstream(self.client, url, data=body, headers=headers)
         except (*UPSTREAM_ERRORS, ClientGone) as exc:
             if upload is not None and upload.gone:
                 await self.books.record(call, CLIENT_CLOSED, None)

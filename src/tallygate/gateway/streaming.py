@@ -37,12 +37,14 @@ from starlette.types import Message, Receive, Send
 
 from tallygate.errors import error_body
 from tallygate.gateway.sse import StreamWatcher
+from tallygate.gateway.upstream import UpstreamBusy
 
 log = logging.getLogger("tallygate.gateway")
 
 CLIENT_CLOSED = 499  # nginx's code for "the client went away before the answer"
-# Connection refused or reset, a broken stream, a timeout: the upstream's fault, not the client's.
-UPSTREAM_ERRORS = (aiohttp.ClientError, TimeoutError, ConnectionError)
+# Connection refused or reset, a broken stream, a timeout, no free connection to it: the
+# upstream's fault (or the gateway's pool's), not the client's.
+UPSTREAM_ERRORS = (aiohttp.ClientError, TimeoutError, ConnectionError, UpstreamBusy)
 
 
 # A stream's watcher: the settle a relay is given takes the watcher it reads with (a
