@@ -60,6 +60,7 @@ from tallygate.gateway.proxy import Gateway, _client_leaves
 from tallygate.gateway.recording import Call
 from tallygate.gateway.requests import (
     GatewayError,
+    idle_bounded,
     parse_body,
     parse_tags,
     read_body,
@@ -137,7 +138,8 @@ async def messages(gateway: Gateway, scope: Scope, receive: Receive, send: Send)
     headers = _headers_of(scope)
     try:
         key = await _authenticate(gateway, headers)
-        raw = await read_body(receive, headers.content_length)
+        raw = await read_body(idle_bounded(receive, gateway.client_idle_s),
+                              headers.content_length)
         if raw is None:
             return  # the client went away before its request was complete
         body = parse_body(raw)
@@ -171,7 +173,8 @@ async def count_tokens(gateway: Gateway, scope: Scope, receive: Receive, send: S
     headers = _headers_of(scope)
     try:
         key = await _authenticate(gateway, headers)
-        raw = await read_body(receive, headers.content_length)
+        raw = await read_body(idle_bounded(receive, gateway.client_idle_s),
+                              headers.content_length)
         if raw is None:
             return
         body = parse_body(raw)
@@ -265,7 +268,7 @@ async def _stream(gateway: Gateway, call: Call, url: Any, body: bytes,
                        event_stream=(content_type or EVENT_STREAM_TYPE).startswith(
                            EVENT_STREAM_TYPE),
                        settle=functools.partial(_settle_stream, gateway, call),
-                       settling=gateway.settling,
+                       settling=gateway.settling, idle_s=gateway.client_idle_s,
                        error_event=functools.partial(_error_event, watcher))
 
 

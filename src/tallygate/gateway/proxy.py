@@ -50,9 +50,11 @@ from tallygate.gateway.recording import Bookkeeper, Call, estimate, usage_of_ans
 from tallygate.gateway.requests import (
     GatewayError,
     headers_of,
+    idle_bounded,
     parse_body,
     parse_tags,
     read_body,
+    request_timeout,
     upstream_body,
     wants_usage,
 )
@@ -75,7 +77,8 @@ class Gateway:
     def __init__(self, *, ledger: Ledger, recorder: Recorder, key_cache: KeyCache,
                  limits: Limits, client: aiohttp.ClientSession,
                  upstreams: dict[str, Upstream],
-                 strict: bool, drain: Drain | None = None) -> None:
+                 strict: bool, drain: Drain | None = None,
+                 client_idle_s: float = 60.0) -> None:
         self.ledger = ledger
         self.recorder = recorder
         self.key_cache = key_cache
@@ -87,6 +90,7 @@ class Gateway:
                          if upstream.route.path is not None}
         self.strict = strict
         self.drain = drain or Drain()
+        self.client_idle_s = client_idle_s  # client_idle_timeout_s
         self.books = Bookkeeper(ledger, recorder, limits, strict)
         # Streams settling (draining, recording, counting) in tasks of their own: a reference
         # keeps each one alive should its request be cancelled before it is done.
@@ -125,7 +129,8 @@ class Gateway:
         headers = headers_of(scope)
         try:
             key = await self._authenticate(headers.authorization)
-            raw = await read_body(receive, headers.content_length)
+            raw = await read_body(idle_bounded(receive, self.client_idle_s),
+                                  headers.content_length)
             if raw is None:
                 return  # the client went away before its request was complete
             body = parse_body(raw)
@@ -164,7 +169,8 @@ class Gateway:
         headers = headers_of(scope)
         try:
             key = await self._authenticate(headers.authorization)
-            head = await read_form_head(receive, headers.content_type)
+            head = await read_form_head(idle_bounded(receive, self.client_idle_s),
+                                        headers.content_type)
             model = head.fields["model"]
             upstream = self._route(model)
             tags = parse_tags(headers.tags)
@@ -175,7 +181,7 @@ class Gateway:
             return
         first = bytes(head.held) if upstream.upstream_model == model else head.with_model(
             upstream.upstream_model)
-        upload = Upload(first, receive, more=not head.ended)
+        upload = Upload(first, receive, more=not head.ended, idle_s=self.client_idle_s)
         sent_headers = _upload_headers(upstream, headers.content_type, headers.content_length,
                                        len(first) - len(head.held))
         # An upload's bytes are audio, not text: no estimate is ever made from them.
@@ -202,13 +208,14 @@ class Gateway:
         try:
             key = await self._authenticate(headers.authorization)
             tags = parse_tags(headers.tags)
+            message = await idle_bounded(receive, self.client_idle_s)()
         except GatewayError as exc:
             await send_error(send, exc, rid)
             return
-        message = await receive()
         if message["type"] == "http.disconnect":
             return
-        upload = Upload(message.get("body", b""), receive, more=message.get("more_body", False))
+        upload = Upload(message.get("body", b""), receive, more=message.get("more_body", False),
+                        idle_s=self.client_idle_s)
         route = upstream.route
         call = Call(rid, started, ts_us, SERVICE, key, upstream, {}, 0, tags,
                     service_reader(route.unit or "request", route.units_from), path=path)
@@ -264,7 +271,7 @@ class Gateway:
                 upstream_type = response.headers.get("content-type")
         except (*UPSTREAM_ERRORS, ClientGone) as exc:
             if upload is not None and upload.gone:  # the client left mid-upload
-                await self.books.record(call, CLIENT_CLOSED, None)
+                await self._upload_stopped(call, upload, send)
                 return
             await self._upstream_failed(call, exc, send)
             return
@@ -287,6 +294,15 @@ class Gateway:
             await send_error(send, CREDENTIAL_REFUSED_ERROR, rid)
             return
         await send_whole(send, status, content, content_type(upstream_type, JSON), rid)
+
+    async def _upload_stopped(self, call: Call, upload: Upload, send: Send) -> None:
+        """The client left mid-upload (499), or paused past client_idle_timeout_s (408)."""
+        if not upload.timed_out:
+            await self.books.record(call, CLIENT_CLOSED, None)
+            return
+        error = request_timeout(self.client_idle_s)
+        await self.books.record(call, error.status, None)
+        await send_error(send, error, call.request_id)
 
     async def _upstream_failed(self, call: Call, exc: BaseException, send: Send) -> None:
         if isinstance(exc, UpstreamBusy):
@@ -312,7 +328,7 @@ class Gateway:
             response = await post_upstream(self.client, url, data=body, headers=headers)
         except (*UPSTREAM_ERRORS, ClientGone) as exc:
             if upload is not None and upload.gone:
-                await self.books.record(call, CLIENT_CLOSED, None)
+                await self._upload_stopped(call, upload, send)
                 return
             await self._upstream_failed(call, exc, send)
             return
@@ -341,7 +357,7 @@ class Gateway:
                            strict=self.strict, drain=drain or self.drain,
                            event_stream=event_stream,
                            settle=functools.partial(self._settle_stream, call),
-                           settling=self.settling,
+                           settling=self.settling, idle_s=self.client_idle_s,
                            uploaded=None if upload is None else upload.done)
 
     async def _settle_stream(self, call: Call, status: int, watcher: StreamWatcher,

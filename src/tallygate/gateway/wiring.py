@@ -33,6 +33,7 @@ def build_gateway(settings: Settings, ledger: Ledger, recorder: Recorder,
         upstreams=resolve_upstreams(settings.routes),
         strict=settings.durability == "strict",
         drain=Drain(settings.drain_timeout_s, settings.drain_max_bytes),
+        client_idle_s=settings.client_idle_timeout_s,
     )
 
 
