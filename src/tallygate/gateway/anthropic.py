@@ -262,7 +262,7 @@ async def _stream(gateway: Gateway, call: Call, url: Any, body: bytes,
     start = {"type": "http.response.start", "status": response.status, "headers": [
         (b"content-type", _content_type(content_type, EVENT_STREAM)),
         *_id_headers(call.request_id), (b"cache-control", b"no-cache")]}
-    watcher = MessageWatcher(drop_usage_chunk=False)
+    watcher = MessageWatcher(drop_usage_chunk=False, max_event_bytes=gateway.sse_max_event_bytes)
     await relay_stream(response, watcher, receive, send, start, started=call.started,
                        strict=gateway.strict, drain=gateway.drain,
                        event_stream=(content_type or EVENT_STREAM_TYPE).startswith(

@@ -58,7 +58,7 @@ from tallygate.gateway.requests import (
     upstream_body,
     wants_usage,
 )
-from tallygate.gateway.sse import PassThrough, StreamWatcher
+from tallygate.gateway.sse import MAX_EVENT_BYTES, PassThrough, StreamWatcher
 from tallygate.gateway.streaming import CLIENT_CLOSED, UPSTREAM_ERRORS, Drain, relay_stream
 from tallygate.gateway.upstream import Upstream, UpstreamBusy, post_upstream
 from tallygate.ledger.recorder import Recorder
@@ -78,7 +78,8 @@ class Gateway:
                  limits: Limits, client: aiohttp.ClientSession,
                  upstreams: dict[str, Upstream],
                  strict: bool, drain: Drain | None = None,
-                 client_idle_s: float = 60.0) -> None:
+                 client_idle_s: float = 60.0,
+                 sse_max_event_bytes: int = MAX_EVENT_BYTES) -> None:
         self.ledger = ledger
         self.recorder = recorder
         self.key_cache = key_cache
@@ -91,6 +92,7 @@ class Gateway:
         self.strict = strict
         self.drain = drain or Drain()
         self.client_idle_s = client_idle_s  # client_idle_timeout_s
+        self.sse_max_event_bytes = sse_max_event_bytes
         self.books = Bookkeeper(ledger, recorder, limits, strict)
         # Streams settling (draining, recording, counting) in tasks of their own: a reference
         # keeps each one alive should its request be cancelled before it is done.
@@ -353,6 +355,7 @@ class Gateway:
             (b"x-request-id", call.request_id.encode()), (b"cache-control", b"no-cache")]}
         event_stream = not isinstance(watcher, PassThrough) and (
             upstream_type or EVENT_STREAM_TYPE).startswith(EVENT_STREAM_TYPE)
+        watcher.max_event_bytes = self.sse_max_event_bytes
         await relay_stream(response, watcher, receive, send, start, started=call.started,
                            strict=self.strict, drain=drain or self.drain,
                            event_stream=event_stream,

@@ -40,7 +40,7 @@ import orjson
 from starlette.types import Message, Receive, Send
 
 from tallygate.errors import error_body
-from tallygate.gateway.sse import StreamWatcher
+from tallygate.gateway.sse import EventTooLong, StreamWatcher
 from tallygate.gateway.upstream import UpstreamBusy
 
 log = logging.getLogger("tallygate.gateway")
@@ -48,7 +48,9 @@ log = logging.getLogger("tallygate.gateway")
 CLIENT_CLOSED = 499  # nginx's code for "the client went away before the answer"
 # Connection refused or reset, a broken stream, a timeout, no free connection to it: the
 # upstream's fault (or the gateway's pool's), not the client's.
-UPSTREAM_ERRORS = (aiohttp.ClientError, TimeoutError, ConnectionError, UpstreamBusy)
+# An event longer than sse_max_event_bytes is a broken stream too.
+UPSTREAM_ERRORS = (aiohttp.ClientError, TimeoutError, ConnectionError, UpstreamBusy,
+                   EventTooLong)
 
 
 # A stream's watcher: the settle a relay is given takes the watcher it reads with (a
@@ -104,6 +106,9 @@ def stream_failure(progress: StreamProgress) -> tuple[int, str, str]:
                                                "complete."
     elif isinstance(failure, TimeoutError):
         code, message = "upstream_timeout", "The upstream did not answer in time."
+    elif isinstance(failure, EventTooLong):
+        code, message = "upstream_event_too_long", "The upstream sent an event too long to " \
+                                                   "relay; the stream was cut."
     elif isinstance(failure, UPSTREAM_ERRORS):
         code, message = "upstream_error", "The upstream broke off the stream."
     else:

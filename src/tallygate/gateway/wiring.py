@@ -34,6 +34,7 @@ def build_gateway(settings: Settings, ledger: Ledger, recorder: Recorder,
         strict=settings.durability == "strict",
         drain=Drain(settings.drain_timeout_s, settings.drain_max_bytes),
         client_idle_s=settings.client_idle_timeout_s,
+        sse_max_event_bytes=settings.sse_max_event_bytes,
     )
 
 
