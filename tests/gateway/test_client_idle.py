@@ -1,5 +1,6 @@
 """Clients that send or read too slowly (``client_idle_timeout_s``), over raw sockets against
-a real uvicorn server: a stalled request body gets 408 and never goes upstream; a stream
+a real uvicorn server: a stalled request body gets 408 and never goes upstream (an upload
+already passed on as it arrives is cut, answered 408 and recorded); a stream
 client that stops reading is settled as one that left, and the upstream connection is freed.
 """
 
@@ -13,6 +14,8 @@ from typing import Any
 import orjson
 import pytest
 
+from tallygate.app import create_app
+from tallygate.config import Route, load_settings
 from tallygate.store.database import Database
 from tests.gateway.test_stream_settling import (
     EXPECTED,
@@ -22,7 +25,7 @@ from tests.gateway.test_stream_settling import (
     serve_gateway,
     stream_body,
 )
-from tests.reliability.support import new_key, wait_until
+from tests.reliability.support import ADMIN, new_key, wait_until
 from tests.servers import serve_app
 
 
@@ -114,3 +117,42 @@ def test_a_stream_client_that_stops_reading_is_settled_as_one_that_left(
             assert served.connections_in_use() == 0
     assert record["status_code"] == 499
     assert {name: record[name] for name in EXPECTED} == EXPECTED
+
+
+class ReadingUpstream:
+    """Reads what it is sent and answers ``{}``; counts the uploads that began."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        self.requests += 1
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            if not message.get("more_body"):
+                break
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+
+def test_an_upload_that_stalls_is_cut_answered_408_and_recorded(db: Database) -> None:
+    fake = ReadingUpstream()
+    with serve_app(fake) as upstream, serve_app(create_app(load_settings(
+            database_url=db.url, admin_token=ADMIN, flush_interval_ms=10, key_cache_seconds=0,
+            client_idle_timeout_s=1, routes=[Route(
+                model="ocr", base_url=f"{upstream}/v1", kind="service",
+                path="/v1/ocr")]))) as url:
+        key_id, key = new_key(db.url)
+        with _connect(url) as sock:
+            sock.sendall(_request_head(key, 1000).replace(b"/v1/chat/completions",
+                                                          b"/v1/ocr") + b"x" * 100)
+            sock.settimeout(10)
+            answer = sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        served = Served(url, None, db.url)
+        assert served.one_record(key_id)["status_code"] == 408
