@@ -231,6 +231,35 @@ class Settings(BaseSettings):
         description="Most bytes the gateway reads of a stream after its client left, looking "
         "for the upstream's usage; past it the tokens are estimated (docs/gateway.md).",
     )
+    upstream_max_connections: int = Field(
+        2000, ge=1, le=100_000,
+        description="Most connections open to the upstreams at once, over every route and "
+        "key (one pool).",
+    )
+    upstream_pool_wait_s: float = Field(
+        5, gt=0, le=600,
+        description="Longest wait for a free connection when all `upstream_max_connections` "
+        "are in use; after it the call is answered 503 `upstream_busy` with `Retry-After` "
+        "and recorded.",
+    )
+    client_idle_timeout_s: float = Field(
+        60, gt=0, le=3600,
+        description="Longest a client may pause while sending its request body (408, and "
+        "nothing goes upstream) or take to accept one piece of a streamed answer (the "
+        "client is taken as gone: the stream is settled as for a client that left).",
+    )
+    sse_max_event_bytes: int = Field(
+        1024 * 1024, ge=1024, le=256 * 1024 * 1024,
+        description="Longest event an upstream's stream may send; a longer one (or one that "
+        "never ends) cuts the stream as a broken upstream: the client gets an error event, "
+        "the record says 502 and keeps the usage seen so far.",
+    )
+    concurrency_lease_s: float = Field(
+        900, gt=0, le=86_400,
+        description="How long a call may hold one of its key's `max_concurrency` slots: a "
+        "slot a crashed process never gave back frees after it (a call running longer "
+        "stops counting against the limit).",
+    )
     key_cache_seconds: float = Field(
         2, ge=0, le=300,
         description="How long a gateway process trusts a key it looked up; changes made through "

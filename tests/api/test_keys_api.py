@@ -17,7 +17,7 @@ from tests.api.support import ADMIN_TOKEN, Api, bearer
 
 KEY_FIELDS = {"id", "name", "prefix", "status", "internal", "owner", "tags", "created_at",
               "updated_at", "expires_at", "allowed_models", "allowed_ips", "rpm_limit",
-              "tpm_limit", "quota_tokens", "budget", "quota_period",
+              "tpm_limit", "quota_tokens", "budget", "quota_period", "max_concurrency",
               # live figures (issue 5): added, never renamed
               "discount_percent", "usage", "near_limit", "near_expiry", "warnings"}
 

@@ -106,3 +106,22 @@ def test_create_refuses_bad_options_naming_them(sqlite_cli: Run, sqlite_db: Data
     assert re.search(re.escape(option) + r"\b(?!-)", result.output), result.output
     assert "tg-" not in result.stdout
     assert KeyService(sqlite_db).list() == []
+
+
+def test_max_concurrency_is_set_changed_and_cleared_from_the_command_line(
+        db: Database, cli: Run) -> None:
+    created = cli("keys", "create", "--name", "bounded", "--max-concurrency", "3")
+    assert created.exit_code == 0, created.output
+    key_id, _ = _created(created.stdout)
+    with running_app(db) as api:
+        assert api.ok(f"/api/v1/keys/{key_id}")["max_concurrency"] == 3
+        changed = cli("keys", "update", key_id, "--max-concurrency", "5", "--rpm-limit", "9")
+        assert changed.exit_code == 0, changed.output
+        shown = api.ok(f"/api/v1/keys/{key_id}")
+        assert (shown["max_concurrency"], shown["rpm_limit"]) == (5, 9)
+        assert cli("keys", "update", key_id, "--clear", "max_concurrency").exit_code == 0
+        assert api.ok(f"/api/v1/keys/{key_id}")["max_concurrency"] is None
+    refused = cli("keys", "update", key_id, "--max-concurrency", "0")
+    assert refused.exit_code != 0 and "--max-concurrency" in refused.output
+    unknown = cli("keys", "update", key_id, "--clear", "name")
+    assert unknown.exit_code != 0 and "--clear" in unknown.output

@@ -150,3 +150,19 @@ def test_every_action_is_in_view_on_a_laptop_screen(context: Any, site: Site) ->
         for button in page.locator("#keys-table tbody button", has_text="Delete").all():
             right = button.evaluate("e => e.getBoundingClientRect().right")
             assert right <= width, (width, right)
+
+
+def test_max_concurrency_is_set_and_cleared_in_the_form(context: Any, site: Site) -> None:
+    page = _keys_page(context, site)
+    _create(page, "web-concurrency", max_concurrency="4")
+    row = _row(page, "web-concurrency")
+    key_id = row.get_attribute("data-key-id")
+    assert site.get(f"/api/v1/keys/{key_id}")["max_concurrency"] == 4
+    assert "Concurrent 4" in row.inner_text()
+
+    row.get_by_role("button", name="Edit").click()
+    assert page.input_value("#key-form [name=max_concurrency]") == "4"
+    page.fill("#key-form [name=max_concurrency]", "")
+    page.click("#key-form-save")
+    page.wait_for_selector("#key-dialog", state="hidden")
+    assert site.get(f"/api/v1/keys/{key_id}")["max_concurrency"] is None

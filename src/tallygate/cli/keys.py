@@ -1,4 +1,4 @@
-"""``tallygate keys create|list|disable|enable|rotate|delete``."""
+"""``tallygate keys create|update|list|disable|enable|rotate|delete``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from tallygate.cli.context import console, fail, state
-from tallygate.keys.schemas import KeyCreate, KeyOut
+from tallygate.keys.schemas import KeyCreate, KeyOut, KeyUpdate
 from tallygate.keys.service import KeyNotFound
 
 app = typer.Typer(help="API keys.", no_args_is_help=True)
@@ -36,6 +36,8 @@ def create(
     quota_tokens: int | None = None,
     budget: Annotated[str | None, typer.Option(help="Cost budget, a decimal.")] = None,
     quota_period: Annotated[str, typer.Option(help="total, daily or monthly")] = "total",
+    max_concurrency: Annotated[int | None, typer.Option(
+        help="Most calls in flight at once (429 above it).")] = None,
 ) -> None:
     """Create a key. Its secret is printed once: store it now."""
     try:
@@ -44,7 +46,7 @@ def create(
             allowed_models=allowed_model, allowed_ips=allowed_ip, rpm_limit=rpm_limit,
             tpm_limit=tpm_limit, quota_tokens=quota_tokens,
             budget=None if budget is None else Decimal(budget),
-            quota_period=quota_period,
+            quota_period=quota_period, max_concurrency=max_concurrency,
         )
     except (ValidationError, ArithmeticError) as exc:
         fail(_first_problem(exc))
@@ -52,6 +54,42 @@ def create(
     console.print(f"created key {created.id} ({created.name})")
     console.print("secret (shown only now):", style="bold")
     print(created.key)  # noqa: T201 - plain, so scripts can capture it
+
+
+# Limits ``keys update`` can set or clear (``--clear``), by field name.
+_UPDATABLE_LIMITS = ("rpm_limit", "tpm_limit", "quota_tokens", "max_concurrency")
+
+
+@app.command("update")
+def update(
+    ctx: typer.Context,
+    key_id: str,
+    name: str | None = None,
+    rpm_limit: int | None = None,
+    tpm_limit: int | None = None,
+    quota_tokens: int | None = None,
+    max_concurrency: Annotated[int | None, typer.Option(
+        help="Most calls in flight at once (429 above it).")] = None,
+    clear: Annotated[list[str] | None, typer.Option(
+        help=f"Remove a limit (repeatable): {', '.join(_UPDATABLE_LIMITS)}.")] = None,
+) -> None:
+    """Change a key's name or limits; options not given stay as they are."""
+    given = {"name": name, "rpm_limit": rpm_limit, "tpm_limit": tpm_limit,
+             "quota_tokens": quota_tokens, "max_concurrency": max_concurrency}
+    change: dict[str, object] = {k: v for k, v in given.items() if v is not None}
+    for field in clear or []:
+        if field not in _UPDATABLE_LIMITS:
+            fail(f"--clear: one of {', '.join(_UPDATABLE_LIMITS)}, not {field!r}")
+        change[field] = None
+    try:
+        fields = KeyUpdate.model_validate(change)
+    except ValidationError as exc:
+        fail(_first_problem(exc))
+    try:
+        key = state(ctx).keys().update(key_id, fields, ACTOR)
+    except KeyNotFound:
+        fail(f"no API key with id {key_id!r}")
+    console.print(f"updated key {key.id} ({key.name})")
 
 
 # Fields whose option has another name (one value per option, repeated for a list).
@@ -75,13 +113,14 @@ def list_keys(ctx: typer.Context) -> None:
     table = Table(title=f"{len(keys)} API keys")
     # The id is what every other keys command takes: never cut it, however narrow.
     table.add_column("id", no_wrap=True, min_width=max((len(k.id) for k in keys), default=2))
-    for column in ("name", "prefix", "status", "internal", "rpm", "quota", "budget",
-                   "expires"):
+    for column in ("name", "prefix", "status", "internal", "rpm", "concurrency", "quota",
+                   "budget", "expires"):
         table.add_column(column)
     for key in keys:
         table.add_row(key.id, key.name, key.prefix + "…", _status(key),
                       "yes" if key.internal else "", _opt(key.rpm_limit),
-                      _opt(key.quota_tokens, key.quota_period), _opt(key.budget, key.quota_period),
+                      _opt(key.max_concurrency), _opt(key.quota_tokens, key.quota_period),
+                      _opt(key.budget, key.quota_period),
                       "" if key.expires_at is None else key.expires_at.isoformat())
     console.print(table)
 

@@ -16,6 +16,10 @@ log = logging.getLogger("tallygate.gateway")
 # An upstream's 401 or 403 is the gateway's own credential refused: a gateway failure (502),
 # and the upstream's body, which may show part of that credential, is never passed on.
 CREDENTIAL_REFUSED = (401, 403)
+# Every pooled upstream connection stayed in use for upstream_pool_wait_s.
+UPSTREAM_BUSY_ERROR = GatewayError(503, "upstream_busy", "The gateway has no free connection "
+                                   "to the upstream right now; try again shortly.",
+                                   headers={"Retry-After": "1"})
 CREDENTIAL_REFUSED_ERROR = GatewayError(502, "upstream_auth",
                                         "The upstream refused the gateway's credential.")
 

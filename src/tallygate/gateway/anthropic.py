@@ -42,6 +42,7 @@ from tallygate.gateway.answers import (
     EVENT_STREAM,
     EVENT_STREAM_TYPE,
     JSON,
+    UPSTREAM_BUSY_ERROR,
     answered_status,
     send_whole,
 )
@@ -59,6 +60,7 @@ from tallygate.gateway.proxy import Gateway, _client_leaves
 from tallygate.gateway.recording import Call
 from tallygate.gateway.requests import (
     GatewayError,
+    idle_bounded,
     parse_body,
     parse_tags,
     read_body,
@@ -71,7 +73,7 @@ from tallygate.gateway.streaming import (
     relay_stream,
     stream_failure,
 )
-from tallygate.gateway.upstream import Upstream
+from tallygate.gateway.upstream import Upstream, UpstreamBusy, post_upstream
 from tallygate.gateway.usage import Usage, estimate_tokens_of_text
 from tallygate.ledger.records import now_us
 from tallygate.store.keys import StoredKey
@@ -136,7 +138,8 @@ async def messages(gateway: Gateway, scope: Scope, receive: Receive, send: Send)
     headers = _headers_of(scope)
     try:
         key = await _authenticate(gateway, headers, scope)
-        raw = await read_body(receive, headers.content_length)
+        raw = await read_body(idle_bounded(receive, gateway.client_idle_s),
+                              headers.content_length)
         if raw is None:
             return  # the client went away before its request was complete
         body = parse_body(raw)
@@ -150,11 +153,13 @@ async def messages(gateway: Gateway, scope: Scope, receive: Receive, send: Send)
         return
     call = Call(request_id, started, ts_us, MESSAGES_ENDPOINT, key, upstream, body, len(raw),
                 tags, MESSAGES_ENDPOINT.read_usage)
-    refusal = await gateway.limits.check(key, upstream.model, _client_ip(scope), time.time())
+    refusal = await gateway.limits.check(key, upstream.model, _client_ip(scope), time.time(),
+                                         request_id)
     if refusal is not None:
         await gateway.books.record_refusal(call, refusal.status)
         await _send_refusal(send, refusal, request_id)
         return
+    call.holds_slot = key.max_concurrency is not None
     url = upstream.endpoint_url(MESSAGES_ENDPOINT.suffix)
     upstream_headers = _upstream_headers(upstream, headers)
     if stream:
@@ -168,7 +173,8 @@ async def count_tokens(gateway: Gateway, scope: Scope, receive: Receive, send: S
     headers = _headers_of(scope)
     try:
         key = await _authenticate(gateway, headers, scope)
-        raw = await read_body(receive, headers.content_length)
+        raw = await read_body(idle_bounded(receive, gateway.client_idle_s),
+                              headers.content_length)
         if raw is None:
             return
         body = parse_body(raw)
@@ -183,9 +189,9 @@ async def count_tokens(gateway: Gateway, scope: Scope, receive: Receive, send: S
         await _send_refusal(send, refusal, request_id)
         return
     try:
-        async with gateway.client.post(upstream.endpoint_url("/messages/count_tokens"),
-                                       data=forwarded,
-                                       headers=_upstream_headers(upstream, headers)) as response:
+        async with await post_upstream(
+                gateway.client, upstream.endpoint_url("/messages/count_tokens"),
+                data=forwarded, headers=_upstream_headers(upstream, headers)) as response:
             content = await response.read()
             status = response.status
             content_type = response.headers.get("content-type")
@@ -207,7 +213,8 @@ async def _plain(gateway: Gateway, call: Call, url: Any, body: bytes,
     # which is billed either way; only its answer says for how much.
     left = asyncio.ensure_future(_client_leaves(receive))
     try:
-        async with gateway.client.post(url, data=body, headers=upstream_headers) as response:
+        async with await post_upstream(gateway.client, url, data=body,
+                                       headers=upstream_headers) as response:
             content = await response.read()
             status = response.status
             content_type = response.headers.get("content-type")
@@ -230,7 +237,8 @@ async def _plain(gateway: Gateway, call: Call, url: Any, body: bytes,
 async def _stream(gateway: Gateway, call: Call, url: Any, body: bytes,
                   upstream_headers: CIMultiDict[str], receive: Receive, send: Send) -> None:
     try:
-        response = await gateway.client.post(url, data=body, headers=upstream_headers)
+        response = await post_upstream(gateway.client, url, data=body,
+                                        headers=upstream_headers)
     except UPSTREAM_ERRORS as exc:
         error = _upstream_failure(call.upstream, exc)
         await gateway.books.record(call, error.status, None)
@@ -254,13 +262,13 @@ async def _stream(gateway: Gateway, call: Call, url: Any, body: bytes,
     start = {"type": "http.response.start", "status": response.status, "headers": [
         (b"content-type", _content_type(content_type, EVENT_STREAM)),
         *_id_headers(call.request_id), (b"cache-control", b"no-cache")]}
-    watcher = MessageWatcher(drop_usage_chunk=False)
+    watcher = MessageWatcher(drop_usage_chunk=False, max_event_bytes=gateway.sse_max_event_bytes)
     await relay_stream(response, watcher, receive, send, start, started=call.started,
                        strict=gateway.strict, drain=gateway.drain,
                        event_stream=(content_type or EVENT_STREAM_TYPE).startswith(
                            EVENT_STREAM_TYPE),
                        settle=functools.partial(_settle_stream, gateway, call),
-                       settling=gateway.settling,
+                       settling=gateway.settling, idle_s=gateway.client_idle_s,
                        error_event=functools.partial(_error_event, watcher))
 
 
@@ -378,6 +386,8 @@ async def _send_answer(send: Send, status: int, content: bytes, content_type: st
 
 
 def _upstream_failure(upstream: Upstream, exc: BaseException) -> GatewayError:
+    if isinstance(exc, UpstreamBusy):
+        return UPSTREAM_BUSY_ERROR
     if isinstance(exc, TimeoutError):
         return GatewayError(504, "upstream_timeout", "The upstream did not answer in time.")
     log.warning("upstream %s failed: %s", upstream.model, exc.__class__.__name__)

@@ -8,6 +8,9 @@ Three primitives, each atomic (Lua scripts on Redis), so N processes never allow
   buckets weighted by how much of the previous one still overlaps.
 - ``period_used`` / ``add_period``: tokens and cost of a quota period, initialised from the
   ledger the first time a period is seen.
+- ``acquire_slot`` / ``release_slot``: one of a key's calls in flight (``max_concurrency``).
+  In Redis a slot is a member of a sorted set scored by its lease's end, so the slots of a
+  process that died without releasing them expire instead of holding the key down for good.
 
 When Redis cannot be reached, every operation raises :class:`CountersUnavailable` within
 ``REDIS_TIMEOUT_S`` (a connection refused answers at once); ``limits.Limits`` decides what a
@@ -40,6 +43,17 @@ end
 redis.call('ZADD', KEYS[1], now, ARGV[3])
 redis.call('EXPIRE', KEYS[1], 61)
 return {1, '0'}
+"""
+
+# KEYS[1]: the key's slots; ARGV: now, limit, call id, lease end, lease seconds.
+_ACQUIRE_SLOT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], ARGV[4], ARGV[3])
+redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[5])) + 1)
+return 1
 """
 
 _ADD_TOKENS = """
@@ -85,6 +99,13 @@ class Counters(Protocol):
 
     async def add_period(self, name: str, period: str, tokens: int, cost_nano: int) -> None: ...
 
+    async def acquire_slot(self, name: str, limit: int, call_id: str, lease_s: float,
+                           now: float) -> bool:
+        """Whether ``call_id`` got one of ``limit`` slots (held until released, or in Redis
+        for at most ``lease_s``)."""
+
+    async def release_slot(self, name: str, call_id: str) -> None: ...
+
     async def close(self) -> None: ...
 
 
@@ -122,6 +143,9 @@ class MemoryCounters:
         self._tokens: dict[tuple[str, int], int] = {}
         self._periods: dict[tuple[str, str], list[int]] = {}
         self._loading: dict[tuple[str, str], asyncio.Lock] = {}
+        # Keys with calls in flight: call id → lease end.
+        self._slots: dict[str, dict[str, float]] = {}
+
 
     async def take_request(self, name: str, per_minute: int, now: float) -> float | None:
         log = self._log.setdefault(name, deque())
@@ -167,6 +191,24 @@ class MemoryCounters:
             entry[0] += tokens
             entry[1] += cost_nano
 
+    async def acquire_slot(self, name: str, limit: int, call_id: str, lease_s: float,
+                           now: float) -> bool:
+        # Leased as in Redis: a slot a failure in the gateway never gave back ends too.
+        slots = self._slots.setdefault(name, {})
+        for expired in [held for held, end in slots.items() if end <= now]:
+            del slots[expired]
+        if len(slots) >= limit:
+            return False
+        slots[call_id] = now + lease_s
+        return True
+
+    async def release_slot(self, name: str, call_id: str) -> None:
+        slots = self._slots.get(name)
+        if slots is not None:
+            slots.pop(call_id, None)
+            if not slots:
+                del self._slots[name]
+
     async def close(self) -> None:
         return None
 
@@ -188,6 +230,7 @@ class RedisCounters:
         self._add_tokens = self._redis.register_script(_ADD_TOKENS)
         self._period_init = self._redis.register_script(_PERIOD_INIT)
         self._period_add = self._redis.register_script(_PERIOD_ADD)
+        self._acquire_slot = self._redis.register_script(_ACQUIRE_SLOT)
 
     @contextlib.contextmanager
     def _unavailable_on_error(self) -> Iterator[None]:
@@ -239,6 +282,18 @@ class RedisCounters:
             await self._period_add(keys=[f"{REDIS_PREFIX}quota:{name}:{period}:tokens",
                                          f"{REDIS_PREFIX}quota:{name}:{period}:cost"],
                                    args=[tokens, cost_nano])
+
+    async def acquire_slot(self, name: str, limit: int, call_id: str, lease_s: float,
+                           now: float) -> bool:
+        with self._unavailable_on_error():
+            acquired = await self._acquire_slot(
+                keys=[f"{REDIS_PREFIX}slots:{name}"],
+                args=[repr(now), limit, call_id, repr(now + lease_s), repr(lease_s)])
+        return int(acquired) == 1
+
+    async def release_slot(self, name: str, call_id: str) -> None:
+        with self._unavailable_on_error():
+            await self._redis.zrem(f"{REDIS_PREFIX}slots:{name}", call_id)
 
     async def close(self) -> None:
         await self._redis.aclose()

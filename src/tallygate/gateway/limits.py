@@ -1,10 +1,12 @@
 """Every limit of a key, checked before a call goes upstream; usage counted after it.
 
-Order: status, expiry, model, IP, requests per minute, tokens per minute, token quota, cost
-budget. The first that fails decides the answer. Quota periods are calendar periods in UTC
-(``daily`` from 00:00 UTC, ``monthly`` from the 1st). A quota or budget can be overshot by the
-calls already in flight when it is reached (their tokens are not known until they finish);
-see docs/gateway.md.
+Order: status, expiry, model, IP, tokens per minute, token quota, cost budget, calls in
+flight (``max_concurrency``), requests per minute. The first that fails decides the answer.
+Quota periods are calendar periods in UTC (``daily`` from 00:00 UTC, ``monthly`` from the
+1st). A quota or budget can be overshot by the calls already in flight when it is reached
+(their tokens are not known until they finish); see docs/gateway.md. A call let in takes one
+of its key's ``max_concurrency`` slots, which :meth:`Limits.release` gives back when the call
+is recorded (a slot whose process died frees when its lease, ``concurrency_lease_s``, ends).
 
 When the counters cannot be reached (Redis down), a key with counted limits gets what
 ``redis_failure`` says: ``open`` lets the call through unchecked, ``closed`` refuses it with
@@ -41,6 +43,7 @@ from tallygate.store.usage import Aggregate, CallFilter, aggregate
 US = 1_000_000
 _PERIOD_TTL_S = {"daily": 2 * 86400, "monthly": 35 * 86400, "total": 7 * 86400}
 COUNTERS_RETRY_S = 1.0
+CONCURRENCY_RETRY_S = 1  # a slot frees when any call of the key ends: soon, usually
 log = logging.getLogger("tallygate.gateway")
 
 
@@ -84,7 +87,8 @@ def next_period_start(quota_period: str, now: float) -> float | None:
 
 def has_counted_limits(key: StoredKey) -> bool:
     return (key.rpm_limit is not None or key.tpm_limit is not None
-            or key.quota_tokens is not None or key.budget_nano is not None)
+            or key.quota_tokens is not None or key.budget_nano is not None
+            or key.max_concurrency is not None)
 
 
 class InFlight(Protocol):
@@ -109,8 +113,10 @@ CONSISTENT_READ_TRIES = 20
 
 class Limits:
     def __init__(self, counters: Counters, ledger: Ledger, *,
-                 redis_failure: str = "open", in_flight: InFlight | None = None) -> None:
+                 redis_failure: str = "open", in_flight: InFlight | None = None,
+                 concurrency_lease_s: float = 900) -> None:
         self.counters = counters
+        self.concurrency_lease_s = concurrency_lease_s
         self.ledger = ledger
         self.redis_failure = redis_failure  # "open" or "closed"
         self.in_flight: InFlight = in_flight or _NothingInFlight()
@@ -122,10 +128,13 @@ class Limits:
         self._probing = False
 
     async def check(self, key: StoredKey, model: str | None, client_ip: str | None,
-                    now: float, *, usage_limits: bool = True) -> Refusal | None:
-        """Why this call may not go upstream, or None. Without ``usage_limits`` the
-        tokens per minute, quota and budget are not checked, only the requests per minute
-        (for usage reported after the fact, which refusing would only leave unrecorded)."""
+                    now: float, call_id: str | None = None, *,
+                    usage_limits: bool = True) -> Refusal | None:
+        """Why this call may not go upstream, or None. With ``call_id``, a call let in holds
+        one of the key's ``max_concurrency`` slots until :meth:`release` (without, as for a
+        free call, it takes none). Without ``usage_limits`` the tokens per minute, quota and
+        budget are not checked, only the requests per minute (for usage reported after the
+        fact, which refusing would only leave unrecorded)."""
         refusal = self.check_key(key, model, client_ip, now)
         if refusal is not None or not (has_counted_limits(key) if usage_limits
                                        else key.rpm_limit is not None):
@@ -133,7 +142,7 @@ class Limits:
         if not self._counters_usable(probe=True):
             return self._counters_unavailable()
         try:
-            refusal = await self._check_counted(key, now, usage_limits)
+            refusal = await self._check_counted(key, now, call_id, usage_limits)
         except CountersUnavailable as exc:
             self._counters_failed(exc)
             return self._counters_unavailable()
@@ -159,7 +168,7 @@ class Limits:
         return None
 
     async def _check_counted(self, key: StoredKey, now: float,
-                             usage_limits: bool = True) -> Refusal | None:
+                             call_id: str | None, usage_limits: bool = True) -> Refusal | None:
         if usage_limits and key.tpm_limit is not None:
             current, previous = await self.counters.window_tokens(key.id, now)
             if weighted(current, previous, now) >= key.tpm_limit:
@@ -171,9 +180,20 @@ class Limits:
             refusal = await self._check_quota(key, now)
             if refusal is not None:
                 return refusal
+        # A slot before the request is logged: a call refused for its concurrency is not
+        # counted against the key's rate (a slot is given back, a logged request is not).
+        slot = call_id if key.max_concurrency is not None else None
+        if slot is not None and key.max_concurrency is not None and not \
+                await self.counters.acquire_slot(key.id, key.max_concurrency, slot,
+                                                 self.concurrency_lease_s, now):
+            return Refusal(429, "concurrency_limit_exceeded",
+                           f"Concurrency limit reached: {key.max_concurrency} calls of this "
+                           "API key at once.", retry_after_s=CONCURRENCY_RETRY_S)
         if key.rpm_limit is not None:
             wait = await self.counters.take_request(key.id, key.rpm_limit, now)
             if wait is not None:
+                if slot is not None:
+                    await self.counters.release_slot(key.id, slot)
                 return Refusal(429, "requests_per_minute_exceeded",
                                f"Rate limit reached: {key.rpm_limit} requests per minute.",
                                retry_after_s=max(1, math.ceil(wait)))
@@ -243,6 +263,16 @@ class Limits:
             return  # the counters of keys past this many start again from the ledger
         owed_tokens, owed_cost = owed or (0, 0)
         self._owed[(key_id, period)] = (owed_tokens + tokens, owed_cost + cost_nano)
+
+    async def release(self, key: StoredKey, call_id: str) -> None:
+        """Give back the call's concurrency slot (nothing to do when it holds none, or while
+        the counters cannot be reached: its lease ends it)."""
+        if key.max_concurrency is None or not self._counters_usable(probe=False):
+            return
+        try:
+            await self.counters.release_slot(key.id, call_id)
+        except CountersUnavailable as exc:
+            self._counters_failed(exc)
 
     # -- when the counters cannot be reached -----------------------------------------------
 

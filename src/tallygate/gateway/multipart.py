@@ -177,15 +177,23 @@ class Upload:
     rest. ``done`` is set once the client's last byte was sent on, ``gone`` if the client
     left before."""
 
-    def __init__(self, first: bytes, receive: Receive, more: bool) -> None:
+    def __init__(self, first: bytes, receive: Receive, more: bool,
+                 idle_s: float | None = None) -> None:
         self.first, self.receive, self.more = first, receive, more
+        self.idle_s = idle_s  # client_idle_timeout_s: a client that pauses longer is gone
         self.done = asyncio.Event()
         self.gone = False
+        self.timed_out = False  # gone because it paused too long, not disconnected
 
     async def chunks(self) -> AsyncIterator[bytes]:
         yield self.first
         while self.more:
-            message = await self.receive()
+            try:
+                async with asyncio.timeout(self.idle_s):
+                    message = await self.receive()
+            except TimeoutError:
+                self.gone = self.timed_out = True
+                raise ClientGone from None
             if message["type"] == "http.disconnect":
                 self.gone = True
                 raise ClientGone

@@ -33,6 +33,7 @@ from tallygate.gateway.answers import (
     EVENT_STREAM,
     EVENT_STREAM_TYPE,
     JSON,
+    UPSTREAM_BUSY_ERROR,
     answered_status,
     content_type,
     request_id,
@@ -49,15 +50,17 @@ from tallygate.gateway.recording import Bookkeeper, Call, estimate, usage_of_ans
 from tallygate.gateway.requests import (
     GatewayError,
     headers_of,
+    idle_bounded,
     parse_body,
     parse_tags,
     read_body,
+    request_timeout,
     upstream_body,
     wants_usage,
 )
-from tallygate.gateway.sse import PassThrough, StreamWatcher
+from tallygate.gateway.sse import MAX_EVENT_BYTES, PassThrough, StreamWatcher
 from tallygate.gateway.streaming import CLIENT_CLOSED, UPSTREAM_ERRORS, Drain, relay_stream
-from tallygate.gateway.upstream import Upstream
+from tallygate.gateway.upstream import Upstream, UpstreamBusy, post_upstream
 from tallygate.ledger.recorder import Recorder
 from tallygate.ledger.records import now_us
 from tallygate.ledger.service import Ledger
@@ -74,7 +77,9 @@ class Gateway:
     def __init__(self, *, ledger: Ledger, recorder: Recorder, key_cache: KeyCache,
                  limits: Limits, client: aiohttp.ClientSession,
                  upstreams: dict[str, Upstream],
-                 strict: bool, drain: Drain | None = None) -> None:
+                 strict: bool, drain: Drain | None = None,
+                 client_idle_s: float = 60.0,
+                 sse_max_event_bytes: int = MAX_EVENT_BYTES) -> None:
         self.ledger = ledger
         self.recorder = recorder
         self.key_cache = key_cache
@@ -86,6 +91,8 @@ class Gateway:
                          if upstream.route.path is not None}
         self.strict = strict
         self.drain = drain or Drain()
+        self.client_idle_s = client_idle_s  # client_idle_timeout_s
+        self.sse_max_event_bytes = sse_max_event_bytes
         self.books = Bookkeeper(ledger, recorder, limits, strict)
         # Streams settling (draining, recording, counting) in tasks of their own: a reference
         # keeps each one alive should its request be cancelled before it is done.
@@ -124,7 +131,8 @@ class Gateway:
         headers = headers_of(scope)
         try:
             key = await self._authenticate(headers.authorization, scope)
-            raw = await read_body(receive, headers.content_length)
+            raw = await read_body(idle_bounded(receive, self.client_idle_s),
+                                  headers.content_length)
             if raw is None:
                 return  # the client went away before its request was complete
             body = parse_body(raw)
@@ -163,7 +171,8 @@ class Gateway:
         headers = headers_of(scope)
         try:
             key = await self._authenticate(headers.authorization, scope)
-            head = await read_form_head(receive, headers.content_type)
+            head = await read_form_head(idle_bounded(receive, self.client_idle_s),
+                                        headers.content_type)
             model = head.fields["model"]
             upstream = self._route(model)
             tags = parse_tags(headers.tags)
@@ -174,7 +183,7 @@ class Gateway:
             return
         first = bytes(head.held) if upstream.upstream_model == model else head.with_model(
             upstream.upstream_model)
-        upload = Upload(first, receive, more=not head.ended)
+        upload = Upload(first, receive, more=not head.ended, idle_s=self.client_idle_s)
         sent_headers = _upload_headers(upstream, headers.content_type, headers.content_length,
                                        len(first) - len(head.held))
         # An upload's bytes are audio, not text: no estimate is ever made from them.
@@ -201,13 +210,14 @@ class Gateway:
         try:
             key = await self._authenticate(headers.authorization, scope)
             tags = parse_tags(headers.tags)
+            message = await idle_bounded(receive, self.client_idle_s)()
         except GatewayError as exc:
             await send_error(send, exc, rid)
             return
-        message = await receive()
         if message["type"] == "http.disconnect":
             return
-        upload = Upload(message.get("body", b""), receive, more=message.get("more_body", False))
+        upload = Upload(message.get("body", b""), receive, more=message.get("more_body", False),
+                        idle_s=self.client_idle_s)
         route = upstream.route
         call = Call(rid, started, ts_us, SERVICE, key, upstream, {}, 0, tags,
                     service_reader(route.unit or "request", route.units_from), path=path)
@@ -240,8 +250,10 @@ class Gateway:
         """The key's limits; a refusal is recorded and answered."""
         client = scope.get("client")
         refusal = await self.limits.check(call.key, call.upstream.model,
-                                          client[0] if client else None, time.time())
+                                          client[0] if client else None, time.time(),
+                                          call.request_id)
         if refusal is None:
+            call.holds_slot = call.key.max_concurrency is not None
             return True
         await self.books.record_refusal(call, refusal.status)
         await send_refusal(send, refusal, call.request_id)
@@ -254,13 +266,14 @@ class Gateway:
         # runs to its end: it is billed either way, and only its answer says for how much.
         left = asyncio.ensure_future(_client_leaves(receive, upload))
         try:
-            async with self.client.post(url, data=body, headers=headers) as response:
+            async with await post_upstream(self.client, url, data=body,
+                                           headers=headers) as response:
                 content = await response.read()
                 status = response.status
                 upstream_type = response.headers.get("content-type")
         except (*UPSTREAM_ERRORS, ClientGone) as exc:
             if upload is not None and upload.gone:  # the client left mid-upload
-                await self.books.record(call, CLIENT_CLOSED, None)
+                await self._upload_stopped(call, upload, send)
                 return
             await self._upstream_failed(call, exc, send)
             return
@@ -284,7 +297,20 @@ class Gateway:
             return
         await send_whole(send, status, content, content_type(upstream_type, JSON), rid)
 
+    async def _upload_stopped(self, call: Call, upload: Upload, send: Send) -> None:
+        """The client left mid-upload (499), or paused past client_idle_timeout_s (408)."""
+        if not upload.timed_out:
+            await self.books.record(call, CLIENT_CLOSED, None)
+            return
+        error = request_timeout(self.client_idle_s)
+        await self.books.record(call, error.status, None)
+        await send_error(send, error, call.request_id)
+
     async def _upstream_failed(self, call: Call, exc: BaseException, send: Send) -> None:
+        if isinstance(exc, UpstreamBusy):
+            await self.books.record(call, UPSTREAM_BUSY_ERROR.status, None)
+            await send_error(send, UPSTREAM_BUSY_ERROR, call.request_id)
+            return
         if isinstance(exc, TimeoutError):
             await self.books.record(call, 504, None)
             await send_error(send, GatewayError(504, "upstream_timeout",
@@ -301,10 +327,10 @@ class Gateway:
                       receive: Receive, send: Send, watcher: StreamWatcher, headers: Any, *,
                       drain: Drain | None = None, upload: Upload | None = None) -> None:
         try:
-            response = await self.client.post(url, data=body, headers=headers)
+            response = await post_upstream(self.client, url, data=body, headers=headers)
         except (*UPSTREAM_ERRORS, ClientGone) as exc:
             if upload is not None and upload.gone:
-                await self.books.record(call, CLIENT_CLOSED, None)
+                await self._upload_stopped(call, upload, send)
                 return
             await self._upstream_failed(call, exc, send)
             return
@@ -329,11 +355,12 @@ class Gateway:
             (b"x-request-id", call.request_id.encode()), (b"cache-control", b"no-cache")]}
         event_stream = not isinstance(watcher, PassThrough) and (
             upstream_type or EVENT_STREAM_TYPE).startswith(EVENT_STREAM_TYPE)
+        watcher.max_event_bytes = self.sse_max_event_bytes
         await relay_stream(response, watcher, receive, send, start, started=call.started,
                            strict=self.strict, drain=drain or self.drain,
                            event_stream=event_stream,
                            settle=functools.partial(self._settle_stream, call),
-                           settling=self.settling,
+                           settling=self.settling, idle_s=self.client_idle_s,
                            uploaded=None if upload is None else upload.done)
 
     async def _settle_stream(self, call: Call, status: int, watcher: StreamWatcher,

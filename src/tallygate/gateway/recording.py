@@ -49,6 +49,8 @@ class Call:
     request_usage: Usage | None = None
     upstream_model: str | None = None  # the model the upstream says it ran
     path: str | None = None  # a custom service route's path, recorded as its endpoint
+    # Holds one of its key's max_concurrency slots (under its request id) until recorded.
+    holds_slot: bool = False
 
     def elapsed_ms(self) -> int:
         return int((time.perf_counter() - self.started) * 1000)
@@ -133,7 +135,14 @@ class Bookkeeper:
 
     async def record(self, call: Call, status: int, usage: Usage | None,
                      ttft_ms: int | None = None, *, commit: bool | None = None) -> None:
-        """Record the call and count it against the key's limits."""
+        """Record the call, count it against the key's limits and give back its
+        concurrency slot: a call is recorded once, when it is over (a stream: once settled)."""
+        if call.holds_slot:
+            call.holds_slot = False
+            try:
+                await self.limits.release(call.key, call.request_id)
+            except Exception:
+                log.exception("cannot release the concurrency slot of %s", call.request_id)
         try:
             record = self.make_record(call, status, usage, ttft_ms)
         except Exception:

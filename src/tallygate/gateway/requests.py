@@ -10,12 +10,13 @@ the upstream must believe the same model.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from starlette.types import Receive, Scope
+from starlette.types import Message, Receive, Scope
 
 from tallygate.gateway.upstream import Upstream
 
@@ -81,6 +82,27 @@ def headers_of(scope: Scope) -> RequestHeaders:
         elif name == b"x-tallygate-tags":
             found.tags = value.decode("latin-1")
     return found
+
+
+def request_timeout(idle_s: float) -> GatewayError:
+    """A client that paused longer than ``client_idle_timeout_s`` while sending its request:
+    408, and the connection closed (the rest of its body is never read)."""
+    return GatewayError(408, "request_timeout", f"The request body did not arrive: nothing "
+                        f"came for {idle_s:g} s.", headers={"Connection": "close"})
+
+
+def idle_bounded(receive: Receive, idle_s: float) -> Receive:
+    """``receive`` for reading a request body: raises :func:`request_timeout` when the
+    client sends nothing for ``idle_s`` (a slow sender must not hold the gateway, nor later
+    an upstream connection, for as long as it likes)."""
+    async def bounded() -> Message:
+        try:
+            async with asyncio.timeout(idle_s):
+                return await receive()
+        except TimeoutError:
+            raise request_timeout(idle_s) from None
+
+    return bounded
 
 
 async def read_body(receive: Receive, declared: str | None) -> bytes | None:

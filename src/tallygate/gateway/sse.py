@@ -7,6 +7,13 @@ plus ``"usage"``) is read and, when the client did not ask for it, left out, so 
 sees exactly what it asked for; a Responses stream is whole with its ``response.completed``
 (or ``response.incomplete``, ``response.failed``) event, whose response carries the usage;
 a streamed transcription with its ``transcript.text.done``.
+
+An event ends at a blank line, and a line ends in CRLF, LF or CR (the SSE spec,
+https://html.spec.whatwg.org/multipage/server-sent-events.html, "Parsing an event stream"):
+so an upstream separating events with ``\r\r`` is metered exactly as one using ``\n\n``.
+Two line ends in a row always contain ``\n\n``, ``\r\r`` or ``\n\r`` (CR LF alone is one
+line end), which is what is looked for. An event still incomplete past ``max_event_bytes``
+(``sse_max_event_bytes``) is a broken upstream: :class:`EventTooLong`, and the stream is cut.
 """
 
 from __future__ import annotations
@@ -18,7 +25,15 @@ import orjson
 
 from tallygate.gateway.usage import Usage, audio_usage, output_chars, parse_usage
 
-_SEPARATORS = (b"\n\n", b"\r\n\r\n")
+# Where a blank line is: the two line ends' first two bytes (see the module's docstring).
+_SEPARATORS = (b"\n\n", b"\r\r", b"\n\r")
+CR, LF = 13, 10
+MAX_EVENT_BYTES = 1024 * 1024  # the default of sse_max_event_bytes
+
+
+class EventTooLong(ValueError):
+    """An upstream's event grew past ``max_event_bytes`` without ending: a broken upstream
+    (or a hostile one), which must not make the gateway buffer without bound."""
 
 
 @dataclass(slots=True)
@@ -33,10 +48,12 @@ class StreamWatcher:
     # and a client that left had it only if it was sent.
     end_event: bytes | None = None
     upstream_model: str | None = None  # the first event's ``model``
+    max_event_bytes: int = MAX_EVENT_BYTES
     # An incomplete event, in the pieces it came in: joined only once it is complete, so a
     # long event costs its length once, not once per piece.
     _tail: list[bytes] = field(default_factory=list, repr=False)
     _tail_end: bytes = field(default=b"", repr=False)  # its last 3 bytes
+    _tail_bytes: int = field(default=0, repr=False)
 
     def feed(self, chunk: bytes) -> bytes:
         if self._tail:
@@ -44,17 +61,27 @@ class StreamWatcher:
             if _last_separator_end(self._tail_end + chunk) == 0:
                 self._tail.append(chunk)
                 self._tail_end = (self._tail_end + chunk)[-3:]
+                self._tail_bytes += len(chunk)
+                self._check_tail()
                 return b""
             chunk = b"".join([*self._tail, chunk])
         end = _last_separator_end(chunk)
         complete, rest = chunk[:end], chunk[end:]
         self._tail = [rest] if rest else []
         self._tail_end = rest[-3:]
+        self._tail_bytes = len(rest)
+        self._check_tail()
         if not complete:
             return b""
         events = _split_events(complete)
         kept = [event for event in events if self._keep(event)]
         return complete if len(kept) == len(events) else b"".join(kept)
+
+    def _check_tail(self) -> None:
+        if self._tail_bytes > self.max_event_bytes:
+            self._tail, self._tail_bytes = [], 0  # what was held is not sent on, nor kept
+            raise EventTooLong(f"an upstream event passed {self.max_event_bytes} bytes "
+                               "without ending")
 
     @property
     def saw_done(self) -> bool:
@@ -154,33 +181,47 @@ class PassThrough(StreamWatcher):
         return b""
 
 
+def _event_end(data: bytes, found: int) -> int:
+    """Where the event whose blank line starts at ``found`` ends: after the separator, and
+    after the LF that makes its last CR a CRLF (``\r\n\r\n`` is one event's end)."""
+    end = found + 2
+    if data[end - 1] == CR and end < len(data) and data[end] == LF:
+        end += 1
+    return end
+
+
 def _last_separator_end(data: bytes) -> int:
+    """Where the last complete event ends (0: none). A CR that follows an LF at the very
+    end of what came is taken for the start of a CRLF (an upstream that ends its lines in
+    CRLF) and waits for the next byte, so that ``\r\n\r\n`` stays whole; one after a CR
+    (``\r\r``: an upstream of bare CRs) ends its event at once."""
     best = 0
     for separator in _SEPARATORS:
         found = data.rfind(separator)
+        if separator == b"\n\r" and found >= 0 and found + 2 == len(data):
+            found = data.rfind(separator, 0, found + 1)
         if found >= 0:
-            best = max(best, found + len(separator))
+            best = max(best, _event_end(data, found))
     return best
 
 
 def _split_events(data: bytes) -> list[bytes]:
     """Complete events, each with its separator. Linear: the next position of each
     separator is looked up again only once it has been passed (a stream that never uses
-    ``\r\n\r\n`` must not rescan the rest of the chunk for it after every event)."""
+    ``\r\r`` must not rescan the rest of the chunk for it after every event)."""
     events = []
     start = 0
     size = len(data)
-    lf = data.find(b"\n\n")
-    crlf = data.find(b"\r\n\r\n")
+    found = [data.find(separator) for separator in _SEPARATORS]
     while start < size:
-        if 0 <= lf < start:
-            lf = data.find(b"\n\n", start)
-        if 0 <= crlf < start:
-            crlf = data.find(b"\r\n\r\n", start)
-        if lf < 0 and crlf < 0:
+        for i, separator in enumerate(_SEPARATORS):
+            if 0 <= found[i] < start:
+                found[i] = data.find(separator, start)
+        first = min((f for f in found if f >= 0), default=-1)
+        if first < 0:
             events.append(data[start:])
             break
-        end = lf + 2 if crlf < 0 or 0 <= lf < crlf else crlf + 4
+        end = _event_end(data, first)
         events.append(data[start:end])
         start = end
     return events

@@ -9,6 +9,10 @@ them is estimated. The status says what the client got: 200 once the relayed end
 stream (the watcher's ``end_event``: ``[DONE]``, ``response.completed``...) was handed to it
 (whatever happens after), 499 if it left before.
 
+A client that stops reading is one that left: a send that the client does not take within
+``client_idle_timeout_s`` (the server's write buffer stays full: ASGI's backpressure) ends the
+relay as a disconnect does, so a slow reader cannot pin an upstream connection.
+
 A stream the upstream breaks off (an error, a timeout, or an end without its end event) is not
 shown as a clean end: the client gets an error event in OpenAI's stream shape
 (``data: {"error": {...}}``) and no ``[DONE]``, and the record says 502 (504 for a timeout).
@@ -36,13 +40,17 @@ import orjson
 from starlette.types import Message, Receive, Send
 
 from tallygate.errors import error_body
-from tallygate.gateway.sse import StreamWatcher
+from tallygate.gateway.sse import EventTooLong, StreamWatcher
+from tallygate.gateway.upstream import UpstreamBusy
 
 log = logging.getLogger("tallygate.gateway")
 
 CLIENT_CLOSED = 499  # nginx's code for "the client went away before the answer"
-# Connection refused or reset, a broken stream, a timeout: the upstream's fault, not the client's.
-UPSTREAM_ERRORS = (aiohttp.ClientError, TimeoutError, ConnectionError)
+# Connection refused or reset, a broken stream, a timeout, no free connection to it: the
+# upstream's fault (or the gateway's pool's), not the client's.
+# An event longer than sse_max_event_bytes is a broken stream too.
+UPSTREAM_ERRORS = (aiohttp.ClientError, TimeoutError, ConnectionError, UpstreamBusy,
+                   EventTooLong)
 
 
 # A stream's watcher: the settle a relay is given takes the watcher it reads with (a
@@ -98,6 +106,9 @@ def stream_failure(progress: StreamProgress) -> tuple[int, str, str]:
                                                "complete."
     elif isinstance(failure, TimeoutError):
         code, message = "upstream_timeout", "The upstream did not answer in time."
+    elif isinstance(failure, EventTooLong):
+        code, message = "upstream_event_too_long", "The upstream sent an event too long to " \
+                                                   "relay; the stream was cut."
     elif isinstance(failure, UPSTREAM_ERRORS):
         code, message = "upstream_error", "The upstream broke off the stream."
     else:
@@ -120,14 +131,15 @@ async def relay_stream(response: aiohttp.ClientResponse, watcher: W,
                        receive: Receive, send: Send, start: Message, *, started: float,
                        event_stream: bool, strict: bool, drain: Drain, settle: Settle[W],
                        settling: set[asyncio.Task[None]],
-                       uploaded: asyncio.Event | None = None,
+                       uploaded: asyncio.Event | None = None, idle_s: float | None = None,
                        error_event: Callable[[StreamProgress], bytes] = error_event) -> None:
     """Pass the upstream's events to the client as they come, then settle the call.
     ``start`` is the ``http.response.start`` message; ``settling`` holds the settling tasks
     still running (one that a server's cancelling of the request left behind is kept there,
     not dropped half-way). ``uploaded``: set once the request body has been read (an upload
     still being passed upstream is read by no one else). ``error_event`` is what a client
-    is sent when the stream broke off."""
+    is sent when the stream broke off. ``idle_s``: the longest one send to the client may
+    take before the client is taken for gone."""
     progress = StreamProgress(expects_done=event_stream)
     task = asyncio.current_task()
     assert task is not None
@@ -142,7 +154,7 @@ async def relay_stream(response: aiohttp.ClientResponse, watcher: W,
             # every send after a disconnect without a word, and a fast upstream's whole
             # answer may be read without the loop ever turning).
             await asyncio.sleep(0)
-            if not await _sent(send, start):
+            if not await _sent(send, start, idle_s):
                 progress.gone = True  # the client left before the answer began
                 raise _ClientLeft
             async for chunk in response.content.iter_any():
@@ -156,8 +168,9 @@ async def relay_stream(response: aiohttp.ClientResponse, watcher: W,
                 if progress.ttft_ms is None:  # the first bytes the client gets
                     progress.ttft_ms = int((time.perf_counter() - started) * 1000)
                 try:
-                    await send({"type": "http.response.body", "body": out, "more_body": True})
-                except OSError:  # a server that reports the disconnect on send (ASGI 2.4)
+                    await _send_within(send, {"type": "http.response.body", "body": out,
+                                              "more_body": True}, idle_s)
+                except OSError:  # reported on send (ASGI 2.4), or not read (TimeoutError)
                     sending = out
                     progress.gone = True
                     break
@@ -196,19 +209,26 @@ async def relay_stream(response: aiohttp.ClientResponse, watcher: W,
     if progress.status(watcher) != 200:
         end += error_event(progress)
     # A client that left meanwhile is told nothing more: the call is settled.
-    await _sent(send, {"type": "http.response.body", "body": end, "more_body": False})
+    await _sent(send, {"type": "http.response.body", "body": end, "more_body": False}, idle_s)
 
 
 class _ClientLeft(Exception):
     """The server said on sending the response's start that the client is gone."""
 
 
-async def _sent(send: Send, message: Message) -> bool:
+async def _sent(send: Send, message: Message, idle_s: float | None) -> bool:
     try:
-        await send(message)
-    except OSError:  # a server that reports the disconnect on send (ASGI 2.4)
+        await _send_within(send, message, idle_s)
+    except OSError:  # reported on send (ASGI 2.4), or not read (TimeoutError)
         return False
     return True
+
+
+async def _send_within(send: Send, message: Message, idle_s: float | None) -> None:
+    """``send``, raising :class:`TimeoutError` when the client has not taken it within
+    ``idle_s`` (the send waits while the server's buffer to the client is full)."""
+    async with asyncio.timeout(idle_s):
+        await send(message)
 
 
 async def _interrupt_when_gone(receive: Receive, progress: StreamProgress,

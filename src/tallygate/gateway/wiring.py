@@ -26,11 +26,16 @@ def build_gateway(settings: Settings, ledger: Ledger, recorder: Recorder,
         recorder=recorder,
         key_cache=KeyCache(ledger.db, settings.key_cache_seconds,
                            unknown_per_s=settings.unknown_key_lookups_per_second),
-        limits=Limits(counters, ledger, in_flight=recorder),
-        client=make_client(settings.upstream_connect_timeout_s, settings.upstream_timeout_s),
+        limits=Limits(counters, ledger, redis_failure=settings.redis_failure,
+                      in_flight=recorder, concurrency_lease_s=settings.concurrency_lease_s),
+        client=make_client(settings.upstream_connect_timeout_s, settings.upstream_timeout_s,
+                           max_connections=settings.upstream_max_connections,
+                           pool_wait_s=settings.upstream_pool_wait_s),
         upstreams=resolve_upstreams(settings.routes),
         strict=settings.durability == "strict",
         drain=Drain(settings.drain_timeout_s, settings.drain_max_bytes),
+        client_idle_s=settings.client_idle_timeout_s,
+        sse_max_event_bytes=settings.sse_max_event_bytes,
     )
 
 

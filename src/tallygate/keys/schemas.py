@@ -65,6 +65,9 @@ class KeyFields(BaseModel):
     quota_tokens: Limit | None = None
     budget: Decimal | None = Field(None, gt=0, le=Decimal(10**9))
     quota_period: QuotaPeriod = "total"
+    max_concurrency: Limit | None = Field(
+        None, description="How many of the key's calls may be in flight at once (429 "
+        "concurrency_limit_exceeded above it); null: no limit.")
     discount_percent: Decimal | None = Field(
         None, ge=0, le=100, description="A percentage off the price table for this key's "
         "calls, from now on (past calls keep the cost they were made at); null or 0: none.")
@@ -130,6 +133,7 @@ class KeyOut(BaseModel):
     quota_tokens: int | None
     budget: str | None
     quota_period: QuotaPeriod
+    max_concurrency: int | None = None
     discount_percent: str | None = Field(
         None, description="The discount in force, a percentage; null: never had one.")
     usage: KeyUsage | None = Field(None, description="Live figures of the current period.")

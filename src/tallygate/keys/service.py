@@ -73,7 +73,7 @@ def key_out(key: StoredKey, standing: KeyStanding | None = None,
         allowed_ips=key.allowed_ips, rpm_limit=key.rpm_limit, tpm_limit=key.tpm_limit,
         quota_tokens=key.quota_tokens,
         budget=None if key.budget_nano is None else format_amount(key.budget_nano),
-        quota_period=key.quota_period,
+        quota_period=key.quota_period, max_concurrency=key.max_concurrency,
         discount_percent=None if discount is None else _percent_text(discount),
         usage=None if standing is None else key_usage(standing),
         near_limit=standing is not None and standing.near_limit,
@@ -121,7 +121,7 @@ class KeyService:
             allowed_ips=fields.allowed_ips, rpm_limit=fields.rpm_limit,
             tpm_limit=fields.tpm_limit, quota_tokens=fields.quota_tokens,
             budget_nano=None if fields.budget is None else to_nano(fields.budget),
-            quota_period=fields.quota_period,
+            quota_period=fields.quota_period, max_concurrency=fields.max_concurrency,
         )
         key_store.insert_key(self.db, key)
         details: dict[str, Any] = {"name": key.name, "internal": key.internal}

@@ -23,7 +23,7 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 
 # The newest migration in store/migrations/versions: what this code's queries expect.
 # tests/store/test_migrations.py checks it against Alembic's head.
-SCHEMA_REVISION = "0010"
+SCHEMA_REVISION = "0011"
 
 
 class DatabaseUnavailable(RuntimeError):

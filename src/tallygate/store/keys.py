@@ -32,6 +32,7 @@ class StoredKey:
     quota_tokens: int | None
     budget_nano: int | None
     quota_period: str
+    max_concurrency: int | None = None  # calls in flight at once
 
 
 _JSON_COLUMNS = ("tags", "allowed_models", "allowed_ips")

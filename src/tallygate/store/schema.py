@@ -231,6 +231,7 @@ api_keys = Table(
     Column("quota_tokens", BigInteger),
     Column("budget_nano", BigInteger),
     Column("quota_period", String(10), nullable=False),
+    Column("max_concurrency", Integer),
 )
 
 prices = Table(

@@ -5,7 +5,7 @@ import { send, showError } from "./api.js";
 import { t } from "./i18n.js";
 
 const $ = (id) => document.getElementById(id);
-const LIMITS = ["rpm_limit", "tpm_limit", "quota_tokens"];
+const LIMITS = ["rpm_limit", "tpm_limit", "quota_tokens", "max_concurrency"];
 
 function localInput(iso) {
   if (!iso) return "";
@@ -46,6 +46,7 @@ function keyBody(key) {
     expires_at: key.expires_at ? new Date(localInput(key.expires_at)).toISOString() : null,
     allowed_models: key.allowed_models, allowed_ips: key.allowed_ips,
     rpm_limit: key.rpm_limit, tpm_limit: key.tpm_limit, quota_tokens: key.quota_tokens,
+    max_concurrency: key.max_concurrency,
   };
 }
 

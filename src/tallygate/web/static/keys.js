@@ -66,6 +66,9 @@ function limitsCell(key) {
   const [td, box] = linesCell();
   const lines = [];
   if (key.rpm_limit !== null) lines.push(`${t("keys.rpm")} ${fmt.integer(key.rpm_limit)}`);
+  if (key.max_concurrency !== null && key.max_concurrency !== undefined) {
+    lines.push(`${t("keys.concurrency")} ${fmt.integer(key.max_concurrency)}`);
+  }
   if (key.tpm_limit !== null) lines.push(`${t("keys.tpm")} ${fmt.integer(key.tpm_limit)}`);
   if (key.discount_percent) lines.push(t("keys.discount", { n: key.discount_percent }));
   box.append(...(lines.length ? lines : [t("keys.unlimited")]).map((line) => el("div", "", line)));
