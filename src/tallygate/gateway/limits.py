@@ -25,7 +25,6 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from tallygate.gateway.counters import (
@@ -36,6 +35,7 @@ from tallygate.gateway.counters import (
 )
 from tallygate.keys.access import ip_allowed
 from tallygate.keys.service import effective_status
+from tallygate.ledger.periods import next_period_start, period_of
 from tallygate.ledger.service import Ledger
 from tallygate.store.keys import StoredKey
 from tallygate.store.usage import Aggregate, CallFilter, aggregate
@@ -56,33 +56,6 @@ class Refusal:
     message: str
     param: str | None = None
     retry_after_s: int | None = None
-
-
-def period_of(quota_period: str, now: float) -> tuple[str, int]:
-    """The period's name and its start (µs) for a quota counted ``daily``, ``monthly`` or
-    in ``total``."""
-    moment = datetime.fromtimestamp(now, UTC)
-    if quota_period == "daily":
-        start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
-        return start.strftime("%Y-%m-%d"), int(start.timestamp()) * US
-    if quota_period == "monthly":
-        start = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        return start.strftime("%Y-%m"), int(start.timestamp()) * US
-    return "total", 0
-
-
-def next_period_start(quota_period: str, now: float) -> float | None:
-    """When a daily or monthly quota starts again (None for a total quota)."""
-    moment = datetime.fromtimestamp(now, UTC)
-    if quota_period == "daily":
-        start = moment.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
-    elif quota_period == "monthly":
-        year, month = (moment.year + 1, 1) if moment.month == 12 else (moment.year,
-                                                                        moment.month + 1)
-        start = datetime(year, month, 1, tzinfo=UTC)
-    else:
-        return None
-    return start.timestamp()
 
 
 def has_counted_limits(key: StoredKey) -> bool:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from tallygate.gateway.limits import next_period_start, period_of
+from tallygate.ledger.periods import next_period_start, period_of
 from tallygate.store.database import Database
 from tallygate.store.keys import StoredKey
 from tallygate.store.usage import Aggregate, CallFilter, aggregate
