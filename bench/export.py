@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import report
-from tallygate.ledger.records import CallRecord
+from tallygate.domain.records import CallRecord
 from tallygate.ledger.service import Ledger
 from tallygate.store.database import Database
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, and_, case, func, literal, select
 
-from tallygate.ledger.money import to_nano
+from tallygate.domain.money import to_nano
 from tallygate.ledger.timerange import TimeRange, bucketing_for
 from tallygate.store.database import Database
 from tallygate.store.schema import calls

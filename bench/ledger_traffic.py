@@ -23,7 +23,7 @@ from itertools import accumulate
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from tallygate.ledger.records import CallRecord
+from tallygate.domain.records import CallRecord
 
 HOUR_US = 3_600_000_000
 DAY_US = 24 * HOUR_US

@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from tallygate.ledger.records import CallRecord
+from tallygate.domain.records import CallRecord
 from tallygate.ledger.service import Ledger
 from tallygate.store.calls import insert_calls
 from tallygate.store.database import Database

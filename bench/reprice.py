@@ -38,7 +38,7 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 
 
 def fill(path: Path, count: int, days: int) -> None:
-    from tallygate.ledger.records import CallRecord
+    from tallygate.domain.records import CallRecord
     from tallygate.ledger.service import Ledger
     from tallygate.store.database import Database
 
@@ -72,8 +72,8 @@ CHILD = r"""
 import json, sys, threading, time
 from contextlib import contextmanager
 from decimal import Decimal
-from tallygate.ledger.pricing import Price
-from tallygate.ledger.records import CallRecord
+from tallygate.domain.pricing import Price
+from tallygate.domain.records import CallRecord
 from tallygate.ledger.reprice import reprice
 from tallygate.ledger.service import Ledger
 from tallygate.store.database import Database

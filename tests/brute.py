@@ -16,7 +16,7 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from tallygate.ledger.records import CallRecord
+from tallygate.domain.records import CallRecord
 
 US = 1_000_000
 MINUTE_US = 60 * US

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tallygate.domain.records import CallRecord
 from tallygate.ledger.recorder import Recorder
-from tallygate.ledger.records import CallRecord
 from tallygate.ledger.service import Ledger
 from tallygate.metrics import LedgerMetrics
 from tallygate.store.database import Database

@@ -17,8 +17,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
-from tallygate.gateway.endpoints import RESERVED_PATHS
-from tallygate.ledger.categories import MODEL_CATEGORIES, UNITS
+from tallygate.domain.categories import MODEL_CATEGORIES, UNITS
+from tallygate.domain.paths import RESERVED_PATHS
 
 
 class ConfigError(ValueError):

@@ -25,7 +25,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from tallygate.ledger.records import CallRecord
+from tallygate.domain.records import CallRecord
 
 if TYPE_CHECKING:
     from tallygate.ledger.recorder import Recorder

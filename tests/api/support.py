@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from tallygate.app import create_app
 from tallygate.config import Settings, load_settings
-from tallygate.ledger.records import CallRecord
+from tallygate.domain.records import CallRecord
 from tallygate.ledger.service import Ledger
 from tallygate.store.database import Database
 

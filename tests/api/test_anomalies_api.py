@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from tallygate.ledger.records import CallRecord
+from tallygate.domain.records import CallRecord
 from tests.api.support import Api
 
 US = 1_000_000

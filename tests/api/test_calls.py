@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tallygate.ledger.records import CallRecord
+from tallygate.domain.records import CallRecord
 from tests.api.support import Api, recent_window, record, varied_records
 
 

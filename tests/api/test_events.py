@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from tallygate.domain.pricing import Price
 from tallygate.ledger.maintenance import purge_expired
-from tallygate.ledger.pricing import Price
 from tallygate.ledger.service import Ledger
 from tallygate.store.prices import set_price
 from tests.api.support import ADMIN_TOKEN, Api, bearer, recent_window, running_app

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from tallygate.domain.pricing import Price
 from tallygate.ledger.focus import COLUMNS
-from tallygate.ledger.pricing import Price
 from tests.api.support import Api, recent_window, record, varied_records
 from tests.ledger.focus_rules import check_focus_rows
 

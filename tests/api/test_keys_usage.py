@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from tallygate.ledger.pricing import Price
-from tallygate.ledger.records import CallRecord
+from tallygate.domain.pricing import Price
+from tallygate.domain.records import CallRecord
 from tallygate.store.meta import list_audit
 from tests.api.support import ADMIN_TOKEN, Api, bearer
 from tests.conftest import RECENT

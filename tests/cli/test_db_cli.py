@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete, func, select, update
 
-from tallygate.ledger.records import CallRecord
+from tallygate.domain.records import CallRecord
 from tallygate.ledger.service import Ledger
 from tallygate.store.database import Database
 from tallygate.store.schema import rollup_1d, rollup_1m

@@ -12,9 +12,9 @@ from fastapi.testclient import TestClient
 from tallygate.app import create_app
 from tallygate.config import load_settings
 from tallygate.demo.seed import seed_demo
+from tallygate.domain.records import now_us
 from tallygate.keys.service import KeyService
 from tallygate.ledger.maintenance import check_rollups
-from tallygate.ledger.records import now_us
 from tallygate.ledger.service import Ledger
 from tallygate.store.database import Database
 

@@ -28,10 +28,10 @@ from tallygate.demo.routes import (
     WHISPER,
     gateway_routes,
 )
+from tallygate.domain.records import CallRecord, now_us
 from tallygate.fake_upstream import FakeSettings, FakeUpstream
 from tallygate.keys.schemas import KeyCreate
 from tallygate.keys.service import KeyService
-from tallygate.ledger.records import CallRecord, now_us
 from tallygate.store.database import Database
 from tallygate.store.usage import CallFilter, iter_calls
 from tests.servers import serve_app

@@ -22,8 +22,8 @@ from tallygate.demo.generate import (
 from tallygate.demo.profiles import DEMO_KEYS, INTERNAL_KEY, RHYTHM_WEIGHTS
 from tallygate.demo.routes import demo_price_table, gateway_routes
 from tallygate.demo.shapes import MODEL_SHAPES
-from tallygate.ledger.categories import CALL_TYPES, category_for_endpoint
-from tallygate.ledger.records import CallRecord
+from tallygate.domain.categories import CALL_TYPES, category_for_endpoint
+from tallygate.domain.records import CallRecord
 
 NOW_US = int(datetime(2026, 11, 20, 9, 41, 7, 123456, tzinfo=UTC).timestamp() * 1_000_000)
 KEY_IDS = {key.name: f"id-{key.name}" for key in DEMO_KEYS}

@@ -9,9 +9,9 @@ from sqlalchemy import func, select
 from tallygate.demo.generate import DEMO_ROUTES, SPIKE_KEY, SPIKE_MODEL
 from tallygate.demo.profiles import DEMO_KEY, DEMO_KEYS, INTERNAL_KEY
 from tallygate.demo.seed import DemoSeedError, seed_demo
+from tallygate.domain.records import now_us
 from tallygate.keys.schemas import KeyCreate
 from tallygate.keys.service import KeyService
-from tallygate.ledger.records import now_us
 from tallygate.ledger.service import Ledger
 from tallygate.store import prices as price_store
 from tallygate.store.database import Database

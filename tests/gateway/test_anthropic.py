@@ -29,9 +29,9 @@ from aiohttp import web
 
 from tallygate.app import create_app
 from tallygate.config import Route, RoutePrice, load_settings
+from tallygate.domain.records import CallRecord
 from tallygate.keys.schemas import KeyCreate
 from tallygate.keys.service import KeyService
-from tallygate.ledger.records import CallRecord
 from tallygate.store.database import Database
 from tests.conftest import RECENT
 from tests.servers import free_port, serve_app

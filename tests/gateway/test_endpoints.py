@@ -23,7 +23,7 @@ import pytest
 
 from tallygate.app import create_app
 from tallygate.config import Route, RoutePrice, load_settings
-from tallygate.ledger.records import CallRecord
+from tallygate.domain.records import CallRecord
 from tallygate.store.database import Database
 from tests.gateway.openai_upstream import (
     AUDIO_BYTES_PER_SECOND,

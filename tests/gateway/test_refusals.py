@@ -11,11 +11,11 @@ import pytest
 from sqlalchemy import func, select
 
 from tallygate.app import create_app
+from tallygate.domain.records import CallRecord
 from tallygate.fake_upstream import FakeUpstream
 from tallygate.keys.schemas import KeyCreate
 from tallygate.keys.service import KeyService
 from tallygate.ledger.maintenance import check_rollups
-from tallygate.ledger.records import CallRecord
 from tallygate.ledger.service import Ledger
 from tallygate.store.database import Database
 from tallygate.store.schema import calls

@@ -18,10 +18,10 @@ from tallygate.demo.generate import DAY_US, HOUR_US, plan_spike
 from tallygate.demo.incidents import Incident, evaluate, incident, inject
 from tallygate.demo.routes import BGE_M3, QWEN_CODER, R1_32B, R1_LLAMA_70B
 from tallygate.demo.seed import seed_demo
+from tallygate.domain.records import CallRecord
 from tallygate.keys.service import KeyService
 from tallygate.ledger.anomalies import AnomalyParams, find_anomalies, parse_choices
 from tallygate.ledger.baseline import median, robust_score, seasonal_history
-from tallygate.ledger.records import CallRecord
 from tallygate.ledger.service import Ledger
 from tallygate.ledger.statistics import UsageQuery
 from tallygate.ledger.timerange import BadParameter, resolve_range

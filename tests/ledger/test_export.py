@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from openpyxl import load_workbook
 
+from tallygate.domain.records import CallRecord
 from tallygate.ledger.export import (
     CALL_FIELDS,
     FOCUS_MEDIA_TYPES,
@@ -27,7 +28,6 @@ from tallygate.ledger.export import (
     view_stream,
 )
 from tallygate.ledger.focus import FILE_FORMATS as FOCUS_FILE_FORMATS
-from tallygate.ledger.records import CallRecord
 from tallygate.ledger.service import Ledger
 from tallygate.store.export import stream_calls
 from tallygate.store.usage import CallFilter, iter_calls

@@ -12,6 +12,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tallygate.domain.pricing import Discount, DiscountTable, Price, PriceTable
+from tallygate.domain.records import CallRecord
 from tallygate.ledger.focus import (
     COLUMNS,
     FocusContext,
@@ -20,8 +22,6 @@ from tallygate.ledger.focus import (
     focus_tags,
     split_cost,
 )
-from tallygate.ledger.pricing import Discount, DiscountTable, Price, PriceTable
-from tallygate.ledger.records import CallRecord
 from tests.ledger.focus_rules import check_focus_rows
 
 US = 1_000_000

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime
 
+from tallygate.domain.records import CallRecord
 from tallygate.ledger.forecast import HOUR_US, key_standings, period_bounds
-from tallygate.ledger.records import CallRecord
 from tallygate.ledger.service import Ledger
 from tallygate.store.keys import StoredKey
 

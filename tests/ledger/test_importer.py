@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
+from tallygate.domain.records import CallRecord
 from tallygate.ledger import export
 from tallygate.ledger.importer import detect_format, import_file, read_items
 from tallygate.ledger.ingest import ItemError
-from tallygate.ledger.records import CallRecord
 from tallygate.ledger.service import Ledger
 from tallygate.store.database import Database
 from tallygate.store.usage import CallFilter, iter_calls

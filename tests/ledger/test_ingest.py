@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
+from tallygate.domain.pricing import Price
 from tallygate.ledger.ingest import IngestResult, ingest_events, validate_events
-from tallygate.ledger.pricing import Price
 from tallygate.ledger.service import Ledger
 from tallygate.store import prices as price_store
 from tallygate.store.usage import CallFilter, iter_calls

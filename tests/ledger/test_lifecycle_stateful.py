@@ -38,11 +38,11 @@ from hypothesis.stateful import (
 )
 from sqlalchemy import delete
 
+from tallygate.domain.pricing import Price
+from tallygate.domain.records import CallRecord, format_ts
 from tallygate.ledger.importer import import_file
 from tallygate.ledger.ingest import ingest_events
 from tallygate.ledger.maintenance import check_rollups, purge_expired
-from tallygate.ledger.pricing import Price
-from tallygate.ledger.records import CallRecord, format_ts
 from tallygate.ledger.reprice import reprice
 from tallygate.ledger.service import Ledger
 from tallygate.ledger.statistics import UsageQuery, usage_breakdown, usage_summary, usage_trend

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, update
 
+from tallygate.domain.records import CallRecord
 from tallygate.ledger import maintenance
 from tallygate.ledger.ingest import ingest_events
 from tallygate.ledger.maintenance import check_rollups, purge_expired
-from tallygate.ledger.records import CallRecord
 from tallygate.ledger.service import Ledger
 from tallygate.ledger.statistics import UsageQuery, usage_breakdown, usage_summary, usage_trend
 from tallygate.ledger.timerange import resolve_range

@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tallygate.config import ConfigError, Route, RoutePrice, load_settings
+from tallygate.domain.pricing import Discount, DiscountTable, Price, PriceTable
 from tallygate.ledger.ingest import ingest_events
-from tallygate.ledger.pricing import Discount, DiscountTable, Price, PriceTable
 from tallygate.ledger.service import Ledger
 from tallygate.store import prices as price_store
 from tallygate.store.database import Database

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
+from tallygate.domain.records import CallRecord
 from tallygate.ledger.recorder import Recorder
-from tallygate.ledger.records import CallRecord
 from tallygate.ledger.service import Ledger
 from tallygate.store.calls import InsertResult
 from tallygate.store.database import Database

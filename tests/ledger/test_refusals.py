@@ -10,10 +10,10 @@ from dataclasses import replace
 import pytest
 from sqlalchemy import func, select
 
+from tallygate.domain.records import CallRecord, new_call_id
 from tallygate.ledger.ingest import ingest_events
 from tallygate.ledger.maintenance import check_rollups
 from tallygate.ledger.recorder import Recorder
-from tallygate.ledger.records import CallRecord, new_call_id
 from tallygate.ledger.refusals import MINUTE_US, RefusalFolder
 from tallygate.ledger.service import Ledger
 from tallygate.ledger.statistics import UsageQuery, usage_breakdown, usage_summary, usage_trend

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from sqlalchemy import event, func, select
 
+from tallygate.domain.pricing import Discount, Price
+from tallygate.domain.records import CallRecord
 from tallygate.ledger.maintenance import check_rollups
-from tallygate.ledger.pricing import Discount, Price
-from tallygate.ledger.records import CallRecord
 from tallygate.ledger.reprice import reprice
 from tallygate.ledger.service import Ledger
 from tallygate.store import prices as price_store

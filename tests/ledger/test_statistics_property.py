@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete
 
-from tallygate.ledger.records import CallRecord
+from tallygate.domain.records import CallRecord
 from tallygate.ledger.service import RECENT_MINUTES_S, Ledger
 from tallygate.ledger.statistics import (
     BREAKDOWN_SORTS,

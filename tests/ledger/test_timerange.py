@@ -9,7 +9,7 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from tallygate.ledger.records import CallRecord
+from tallygate.domain.records import CallRecord
 from tallygate.ledger.service import Ledger
 from tallygate.ledger.statistics import UsageQuery, usage_trend
 from tallygate.ledger.timerange import (

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tallygate.ledger.records import CallRecord, now_us
+from tallygate.domain.records import CallRecord, now_us
 from tallygate.ledger.service import Ledger
 from tallygate.ledger.webhook import (
     SIGNATURE_HEADER,

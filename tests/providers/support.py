@@ -8,8 +8,8 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from tallygate.domain.records import CallRecord
 from tallygate.fake_upstream.provider_reports import FakeProviderReports
-from tallygate.ledger.records import CallRecord
 from tallygate.ledger.service import Ledger
 from tests.api.support import record
 from tests.servers import serve_app

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from tallygate.domain.records import CallRecord, now_us
 from tallygate.gateway.counters import MemoryCounters, RedisCounters
 from tallygate.gateway.limits import Limits
 from tallygate.keys.schemas import KeyCreate
 from tallygate.keys.service import KeyService
 from tallygate.ledger.recorder import Recorder
-from tallygate.ledger.records import CallRecord, now_us
 from tallygate.ledger.service import Ledger
 from tallygate.ledger.spool import Spool, SpoolingStore
 from tallygate.store.database import Database

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from tallygate.domain.records import CallRecord
 from tallygate.ledger.recorder import Recorder
-from tallygate.ledger.records import CallRecord
 from tallygate.ledger.service import Ledger
 from tallygate.ledger.spool import Spool, SpoolingStore, decode_record, spool_directory
 from tallygate.store.calls import InsertResult

@@ -21,9 +21,9 @@ from schemathesis import checks
 
 from tallygate.app import create_app
 from tallygate.config import load_settings
+from tallygate.domain.records import CallRecord
 from tallygate.keys.schemas import KeyCreate
 from tallygate.keys.service import KeyService
-from tallygate.ledger.records import CallRecord
 from tallygate.ledger.service import Ledger
 from tallygate.store.database import Database
 from tests.servers import serve_app

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, select
 from sqlalchemy.exc import DBAPIError
 
-from tallygate.ledger.records import CallRecord
+from tallygate.domain.records import CallRecord
 from tallygate.store import calls as calls_store
 from tallygate.store.calls import InsertResult, insert_calls
 from tallygate.store.database import Database

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Depends, Request
 
 from tallygate.api.auth import Principal, usage_principal
 from tallygate.config import Settings
+from tallygate.domain.categories import CALL_TYPES, MODEL_CATEGORIES
 from tallygate.keys.service import KeyService
-from tallygate.ledger.categories import CALL_TYPES, MODEL_CATEGORIES
 from tallygate.store.dimensions import seen_dimensions
 
 router = APIRouter(prefix="/api/v1/usage", tags=["usage"])

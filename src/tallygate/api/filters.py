@@ -8,7 +8,7 @@ from fastapi import Depends, Query
 
 from tallygate.api.auth import Principal, usage_principal
 from tallygate.api.errors import ApiError
-from tallygate.ledger.categories import CALL_TYPES, MODEL_CATEGORIES
+from tallygate.domain.categories import CALL_TYPES, MODEL_CATEGORIES
 from tallygate.ledger.statistics import UsageQuery
 from tallygate.ledger.timerange import BadParameter, checked_range
 from tallygate.store.usage import CallFilter

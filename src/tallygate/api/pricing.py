@@ -11,8 +11,8 @@ from pydantic import BaseModel, Field, field_validator
 
 from tallygate.api.auth import Principal, admin_principal, usage_principal
 from tallygate.api.errors import ApiError
-from tallygate.ledger.pricing import DiscountTable, Price, PriceTable
-from tallygate.ledger.records import format_ts, now_us
+from tallygate.domain.pricing import DiscountTable, Price, PriceTable
+from tallygate.domain.records import format_ts, now_us
 from tallygate.ledger.service import Ledger
 from tallygate.ledger.timerange import BadParameter, to_us
 from tallygate.store import keys as key_store

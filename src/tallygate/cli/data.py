@@ -19,16 +19,16 @@ from rich.progress import (
 
 from tallygate.cli.context import console, fail, state
 from tallygate.cli.usage import Categories, End, Keys, Models, Period, Start, Types, Tz, build_query
-from tallygate.ledger import export as exports
-from tallygate.ledger.focus import SubAccount, focus_export
-from tallygate.ledger.importer import FILE_FORMATS, import_file
-from tallygate.ledger.importers import (
+from tallygate.importers import (
     DEFAULT_QUOTA_PER_UNIT,
     SOURCES,
     ImportSummary,
     SourceError,
     import_history,
 )
+from tallygate.ledger import export as exports
+from tallygate.ledger.focus import SubAccount, focus_export
+from tallygate.ledger.importer import FILE_FORMATS, import_file
 from tallygate.ledger.statistics import usage_breakdown, usage_summary, usage_trend
 from tallygate.ledger.timerange import BadParameter
 from tallygate.store.export import stream_calls

@@ -12,9 +12,9 @@ from rich.table import Table
 
 from tallygate.cli.context import console, fail, state
 from tallygate.cli.usage import AsJson, Categories, End, Keys, Models, Start, Types, build_query
+from tallygate.domain.pricing import Price
+from tallygate.domain.records import format_ts, now_us
 from tallygate.keys.service import KeyNotFound, KeyService
-from tallygate.ledger.pricing import Price
-from tallygate.ledger.records import format_ts, now_us
 from tallygate.ledger.reprice import reprice
 from tallygate.ledger.timerange import to_us
 from tallygate.store.meta import write_audit

@@ -87,9 +87,9 @@ def demo(ctx: typer.Context, host: Host = None, port: Port = None,
     from tallygate.demo import reconciliation as demo_account
     from tallygate.demo.routes import gateway_routes
     from tallygate.demo.seed import seed_demo
+    from tallygate.domain.records import now_us
     from tallygate.fake_upstream.provider_reports import FakeProviderReports
     from tallygate.keys.service import KeyService
-    from tallygate.ledger.records import now_us
 
     for suffix in ("", "-wal", "-shm"):
         Path(f"{database}{suffix}").unlink(missing_ok=True)

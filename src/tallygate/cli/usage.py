@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from tallygate.cli.context import console, fail, state
-from tallygate.ledger.categories import CALL_TYPES, MODEL_CATEGORIES
+from tallygate.domain.categories import CALL_TYPES, MODEL_CATEGORIES
 from tallygate.ledger.statistics import UsageQuery, usage_breakdown, usage_summary, usage_trend
 from tallygate.ledger.timerange import BadParameter, checked_range
 from tallygate.store.usage import CallFilter, iter_calls

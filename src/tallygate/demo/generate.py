@@ -35,9 +35,9 @@ from tallygate.demo.shapes import (
     successful_call,
 )
 from tallygate.demo.trace import load_trace
+from tallygate.domain.pricing import PriceTable
+from tallygate.domain.records import CallRecord
 from tallygate.fake_upstream.call import served_model
-from tallygate.ledger.pricing import PriceTable
-from tallygate.ledger.records import CallRecord
 
 __all__ = [
     "DEFAULT_DAYS", "DEFAULT_SEED", "DEMO_ROUTES", "SPIKE_KEY", "SPIKE_MODEL",

@@ -16,8 +16,8 @@ from dataclasses import dataclass, replace
 from tallygate.demo.generate import DAY_US, HOUR_US, growth_factor
 from tallygate.demo.profiles import DEMO_KEYS, KEYS_BY_NAME
 from tallygate.demo.routes import ROUTES_BY_MODEL
+from tallygate.domain.records import CallRecord
 from tallygate.ledger.anomalies import Anomaly
-from tallygate.ledger.records import CallRecord
 from tallygate.ledger.service import Ledger
 from tallygate.store.usage import Aggregate, CallFilter, aggregate, iter_calls
 

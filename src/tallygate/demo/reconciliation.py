@@ -16,8 +16,8 @@ from decimal import Decimal
 from typing import Any
 
 from tallygate.demo.routes import CLAUDE, ROUTES_BY_MODEL
+from tallygate.domain.money import NANO
 from tallygate.fake_upstream.provider_reports import FakeProviderReports
-from tallygate.ledger.money import NANO
 from tallygate.ledger.reconcile import ledger_days
 from tallygate.ledger.service import Ledger
 

@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Literal
 
 from tallygate.config import Route, RoutePrice
-from tallygate.ledger.pricing import Price, PriceTable
+from tallygate.domain.pricing import Price, PriceTable
 
 R1_32B = "cltech/deepseek-r1-32b"
 R1_LLAMA_70B = "deepseek-r1-distill-llama-70b"

@@ -22,9 +22,9 @@ from tallygate.demo.generate import (
 )
 from tallygate.demo.profiles import DEMO_KEY, DEMO_KEYS, DemoKey
 from tallygate.demo.routes import DEMO_ROUTES
+from tallygate.domain.records import CallRecord
 from tallygate.keys.schemas import KeyCreate
 from tallygate.keys.service import KeyService
-from tallygate.ledger.records import CallRecord
 from tallygate.ledger.service import Ledger
 from tallygate.store import prices as price_store
 from tallygate.store.rollup_check import raw_time_span

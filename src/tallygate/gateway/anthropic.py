@@ -36,6 +36,7 @@ import orjson
 from multidict import CIMultiDict
 from starlette.types import Receive, Scope, Send
 
+from tallygate.domain.records import now_us
 from tallygate.gateway.answers import (
     CREDENTIAL_REFUSED,
     CREDENTIAL_REFUSED_ERROR,
@@ -75,7 +76,6 @@ from tallygate.gateway.streaming import (
 )
 from tallygate.gateway.upstream import Upstream, UpstreamBusy, post_upstream
 from tallygate.gateway.usage import Usage, estimate_tokens_of_text
-from tallygate.ledger.records import now_us
 from tallygate.store.keys import StoredKey
 
 log = logging.getLogger("tallygate.gateway")

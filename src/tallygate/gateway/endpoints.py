@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from tallygate.domain.paths import OPENAI_PATHS
 from tallygate.gateway.metering import (
     AnswerReader,
     images_usage,
@@ -54,7 +55,5 @@ ENDPOINTS: dict[str, Endpoint] = {endpoint.path: endpoint for endpoint in (
              read_usage=transcription_usage),
 )}
 
-# Paths a custom service route may not take: the endpoints above, and those served by other
-# parts of the gateway (the model list, Anthropic's Messages API, OTLP's traces).
-RESERVED_PATHS = frozenset(ENDPOINTS) | {"/v1/models", "/v1/messages",
-                                         "/v1/messages/count_tokens", "/v1/traces"}
+# Every endpoint is one of the reserved paths, which the configuration checks routes against.
+assert frozenset(ENDPOINTS) == OPENAI_PATHS, sorted(set(ENDPOINTS) ^ OPENAI_PATHS)

@@ -27,6 +27,7 @@ import orjson
 from multidict import CIMultiDict
 from starlette.types import Receive, Scope, Send
 
+from tallygate.domain.records import now_us
 from tallygate.gateway.answers import (
     CREDENTIAL_REFUSED,
     CREDENTIAL_REFUSED_ERROR,
@@ -62,7 +63,6 @@ from tallygate.gateway.sse import MAX_EVENT_BYTES, PassThrough, StreamWatcher
 from tallygate.gateway.streaming import CLIENT_CLOSED, UPSTREAM_ERRORS, Drain, relay_stream
 from tallygate.gateway.upstream import Upstream, UpstreamBusy, post_upstream
 from tallygate.ledger.recorder import Recorder
-from tallygate.ledger.records import now_us
 from tallygate.ledger.service import Ledger
 from tallygate.store.keys import StoredKey
 

@@ -14,13 +14,13 @@ from typing import Any
 
 import orjson
 
+from tallygate.domain.records import CallRecord, new_call_id, now_us
 from tallygate.gateway.endpoints import Endpoint
 from tallygate.gateway.limits import Limits
 from tallygate.gateway.metering import AnswerReader, generated_chars, upstream_model_of
 from tallygate.gateway.upstream import Upstream
 from tallygate.gateway.usage import Usage, estimate_input_tokens, estimate_tokens_of_text
 from tallygate.ledger.recorder import Recorder
-from tallygate.ledger.records import CallRecord, new_call_id, now_us
 from tallygate.ledger.service import Ledger
 from tallygate.store.keys import StoredKey
 

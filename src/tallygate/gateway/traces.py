@@ -26,6 +26,7 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
+from tallygate.domain.records import CallRecord
 from tallygate.gateway.answers import request_id, send_whole
 from tallygate.gateway.genai_spans import Rejected, events_of
 from tallygate.gateway.otlp import (
@@ -46,7 +47,6 @@ from tallygate.gateway.requests import (
     read_body,
 )
 from tallygate.ledger.ingest import ingest_events
-from tallygate.ledger.records import CallRecord
 from tallygate.ledger.service import Ledger
 from tallygate.store.keys import StoredKey
 

@@ -21,7 +21,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from tallygate.config import Route
-from tallygate.ledger.categories import category_for_endpoint
+from tallygate.domain.categories import category_for_endpoint
 
 log = logging.getLogger("tallygate.gateway")
 # What the client holds of one upstream response before it stops reading the socket (twice

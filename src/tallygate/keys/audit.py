@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from tallygate.ledger.records import format_ts
+from tallygate.domain.records import format_ts
 from tallygate.ledger.timerange import BadParameter, to_us
 from tallygate.store.audit import KEY_ACTION_PREFIX, AuditFilter, StoredAuditEntry, audit_page
 from tallygate.store.database import Database

@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from tallygate.domain.money import format_amount, to_nano
+from tallygate.domain.pricing import Discount, DiscountTable
+from tallygate.domain.records import now_us
 from tallygate.keys.schemas import CreatedKey, KeyCreate, KeyOut, KeyUpdate, KeyUsage
 from tallygate.keys.secrets import hash_secret, new_secret, shown_prefix
-from tallygate.ledger.money import format_amount, to_nano
-from tallygate.ledger.pricing import Discount, DiscountTable
-from tallygate.ledger.records import now_us
 from tallygate.store import keys as key_store
 from tallygate.store import prices as price_store
 from tallygate.store.database import Database

@@ -29,8 +29,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from tallygate.domain.records import now_us as current_us
 from tallygate.ledger.baseline import robust_score, seasonal_history
-from tallygate.ledger.records import now_us as current_us
 from tallygate.ledger.service import Ledger
 from tallygate.ledger.statistics import UsageQuery
 from tallygate.ledger.timerange import (

@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from tallygate.ledger.categories import UNITS
-from tallygate.ledger.records import CallRecord
+from tallygate.domain.categories import UNITS
+from tallygate.domain.records import CallRecord
 
 FORMATS = ("csv", "xlsx", "json", "ndjson", "parquet", "focus")
 PARQUET_MISSING = ("parquet needs pyarrow, which is not installed: "

@@ -33,9 +33,9 @@ from decimal import Decimal, localcontext
 from fractions import Fraction
 from typing import Any
 
+from tallygate.domain.pricing import HUNDRED, ZERO, DiscountTable, Price, PriceTable
+from tallygate.domain.records import CallRecord
 from tallygate.ledger import export
-from tallygate.ledger.pricing import HUNDRED, ZERO, DiscountTable, Price, PriceTable
-from tallygate.ledger.records import CallRecord
 from tallygate.ledger.service import Ledger
 from tallygate.ledger.statistics import UsageQuery
 from tallygate.ledger.timerange import BadParameter

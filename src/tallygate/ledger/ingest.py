@@ -10,7 +10,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tallygate.ledger.records import CallEvent, CallRecord
+from tallygate.domain.records import CallRecord
+from tallygate.ledger.records import CallEvent
 from tallygate.ledger.service import Ledger
 from tallygate.store.calls import InsertResult
 

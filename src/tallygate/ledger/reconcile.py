@@ -24,8 +24,8 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from tallygate.ledger.money import format_amount, to_nano
-from tallygate.ledger.records import format_ts, now_us
+from tallygate.domain.money import format_amount, to_nano
+from tallygate.domain.records import format_ts, now_us
 from tallygate.ledger.service import Ledger
 from tallygate.ledger.timerange import BadParameter
 from tallygate.providers.report import MEASURES, ProviderReport

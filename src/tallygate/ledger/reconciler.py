@@ -20,8 +20,8 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from tallygate.config import Provider, Settings
+from tallygate.domain.records import now_us
 from tallygate.ledger.reconcile import days_of_period, reconciliation
-from tallygate.ledger.records import now_us
 from tallygate.ledger.service import Ledger
 from tallygate.ledger.timerange import BadParameter
 from tallygate.providers import ProviderError, ProviderReport, fetch_report

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from tallygate.ledger.records import CallRecord, now_us
+from tallygate.domain.records import CallRecord, now_us
 from tallygate.ledger.refusals import DEFAULT_RECORDS_PER_MINUTE, RefusalFolder
 from tallygate.ledger.service import Ledger
 from tallygate.ledger.spool import Spool, SpoolingStore

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
-from tallygate.ledger.records import CallRecord, new_call_id
+from tallygate.domain.records import CallRecord, new_call_id
 
 MINUTE_US = 60_000_000
 DEFAULT_RECORDS_PER_MINUTE = 10

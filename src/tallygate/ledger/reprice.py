@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tallygate.ledger.money import format_amount
-from tallygate.ledger.records import format_ts
+from tallygate.domain.money import format_amount
+from tallygate.domain.records import format_ts
 from tallygate.ledger.service import Ledger
 from tallygate.store.reprice import reprice_calls
 from tallygate.store.rollup_check import raw_time_span

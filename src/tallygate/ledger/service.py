@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from tallygate.ledger.pricing import DiscountTable, Price, PriceTable, check_price
-from tallygate.ledger.records import CallRecord, now_us
+from tallygate.domain.pricing import DiscountTable, Price, PriceTable, check_price
+from tallygate.domain.records import CallRecord, now_us
 from tallygate.store import prices as price_store
 from tallygate.store.calls import InsertResult, insert_calls
 from tallygate.store.database import Database

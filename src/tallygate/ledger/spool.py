@@ -42,7 +42,7 @@ from typing import Any
 
 import sqlalchemy.exc
 
-from tallygate.ledger.records import CallRecord
+from tallygate.domain.records import CallRecord
 from tallygate.store.calls import InsertResult
 
 log = logging.getLogger("tallygate.spool")

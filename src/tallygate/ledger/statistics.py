@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from tallygate.ledger.money import format_amount, money
+from tallygate.domain.money import format_amount, money
 from tallygate.ledger.service import Ledger
 from tallygate.ledger.timerange import (
     BadParameter,

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 import httpx
 
+from tallygate.domain.records import format_ts
+from tallygate.domain.records import now_us as current_us
 from tallygate.ledger.anomalies import AnomalyParams, find_anomalies
-from tallygate.ledger.records import format_ts
-from tallygate.ledger.records import now_us as current_us
 from tallygate.ledger.service import Ledger
 from tallygate.ledger.statistics import UsageQuery
 from tallygate.ledger.timerange import resolve_range

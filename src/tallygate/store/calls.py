@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Boolean, Column, Integer, String, Text
 
-from tallygate.ledger.records import CallRecord
+from tallygate.domain.records import CallRecord
 from tallygate.store.database import Database
 from tallygate.store.retention import floor_for_insert
 from tallygate.store.schema import (

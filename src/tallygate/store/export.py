@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 from sqlalchemy import ColumnElement, select, tuple_
 
-from tallygate.ledger.records import CallRecord
+from tallygate.domain.records import CallRecord
 from tallygate.store.database import Database
 from tallygate.store.schema import calls
 from tallygate.store.usage import CallFilter, filter_conditions, record_from_row

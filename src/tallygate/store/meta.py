@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from tallygate.ledger.records import now_us
+from tallygate.domain.records import now_us
 from tallygate.store.database import Database
 from tallygate.store.schema import audit_log, meta
 

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from sqlalchemy import select
 
-from tallygate.ledger.pricing import Discount, Price
+from tallygate.domain.pricing import Discount, Price
 from tallygate.store.database import Database
 from tallygate.store.schema import key_discounts, prices
 

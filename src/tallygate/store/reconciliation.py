@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import func, insert, select
 
-from tallygate.ledger.records import format_ts
+from tallygate.domain.records import format_ts
 from tallygate.store.database import Database
 from tallygate.store.schema import reconciliation_runs as runs
 

@@ -22,7 +22,7 @@ from sqlalchemy import (
     Text,
 )
 
-from tallygate.ledger.categories import UNITS
+from tallygate.domain.categories import UNITS
 
 metadata = MetaData()
 

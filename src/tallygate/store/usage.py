@@ -36,7 +36,7 @@ from sqlalchemy import (
     union_all,
 )
 
-from tallygate.ledger.records import CallRecord
+from tallygate.domain.records import CallRecord
 from tallygate.store.database import Database
 from tallygate.store.retention import PURGE_FLOOR
 from tallygate.store.schema import (

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from tallygate.ledger.records import format_ts
+from tallygate.domain.records import format_ts
 from tallygate.store.database import Database
 from tallygate.store.schema import webhook_deliveries as deliveries
 

@@ -10,8 +10,8 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+from tallygate.domain.records import now_us
 from tallygate.keys.secrets import hash_secret
-from tallygate.ledger.records import now_us
 from tallygate.store import sessions as session_store
 from tallygate.store.database import Database
 from tallygate.store.sessions import StoredSession

@@ -282,8 +282,8 @@ def write_litellm_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 def check_ledger(ledger: Any, expected: list[Expected]) -> None:
     """Every expected call stored as expected, nothing else; the summary the page shows
     (the one query function) equals the brute-force sums over the source rows."""
+    from tallygate.domain.money import format_amount, to_nano
     from tallygate.keys.service import KeyService
-    from tallygate.ledger.money import format_amount, to_nano
     from tallygate.ledger.statistics import UsageQuery, usage_summary
     from tallygate.ledger.timerange import checked_range
     from tallygate.store.usage import CallFilter, iter_calls

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from tallygate.importers import SourceError, import_history
+from tallygate.importers.litellm import call_category, map_row
 from tallygate.keys.service import KeyService
-from tallygate.ledger.importers import SourceError, import_history
-from tallygate.ledger.importers.litellm import call_category, map_row
 from tallygate.ledger.service import Ledger
 from tallygate.store.database import Database
 from tallygate.store.usage import CallFilter, iter_calls

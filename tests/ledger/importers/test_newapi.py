@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Column, MetaData, Table
 
+from tallygate.importers import import_history
 from tallygate.keys.service import KeyService
-from tallygate.ledger.importers import import_history
 from tallygate.ledger.service import Ledger
 from tallygate.store.database import Database
 from tallygate.store.usage import CallFilter, iter_calls

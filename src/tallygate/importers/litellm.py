@@ -21,7 +21,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tallygate.ledger.importers.common import (
+from tallygate.domain.records import MAX_LATENCY_MS
+from tallygate.importers.common import (
     Mapped,
     Skip,
     SourceKey,
@@ -32,7 +33,6 @@ from tallygate.ledger.importers.common import (
     record_id,
     utc_time,
 )
-from tallygate.ledger.records import MAX_LATENCY_MS
 from tallygate.store.foreign import ForeignTable, SourceError, is_database_url
 
 TABLE = "LiteLLM_SpendLogs"

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from tallygate.ledger.money import to_nano
+from tallygate.domain.money import to_nano
 
 MILLION = Decimal(1_000_000)
 HUNDRED = Decimal(100)

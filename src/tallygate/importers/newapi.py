@@ -22,8 +22,9 @@ from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
-from tallygate.ledger.categories import category_for_endpoint
-from tallygate.ledger.importers.common import (
+from tallygate.domain.categories import category_for_endpoint
+from tallygate.domain.records import MAX_LATENCY_MS
+from tallygate.importers.common import (
     Mapped,
     Skip,
     SourceKey,
@@ -34,7 +35,6 @@ from tallygate.ledger.importers.common import (
     record_id,
     unix_time,
 )
-from tallygate.ledger.records import MAX_LATENCY_MS
 from tallygate.store.foreign import ForeignTable
 
 TABLE = "logs"

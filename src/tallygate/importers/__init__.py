@@ -14,9 +14,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from tallygate.importers import litellm, newapi
+from tallygate.importers.common import ImportedKeys, ImportSummary, map_rows, run_import
 from tallygate.keys.service import KeyService
-from tallygate.ledger.importers import litellm, newapi
-from tallygate.ledger.importers.common import ImportedKeys, ImportSummary, map_rows, run_import
 from tallygate.ledger.service import Ledger
 from tallygate.store.foreign import ForeignTable, SourceError
 
