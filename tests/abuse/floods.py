@@ -13,7 +13,7 @@ Kinds:
 - ``slowloris``: ``--connections`` connections that each send a request head, then its body
   one byte every ``--pause`` seconds (``--phase body``), or the head itself one byte at a
   time (``--phase head``); each ends when the server answers or closes, or after
-  ``--seconds``.
+  ``--seconds``. With ``--key`` they trickle as that (valid) key's calls.
 - ``slow-reader``: ``--connections`` streamed calls with a valid ``--key`` on sockets with a
   small receive buffer that never read; held ``--seconds``.
 """
@@ -106,10 +106,11 @@ async def keyed_flood(url: str, keys: list[str], connections: int,
 
 
 async def slowloris(url: str, connections: int, *, phase: str, pause_s: float,
-                    hold_s: float) -> dict[str, Any]:
-    """Connections that trickle their request; how each ended and after how long."""
+                    hold_s: float, key: str = "") -> dict[str, Any]:
+    """Connections that trickle their request (with ``key``, else a made-up one, which is
+    refused as soon as the head is in); how each ended and after how long."""
     body = chat_bytes()
-    head = request_head("sk-slowloris-" + secrets.token_hex(8), len(body))
+    head = request_head(key or "sk-slowloris-" + secrets.token_hex(8), len(body))
     outcomes: Counter[str] = Counter()
     lasted: list[float] = []
 
@@ -134,7 +135,7 @@ async def slowloris(url: str, connections: int, *, phase: str, pause_s: float,
                 time.perf_counter() - started)))
             outcomes[data.split(b" ", 2)[1].decode() if data.startswith(b"HTTP/")
                      else "closed"] += 1
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             outcomes["still open"] += 1
         except OSError:
             outcomes["closed"] += 1
@@ -228,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         result = asyncio.run(keyed_flood(args.url, [args.key] * args.count, args.connections))
     elif args.kind == "slowloris":
         result = asyncio.run(slowloris(args.url, args.connections, phase=args.phase,
-                                       pause_s=args.pause, hold_s=args.seconds))
+                                       pause_s=args.pause, hold_s=args.seconds, key=args.key))
     else:
         result = slow_readers(args.url, args.key, args.connections, args.seconds,
                               json.loads(args.fake))

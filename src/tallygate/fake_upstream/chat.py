@@ -85,8 +85,8 @@ async def _endless_event(send: Send, size: int) -> None:
     the event never closed: what a broken upstream's runaway event looks like."""
     await chunk(send, b"data: ")
     piece = b"x" * 65536
-    for start in range(0, size, len(piece)):
-        await chunk(send, piece[:size - start])
+    for sent in range(0, size, len(piece)):
+        await chunk(send, piece[:size - sent])
     await finish(send)
 
 
