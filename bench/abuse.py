@@ -39,6 +39,7 @@ from gateway import chat_body, machine, versions
 from gateway_load import hey
 from gateway_report import Bar, bars_table, markdown_table, print_table, replace_section
 from gateway_stack import (
+    MODEL,
     Server,
     TallygateSetup,
     peak_rss_mb,
@@ -119,11 +120,16 @@ def new_key(setup: TallygateSetup, name: str, *, disabled: bool = False) -> str:
 
 
 def scenarios(url: str, setup: TallygateSetup, hold_s: float) -> dict[str, Flood | None]:
+    revoked = new_key(setup, "revoked", disabled=True)
+    keyed = {"connections": 50, "model": MODEL}
     return {
         "quiet": None,
-        "unknown keys": Flood("unknown", url, {"count": 2000, "connections": 50}),
-        "revoked key": Flood("revoked", url, {"count": 2000, "connections": 20,
-                                              "key": new_key(setup, "revoked", disabled=True)}),
+        "unknown keys, 1 000/s": Flood("unknown", url, {**keyed, "count": 1000, "rate": 1000}),
+        "unknown keys, flat out": Flood("unknown", url, {**keyed, "count": 2000}),
+        "revoked key, 1 000/s": Flood("revoked", url, {**keyed, "count": 1000, "rate": 1000,
+                                                       "key": revoked}),
+        "revoked key, flat out": Flood("revoked", url, {**keyed, "count": 2000,
+                                                        "key": revoked}),
         # Request heads a byte a second: no key to check yet, the server holds them open.
         "slowloris": Flood("slowloris", url, {"connections": 500, "phase": "head",
                                               "pause": 1, "seconds": hold_s}, restart=False),
@@ -232,7 +238,7 @@ def section(report: dict[str, Any], bars: list[Bar]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    parser.add_argument("--duration", type=float, default=8.0,
+    parser.add_argument("--duration", type=float, default=6.0,
                         help="seconds measured per scenario and target")
     parser.add_argument("--quick", action="store_true",
                         help="2 s per scenario; prints only, writes nothing")

@@ -73,17 +73,23 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return status, await reader.readexactly(length)
 
 
-async def keyed_flood(url: str, keys: list[str], connections: int,
-                      model: str = CHAT) -> dict[str, Any]:
-    """Every key in ``keys`` once, over ``connections`` keep-alive connections."""
+async def keyed_flood(url: str, keys: list[str], connections: int, model: str = CHAT,
+                      rate: float = 0) -> dict[str, Any]:
+    """Every key in ``keys`` once, over ``connections`` keep-alive connections; at most
+    ``rate`` calls a second in all when set, else as fast as the server answers."""
     body = chat_bytes(model=model)
+    gap_s = connections / rate if rate else 0.0
     statuses: Counter[str] = Counter()
     queue = list(reversed(keys))
     started = time.perf_counter()
 
     async def connection() -> None:
         reader = writer = None
+        due = time.perf_counter()
         while queue:
+            if gap_s:
+                due += gap_s
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
             key = queue.pop()
             try:
                 if writer is None:
@@ -221,12 +227,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pause", type=float, default=0.5)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--fake", default="{}", help="the stream's fake controls (JSON)")
+    parser.add_argument("--model", default=CHAT, help="the model the calls ask for")
+    parser.add_argument("--rate", type=float, default=0,
+                        help="calls a second in all (unknown, revoked); 0: as fast as answered")
     args = parser.parse_args(argv)
     if args.kind == "unknown":
         keys = ["sk-made-up-" + secrets.token_hex(16) for _ in range(args.count)]
-        result = asyncio.run(keyed_flood(args.url, keys, args.connections))
+        result = asyncio.run(keyed_flood(args.url, keys, args.connections, args.model,
+                                         args.rate))
     elif args.kind == "revoked":
-        result = asyncio.run(keyed_flood(args.url, [args.key] * args.count, args.connections))
+        result = asyncio.run(keyed_flood(args.url, [args.key] * args.count, args.connections,
+                                         args.model, args.rate))
     elif args.kind == "slowloris":
         result = asyncio.run(slowloris(args.url, args.connections, phase=args.phase,
                                        pause_s=args.pause, hold_s=args.seconds, key=args.key))
