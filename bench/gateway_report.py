@@ -367,12 +367,16 @@ def _why_key(what: str) -> str:
 
 
 def write_docs(path: Path, report: dict[str, Any], bars: list[Any]) -> None:
-    """Replace only the text between this benchmark's markers (other sections belong to other
+    replace_section(path, START, END, section(report, bars))
+
+
+def replace_section(path: Path, start: str, end: str, body: str) -> None:
+    """Replace only the text between a benchmark's markers (other sections belong to other
     benchmarks); create the file, or append the section, when missing."""
-    block = f"{START}\n{section(report, bars)}\n{END}"
+    block = f"{start}\n{body}\n{end}"
     if path.exists():
         text = path.read_text()
-        pattern = re.compile(re.escape(START) + r".*?" + re.escape(END), re.S)
+        pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
         if pattern.search(text):
             text = pattern.sub(lambda _: block, text, count=1)
         else:

@@ -20,6 +20,8 @@ which the gateway forwards untouched like any unknown field::
 Some endpoints take more: ``cached_tokens`` and ``reasoning_tokens`` (Responses),
 ``cache_read_tokens``, ``cache_write_tokens``, ``cache_write_1h_tokens`` (Messages),
 ``seconds`` (audio), ``pages`` (OCR), ``search_units`` and ``shape = "cohere"`` (rerank).
+``endless_event_bytes`` (chat and completions streams) sends, after the first content
+chunk, one event of that many bytes that never ends, as a broken upstream would.
 ``stamp`` puts the time each streamed event left (``sent_at``, Unix seconds) into the event,
 so a benchmark on the same machine can tell how long the event took to reach it.
 

@@ -104,6 +104,12 @@ class Call:
         return value if isinstance(value, int) else None
 
     @property
+    def endless_event_bytes(self) -> int:
+        """``endless_event_bytes``: after the first content chunk, one event's data this long
+        that never ends (no blank line), as a broken upstream sends it; 0 for none."""
+        return self.count("endless_event_bytes", 0)
+
+    @property
     def stamp(self) -> bool:
         return self.control.get("stamp") is True
 

@@ -68,6 +68,9 @@ async def _stream(send: Send, kind: str, call: Call, input_tokens: int, output_t
     for number, content in enumerate(split(text(output_tokens), call.chunks), 1):
         await call.pause()
         await chunk(send, event(piece(content)))
+        if call.endless_event_bytes:
+            await _endless_event(send, call.endless_event_bytes)
+            return
         if cut_after is not None and number >= cut_after:
             await finish(send)
             return  # the stream ends without a finish, usage or [DONE]
@@ -75,6 +78,16 @@ async def _stream(send: Send, kind: str, call: Call, input_tokens: int, output_t
     if include_usage:
         await chunk(send, event(None, usage(input_tokens, output_tokens)))
     await finish(send, b"data: [DONE]\n\n")
+
+
+async def _endless_event(send: Send, size: int) -> None:
+    """A ``data:`` line of ``size`` bytes sent in 64 kB pieces, then the end of the body with
+    the event never closed: what a broken upstream's runaway event looks like."""
+    await chunk(send, b"data: ")
+    piece = b"x" * 65536
+    for sent in range(0, size, len(piece)):
+        await chunk(send, piece[:size - sent])
+    await finish(send)
 
 
 async def embedding(call: Call, send: Send) -> None:
