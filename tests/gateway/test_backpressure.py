@@ -40,7 +40,9 @@ from tests.gateway.test_stream_settling import (
 from tests.reliability.support import ADMIN, new_key, wait_until
 from tests.servers import free_port, serve_app
 
-REDIS_URL = os.environ.get("TALLYGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# A database of its own: the cleanup below empties it, and test_processes.py runs at the
+# same time on another worker against database 15.
+REDIS_URL = os.environ.get("TALLYGATE_TEST_BACKPRESSURE_REDIS_URL", "redis://127.0.0.1:6379/12")
 CLAUDE = "claude-busy"
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ from tallygate.ledger.service import Ledger
 from tallygate.ledger.spool import Spool, SpoolingStore
 from tallygate.store.database import Database
 from tallygate.store.keys import StoredKey, get_key
-from tests.reliability.test_redis_outage import REDIS_DB, TcpProxy, redis_proxy
+from tests.reliability.test_redis_outage import TcpProxy, redis_proxy
 
 __all__ = ["redis_proxy"]  # the fixture, shared with the outage tests
 
@@ -39,11 +40,21 @@ def _record(key: StoredKey, n: int, tokens: int) -> CallRecord:
                       cost_nano=tokens * 1000)
 
 
+# A database of its own (test_redis_outage.py empties database 14 while it runs).
+COUNTER_DB = 11
+
+
 @pytest.fixture
-def shared_redis(redis_proxy: TcpProxy) -> str:
-    """The Redis behind the proxy, reached directly (redis_proxy empties it afterwards)."""
+def shared_redis(redis_proxy: TcpProxy) -> Iterator[str]:
+    """The Redis behind the proxy, reached directly, in a database emptied around the test."""
+    import redis
+
     host, port = redis_proxy.target
-    return f"redis://{host}:{port}/{REDIS_DB}"
+    client = redis.Redis(host=host, port=port, db=COUNTER_DB)
+    client.flushdb()
+    yield f"redis://{host}:{port}/{COUNTER_DB}"
+    client.flushdb()
+    client.close()
 
 
 def test_one_process_losing_redis_resets_no_other_process_counter(
@@ -53,7 +64,7 @@ def test_one_process_losing_redis_resets_no_other_process_counter(
 
     async def scenario() -> tuple[int, int]:
         steady = Limits(RedisCounters(shared_redis), Ledger(sqlite_db))
-        hiccup = Limits(RedisCounters(f"redis://127.0.0.1:{redis_proxy.port}/{REDIS_DB}"),
+        hiccup = Limits(RedisCounters(f"redis://127.0.0.1:{redis_proxy.port}/{COUNTER_DB}"),
                         Ledger(sqlite_db))
         assert await hiccup.check(key, "m", None, time.time()) is None  # counter started: 0
         await steady.count(key, 300, 300_000, time.time())  # another process's calls
