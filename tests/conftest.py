@@ -43,6 +43,22 @@ def ping_redis_or_skip(client: Any, url: str) -> None:
         pytest.skip(f"Redis not available at {url}: {exc}")
 
 
+def emptied_redis(url: str) -> Iterator[str]:
+    """``url``'s tallygate keys deleted before and after the test (skipped without Redis,
+    failed in CI). Give each test module that uses it a database of its own: another worker
+    may be counting in a shared one."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    ping_redis_or_skip(client, url)
+    for name in client.scan_iter("tallygate:*"):
+        client.delete(name)
+    yield url
+    for name in client.scan_iter("tallygate:*"):
+        client.delete(name)
+    client.close()
+
+
 # The period a test queries for calls it has just made: "1d" (today) misses them when the
 # test crosses midnight UTC between the call and the query; the last three days cannot.
 RECENT = "3d"

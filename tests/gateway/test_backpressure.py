@@ -28,7 +28,7 @@ from tallygate.keys.service import KeyService
 from tallygate.ledger.service import Ledger
 from tallygate.store.database import Database
 from tallygate.store.keys import get_key
-from tests.conftest import ping_redis_or_skip
+from tests.conftest import emptied_redis
 from tests.gateway.test_stream_settling import (
     CHAT,
     LateUsageUpstream,
@@ -36,6 +36,7 @@ from tests.gateway.test_stream_settling import (
     leave_after,
     serve_gateway,
     stream_body,
+    upstream,
 )
 from tests.reliability.support import ADMIN, new_key, wait_until
 from tests.servers import free_port, serve_app
@@ -48,23 +49,10 @@ CLAUDE = "claude-busy"
 
 @pytest.fixture
 def redis_url() -> Iterator[str]:
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL)
-    ping_redis_or_skip(client, REDIS_URL)
-    for name in client.scan_iter("tallygate:*"):
-        client.delete(name)
-    yield REDIS_URL
-    for name in client.scan_iter("tallygate:*"):
-        client.delete(name)
-    client.close()
+    yield from emptied_redis(REDIS_URL)
 
 
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[tuple[str, LateUsageUpstream]]:
-    fake = LateUsageUpstream()
-    with serve_app(fake) as url:
-        yield url, fake
+__all__ = ["upstream"]  # the late-usage upstream fixture, shared
 
 
 def _chat(url: str, key: str, body: dict[str, Any]) -> httpx.Response:

@@ -24,16 +24,12 @@ from tests.gateway.test_stream_settling import (
     Served,
     serve_gateway,
     stream_body,
+    upstream,
 )
 from tests.reliability.support import ADMIN, new_key, wait_until
 from tests.servers import serve_app
 
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[tuple[str, LateUsageUpstream]]:
-    fake = LateUsageUpstream()
-    with serve_app(fake) as url:
-        yield url, fake
+__all__ = ["upstream"]  # the late-usage upstream fixture, shared
 
 
 @pytest.fixture

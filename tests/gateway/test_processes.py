@@ -18,7 +18,7 @@ from tallygate.fake_upstream import FakeSettings, FakeUpstream
 from tallygate.keys.schemas import KeyCreate
 from tallygate.keys.service import KeyService
 from tallygate.store.database import Database
-from tests.conftest import ping_redis_or_skip
+from tests.conftest import emptied_redis
 from tests.servers import free_port, serve_app
 
 REDIS_URL = os.environ.get("TALLYGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -27,16 +27,7 @@ CHAT = "cltech/deepseek-r1-32b"
 
 @pytest.fixture
 def redis_url() -> Iterator[str]:
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL)
-    ping_redis_or_skip(client, REDIS_URL)
-    for name in client.scan_iter("tallygate:*"):
-        client.delete(name)
-    yield REDIS_URL
-    for name in client.scan_iter("tallygate:*"):
-        client.delete(name)
-    client.close()
+    yield from emptied_redis(REDIS_URL)
 
 
 def _start(env: dict[str, str], config: Path, port: int) -> subprocess.Popen[bytes]:
