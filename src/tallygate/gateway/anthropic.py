@@ -30,7 +30,7 @@ import functools
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 from multidict import CIMultiDict
@@ -61,10 +61,12 @@ from tallygate.gateway.proxy import Gateway, _client_leaves
 from tallygate.gateway.recording import Call
 from tallygate.gateway.requests import (
     GatewayError,
+    RequestHeaders,
     idle_bounded,
     parse_body,
     parse_tags,
     read_body,
+    scan_headers,
     upstream_body,
 )
 from tallygate.gateway.streaming import (
@@ -99,34 +101,22 @@ MESSAGES_ENDPOINT = Endpoint(MESSAGES, "/messages", streams=True, watcher=Messag
 
 
 @dataclass(slots=True)
-class MessageHeaders:
-    """The request headers this endpoint reads, found in one pass over the ASGI list."""
+class MessageHeaders(RequestHeaders):
+    """The request headers this endpoint reads: the gateway's, and Anthropic's own."""
+
+    FIELDS: ClassVar[dict[bytes, str]] = {
+        **RequestHeaders.FIELDS, b"x-api-key": "api_key", b"anthropic-version": "version",
+        b"anthropic-beta": "beta"}
+    # Repeated, anthropic-beta is one comma-separated list.
+    JOINED: ClassVar[frozenset[str]] = frozenset({"beta"})
 
     api_key: str = ""
-    authorization: str = ""
-    content_length: str | None = None
-    tags: str | None = None
     version: str | None = None
     beta: str | None = None
 
 
 def _headers_of(scope: Scope) -> MessageHeaders:
-    found = MessageHeaders()
-    for name, value in scope["headers"]:
-        if name == b"x-api-key":
-            found.api_key = value.decode("latin-1").strip()
-        elif name == b"authorization":
-            found.authorization = value.decode("latin-1")
-        elif name == b"content-length":
-            found.content_length = value.decode("latin-1")
-        elif name == b"x-tallygate-tags":
-            found.tags = value.decode("latin-1")
-        elif name == b"anthropic-version":
-            found.version = value.decode("latin-1")
-        elif name == b"anthropic-beta":  # repeated, it is one comma-separated list
-            beta = value.decode("latin-1")
-            found.beta = beta if found.beta is None else f"{found.beta},{beta}"
-    return found
+    return scan_headers(scope, MessageHeaders())
 
 
 # -- the endpoints (app.py calls them with the gateway) ----------------------------------------
@@ -329,7 +319,7 @@ def _note_answer(call: Call, model: str | None, split: dict[str, int]) -> None:
 # -- the client's side ---------------------------------------------------------------------------
 
 async def _authenticate(gateway: Gateway, headers: MessageHeaders, scope: Scope) -> StoredKey:
-    secret = headers.api_key
+    secret = headers.api_key.strip()
     if not secret:
         scheme, _, token = headers.authorization.partition(" ")
         secret = token.strip() if scheme.lower() == "bearer" else ""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import orjson
 from starlette.types import Message, Receive, Scope
@@ -62,25 +62,41 @@ def parse_tags(header: str | None) -> dict[str, Any] | None:
 
 @dataclass(slots=True)
 class RequestHeaders:
-    """The few request headers the gateway reads, found in one pass over the ASGI list."""
+    """The few request headers the gateway reads, found in one pass over the ASGI list.
+    An endpoint that reads more subclasses it and extends ``FIELDS`` (header: attribute);
+    a header named in ``JOINED`` may repeat, its values joined by commas."""
+
+    FIELDS: ClassVar[dict[bytes, str]] = {
+        b"authorization": "authorization", b"content-length": "content_length",
+        b"content-type": "content_type", b"content-encoding": "content_encoding",
+        b"x-tallygate-tags": "tags"}
+    JOINED: ClassVar[frozenset[str]] = frozenset()
 
     authorization: str = ""
     content_length: str | None = None
     content_type: str | None = None
+    content_encoding: str | None = None
     tags: str | None = None
 
 
+Found = TypeVar("Found", bound=RequestHeaders)
+
+
 def headers_of(scope: Scope) -> RequestHeaders:
-    found = RequestHeaders()
+    return scan_headers(scope, RequestHeaders())
+
+
+def scan_headers(scope: Scope, found: Found) -> Found:
+    """``found`` filled from the request's headers its class names."""
+    fields, joined = found.FIELDS, found.JOINED
     for name, value in scope["headers"]:
-        if name == b"authorization":
-            found.authorization = value.decode("latin-1")
-        elif name == b"content-length":
-            found.content_length = value.decode("latin-1")
-        elif name == b"content-type":
-            found.content_type = value.decode("latin-1")
-        elif name == b"x-tallygate-tags":
-            found.tags = value.decode("latin-1")
+        attribute = fields.get(name)
+        if attribute is None:
+            continue
+        text = value.decode("latin-1")
+        if attribute in joined and (earlier := getattr(found, attribute)) is not None:
+            text = f"{earlier},{text}"
+        setattr(found, attribute, text)
     return found
 
 

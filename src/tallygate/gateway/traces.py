@@ -82,7 +82,7 @@ async def export(gateway: Gateway, scope: Scope, receive: Receive, send: Send) -
         if media is None:
             raise OtlpError(415, "Content-Type must be application/x-protobuf or "
                                  "application/json (OTLP/HTTP)")
-        encoding = _header(scope, b"content-encoding")
+        encoding = headers.content_encoding
         check_encoding(encoding)
         key = await gateway._authenticate(headers.authorization, scope)
         client = scope.get("client")
@@ -166,13 +166,6 @@ async def _count(gateway: Gateway, key: StoredKey, stored: Sequence[CallRecord])
                 await gateway.limits.count(key, tokens, cost, minute)
     except Exception:
         log.exception("cannot count reported calls against their key's limits")
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for header, value in scope["headers"]:
-        if header == name:
-            return str(value.decode("latin-1"))
-    return None
 
 
 async def _send_status(send: Send, status: int, message: str, media: str | None, rid: str,
